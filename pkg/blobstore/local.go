@@ -1,0 +1,316 @@
+package blobstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/shoal-project/shoal/pkg/atomicfile"
+	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/metainfo"
+)
+
+// Local stores blobs in a directory:
+//
+//	<root>/blobs/<alg>/<hex[:2]>/<hex>      blob bytes
+//	<root>/metainfo/<alg>/<hex[:2]>/<hex>   metainfo (protobuf)
+//	<root>/tmp/                             writers in progress
+//
+// Every file is written to tmp, fsynced and renamed into place, so a crash
+// leaves either the whole verified blob or nothing under blobs/. tmp is
+// emptied when the store is opened.
+type Local struct {
+	root string
+}
+
+var _ Store = (*Local)(nil)
+
+// NewLocal opens (creating if needed) a store rooted at dir and removes any
+// writer left behind by a crash.
+func NewLocal(dir string) (*Local, error) {
+	s := &Local{root: dir}
+	if err := os.RemoveAll(s.tmpDir()); err != nil {
+		return nil, fmt.Errorf("blobstore: clean %s: %w", s.tmpDir(), err)
+	}
+	for _, d := range []string{s.tmpDir(), filepath.Join(dir, "blobs"), filepath.Join(dir, "metainfo")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("blobstore: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func (s *Local) tmpDir() string { return filepath.Join(s.root, "tmp") }
+
+func (s *Local) path(kind string, d digest.Digest) string {
+	hex := d.Hex()
+	return filepath.Join(s.root, kind, string(d.Algorithm()), hex[:2], hex)
+}
+
+// checkDigest refuses digests that did not come through digest.Parse: the
+// digest becomes a path, so this is the last guard against traversal.
+func checkDigest(d digest.Digest) error {
+	if _, err := digest.Parse(string(d)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Stat implements Provider.
+func (s *Local) Stat(_ context.Context, d digest.Digest) (Info, error) {
+	if err := checkDigest(d); err != nil {
+		return Info{}, err
+	}
+	fi, err := os.Stat(s.path("blobs", d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Info{}, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("stat blob %s: %w", d, err)
+	}
+	return Info{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// Open implements Provider. The reader is an *os.File underneath; File gives
+// it to callers that can use sendfile.
+func (s *Local) Open(_ context.Context, d digest.Digest) (Reader, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(s.path("blobs", d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("blob %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat blob %s: %w", d, err)
+	}
+	return &FileReader{File: f, size: fi.Size()}, nil
+}
+
+// FileReader is the Reader of Local: an open file and its size.
+type FileReader struct {
+	*os.File
+	size int64
+}
+
+// Size implements Reader.
+func (r *FileReader) Size() int64 { return r.size }
+
+// Delete implements Manager.
+func (s *Local) Delete(_ context.Context, d digest.Digest) error {
+	if err := checkDigest(d); err != nil {
+		return err
+	}
+	err := os.Remove(s.path("blobs", d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blob %s: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	if err := os.Remove(s.path("metainfo", d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete metainfo %s: %w", d, err)
+	}
+	return nil
+}
+
+// Walk implements Manager.
+func (s *Local) Walk(ctx context.Context, fn func(Info) error) error {
+	base := filepath.Join(s.root, "blobs")
+	return filepath.WalkDir(base, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if de.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(base, p)
+		parts := strings.Split(filepath.ToSlash(rel), "/")
+		if len(parts) != 3 {
+			return nil
+		}
+		d, err := digest.Parse(parts[0] + ":" + parts[2])
+		if err != nil {
+			return nil // not ours; never fail a walk on a stray file
+		}
+		fi, err := de.Info()
+		if err != nil {
+			return nil // removed during the walk
+		}
+		return fn(Info{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()})
+	})
+}
+
+// MetaInfo implements MetaInfoProvider.
+func (s *Local) MetaInfo(ctx context.Context, d digest.Digest) (*metainfo.MetaInfo, error) {
+	if err := checkDigest(d); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(s.path("metainfo", d))
+	if err == nil {
+		if m, err := metainfo.Unmarshal(b); err == nil && m.Digest == d {
+			return m, nil
+		}
+		// A damaged metainfo file is rebuilt from the blob below.
+	}
+	r, err := s.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	m, err := metainfo.Compute(d, r, r.Size())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.writeMetaInfo(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (s *Local) writeMetaInfo(m *metainfo.MetaInfo) error {
+	b, err := m.Marshal()
+	if err == nil {
+		err = atomicfile.WriteFile(s.path("metainfo", m.Digest), b, 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("metainfo %s: %w", m.Digest, err)
+	}
+	return nil
+}
+
+// Writer implements Ingester.
+func (s *Local) Writer(_ context.Context) (Writer, error) {
+	f, err := os.CreateTemp(s.tmpDir(), "blob-")
+	if err != nil {
+		return nil, fmt.Errorf("blobstore: new writer: %w", err)
+	}
+	return &localWriter{s: s, f: f, sha: sha256.New(), pieces: metainfo.NewHasher(metainfo.DefaultPieceLength)}, nil
+}
+
+// localWriter hashes as it writes: the sha256 for the digest check and the
+// piece hashes at the default piece length, so a commit of a blob up to
+// metainfo.LargeBlob needs no second read.
+type localWriter struct {
+	s      *Local
+	f      *os.File
+	sha    hash.Hash
+	pieces *metainfo.Hasher
+	n      int64
+	closed bool
+	err    error // sticky write error
+}
+
+func (w *localWriter) Write(p []byte) (int, error) {
+	if w.closed {
+		return 0, ErrClosed
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.f.Write(p)
+	w.sha.Write(p[:n])
+	w.pieces.Write(p[:n])
+	w.n += int64(n)
+	if err != nil {
+		w.err = fmt.Errorf("blobstore: write: %w", err)
+		return n, w.err
+	}
+	return n, nil
+}
+
+func (w *localWriter) Written() int64 { return w.n }
+
+func (w *localWriter) Commit(ctx context.Context, size int64, want digest.Digest) (Info, error) {
+	if w.closed {
+		return Info{}, ErrClosed
+	}
+	defer w.Close()
+	if w.err != nil {
+		return Info{}, w.err
+	}
+	if err := checkDigest(want); err != nil {
+		return Info{}, err
+	}
+	if size >= 0 && size != w.n {
+		return Info{}, fmt.Errorf("blob %s: wrote %d bytes, want %d: %w", want, w.n, size, ErrSizeMismatch)
+	}
+	got, err := w.digest(want.Algorithm())
+	if err != nil {
+		return Info{}, err
+	}
+	if got != want {
+		return Info{}, fmt.Errorf("blob %s: content hashes to %s: %w", want, got, ErrDigestMismatch)
+	}
+	if err := w.f.Sync(); err != nil {
+		return Info{}, fmt.Errorf("blob %s: sync: %w", want, err)
+	}
+	if err := w.f.Close(); err != nil {
+		return Info{}, fmt.Errorf("blob %s: close: %w", want, err)
+	}
+	if err := atomicfile.Install(w.f.Name(), w.s.path("blobs", want)); err != nil {
+		return Info{}, fmt.Errorf("blob %s: install: %w", want, err)
+	}
+	w.closed = true
+	mi, err := w.metaInfo(ctx, want)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := w.s.writeMetaInfo(mi); err != nil {
+		return Info{}, err
+	}
+	return w.s.Stat(ctx, want)
+}
+
+// digest returns the digest of what was written, in algorithm a.
+func (w *localWriter) digest(a digest.Algorithm) (digest.Digest, error) {
+	if a == digest.SHA256 {
+		return digest.FromHash(a, w.sha), nil
+	}
+	h := a.Hash()
+	if _, err := io.Copy(h, io.NewSectionReader(w.f, 0, w.n)); err != nil {
+		return "", fmt.Errorf("blobstore: rehash: %w", err)
+	}
+	return digest.FromHash(a, h), nil
+}
+
+// metaInfo returns the piece hashes, recomputing them from the committed
+// file when the blob is too large for the default piece length.
+func (w *localWriter) metaInfo(ctx context.Context, d digest.Digest) (*metainfo.MetaInfo, error) {
+	if metainfo.PieceLength(w.n) == w.pieces.PieceLength() {
+		return w.pieces.MetaInfo(d), nil
+	}
+	r, err := w.s.Open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return metainfo.Compute(d, r, r.Size())
+}
+
+func (w *localWriter) Close() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	w.f.Close()
+	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blobstore: discard: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package blobstore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/shoal-project/shoal/pkg/blobstore"
+	"github.com/shoal-project/shoal/pkg/blobstore/storetest"
+	"github.com/shoal-project/shoal/pkg/metainfo"
+)
+
+func TestLocal(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) blobstore.Store {
+		s, err := blobstore.NewLocal(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+// A crash mid-upload leaves a temp file; reopening the store removes it and
+// the blob is not visible.
+func TestLocalCrashLeavesNoPartialBlob(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := blobstore.NewLocal(dir)
+	b, d := storetest.Blob(t, 1<<20)
+	w, _ := s.Writer(context.Background())
+	w.Write(b[:1000]) // "crash": never committed nor closed
+
+	s2, err := blobstore.NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
+		t.Fatalf("tmp has %d files after reopen", len(ents))
+	}
+	if _, err := s2.Stat(context.Background(), d); !errors.Is(err, blobstore.ErrNotFound) {
+		t.Fatalf("partial blob visible: %v", err)
+	}
+}
+
+// Losing the metainfo file (crash between blob rename and metainfo rename, or
+// a damaged file) is repaired from the blob.
+func TestLocalMetaInfoRebuilt(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := blobstore.NewLocal(dir)
+	b, d := storetest.Blob(t, metainfo.DefaultPieceLength+1)
+	if _, err := blobstore.Put(context.Background(), s, bytes.NewReader(b), int64(len(b)), d); err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(dir, "metainfo", "sha256", d.Hex()[:2], d.Hex())
+	for name, damage := range map[string]func() error{
+		"removed": func() error { return os.Remove(mp) },
+		"garbage": func() error { return os.WriteFile(mp, []byte("not protobuf \xff\xff"), 0o644) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := damage(); err != nil {
+				t.Fatal(err)
+			}
+			mi, err := s.MetaInfo(context.Background(), d)
+			if err != nil || mi.NumPieces() != 2 {
+				t.Fatalf("MetaInfo = %v, %v", mi, err)
+			}
+			if _, err := os.Stat(mp); err != nil {
+				t.Fatalf("metainfo not rewritten: %v", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,64 @@
+package origin
+
+import (
+	"errors"
+	"time"
+
+	"github.com/shoal-project/shoal/pkg/auth"
+)
+
+// Config configures an origin. Zero values take the defaults of
+// applyDefaults.
+type Config struct {
+	// Addr is the listen address of the registry, metrics and health.
+	Addr string `yaml:"addr"`
+	// DataDir holds blobs, metainfo and the repository index.
+	DataDir string `yaml:"data_dir"`
+	// Auth decides who may push and pull.
+	Auth auth.Config `yaml:"auth"`
+	// TokenPath is where the built-in token issuer is served in token
+	// mode when an htpasswd file is configured; empty disables it.
+	TokenPath string `yaml:"token_path"`
+	// MaxBlobSize bounds one blob upload.
+	MaxBlobSize int64 `yaml:"max_blob_size"`
+	// UploadIdleTimeout expires upload sessions with no activity.
+	UploadIdleTimeout time.Duration `yaml:"upload_idle_timeout"`
+	// ShutdownTimeout bounds how long SIGTERM waits for in-flight requests.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MaxHeaderBytes bounds request headers; real registry clients send a
+	// few KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+}
+
+// applyDefaults returns a copy with defaults filled in.
+func (c Config) applyDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = ":5000"
+	}
+	if c.MaxBlobSize == 0 {
+		c.MaxBlobSize = 64 << 30
+	}
+	if c.UploadIdleTimeout == 0 {
+		c.UploadIdleTimeout = time.Hour
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = time.Minute
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.TokenPath == "" {
+		c.TokenPath = "/auth/token"
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.DataDir == "" {
+		return errors.New("origin: data_dir is required")
+	}
+	if c.MaxBlobSize < 0 {
+		return errors.New("origin: max_blob_size must be positive")
+	}
+	return nil
+}
