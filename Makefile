@@ -38,7 +38,7 @@ test-short:
 	$(GO) test -short -count=1 ./...
 
 ## demo: start an origin, push a generated multi-layer image with crane, pull it back
-demo: build
+demo: build tools
 	./scripts/demo.sh
 
 ## proto: regenerate Go from proto/*.proto (protoc from Debian protobuf-compiler)
