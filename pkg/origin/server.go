@@ -112,6 +112,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", s.readyz)
+	mux.HandleFunc(MetaInfoPath, s.getMetaInfo)
 	if s.issuer != nil {
 		mux.Handle(s.cfg.TokenPath, s.issuer)
 	}
