@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shoal-project/shoal/pkg/auth"
@@ -88,7 +89,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	if s.metrics == nil {
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		s.gather, s.metrics = reg, newMetrics(reg)
 	}
 	authz, err := auth.New(cfg.Auth)
