@@ -40,7 +40,9 @@ func (s Span) ContentRange(size int64) string {
 // ParseRange parses a Range header for a resource of size bytes. Only a single
 // range is supported; a list of ranges is ErrMalformed (callers serve the whole
 // body, as the RFC allows). Suffix ranges ("bytes=-500") and open ranges
-// ("bytes=500-") are supported.
+// ("bytes=500-") are supported. A range whose end precedes its start is
+// ErrUnsatisfiable: RFC 9110 asks for a 416 when a supported unit carries an
+// invalid range.
 func ParseRange(header string, size int64) (Span, error) {
 	if len(header) > maxHeader {
 		return Span{}, fmt.Errorf("%w: header too long", ErrMalformed)
@@ -80,7 +82,7 @@ func ParseRange(header string, size int64) (Span, error) {
 			return Span{}, err
 		}
 		if end < start {
-			return Span{}, fmt.Errorf("%w: end %d before start %d", ErrMalformed, end, start)
+			return Span{}, fmt.Errorf("%w: end %d before start %d", ErrUnsatisfiable, end, start)
 		}
 	}
 	if start >= size {

@@ -22,7 +22,7 @@ func TestParseRange(t *testing.T) {
 		{"bytes=1000-2000", 1000, Span{}, ErrUnsatisfiable},
 		{"bytes=-0", 1000, Span{}, ErrUnsatisfiable},
 		{"bytes=0-0", 0, Span{}, ErrUnsatisfiable},
-		{"bytes=5-1", 1000, Span{}, ErrMalformed},
+		{"bytes=5-1", 1000, Span{}, ErrUnsatisfiable},
 		{"bytes=0-1,5-6", 1000, Span{}, ErrMalformed},
 		{"items=0-1", 1000, Span{}, ErrMalformed},
 		{"bytes=a-b", 1000, Span{}, ErrMalformed},

@@ -54,6 +54,7 @@ func TestBlobPullAndRange(t *testing.T) {
 		{"bytes=5000-99999", 206, 5000, 9999}, // end clamped to the size
 		{"bytes=10000-", 416, 0, 0},
 		{"bytes=20000-20001", 416, 0, 0},
+		{"bytes=500-0", 416, 0, 0}, // invalid: RFC 9110 says SHOULD 416
 	}
 	for _, tc := range ranges {
 		t.Run(tc.spec, func(t *testing.T) {
