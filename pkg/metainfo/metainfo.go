@@ -36,6 +36,14 @@ const (
 	MaxPieceLength = 1 << 30
 )
 
+// HTTPPath is where origins serve metainfo: GET HTTPPath + "<digest>"
+// answers the protobuf shoal.v1.MetaInfo with ContentType. It is outside
+// /v2 because it is not part of the OCI API and names no repository.
+const (
+	HTTPPath    = "/shoal/v1/metainfo/"
+	ContentType = "application/vnd.shoal.metainfo.v1+protobuf"
+)
+
 // PieceLength returns the piece length for a blob of size bytes: 4 MiB up to
 // 8 GiB, then the next power of two of size/2048.
 func PieceLength(size int64) int64 {

@@ -7,17 +7,16 @@ import (
 	"strings"
 
 	"github.com/shoal-project/shoal/pkg/blobstore"
+	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/ocierr"
 )
 
-// MetaInfoPath is where the origin serves a blob's metainfo:
-// GET MetaInfoPath + "<digest>" answers the protobuf shoal.v1.MetaInfo.
-// Trackers call it; it is outside /v2 because it is not part of the OCI API
-// and names no repository.
-const MetaInfoPath = "/shoal/v1/metainfo/"
-
-// MetaInfoContentType is the media type of the metainfo response.
-const MetaInfoContentType = "application/vnd.shoal.metainfo.v1+protobuf"
+// Where and how the origin serves metainfo; the names live in pkg/metainfo
+// so trackers and agents need not import the origin.
+const (
+	MetaInfoPath        = metainfo.HTTPPath
+	MetaInfoContentType = metainfo.ContentType
+)
 
 func (s *Server) getMetaInfo(w http.ResponseWriter, r *http.Request) {
 	rw := &responseWriter{ResponseWriter: w}

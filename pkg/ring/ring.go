@@ -171,3 +171,7 @@ func mix(x uint64) uint64 {
 	x ^= x >> 31
 	return x
 }
+
+// Ring returns r, so a fixed ring can stand where a live view (such as a
+// membership group) is expected.
+func (r *Ring) Ring() *Ring { return r }

@@ -1,0 +1,419 @@
+// Package tracker coordinates swarms over gRPC: agents announce what they
+// hold of a blob and get back peers to fetch from, and ask for a blob's
+// metainfo. Each digest is owned by one tracker on a rendezvous ring over
+// the live trackers; an announce that lands elsewhere is forwarded once.
+package tracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/ring"
+	shoalpb "github.com/shoal-project/shoal/proto"
+)
+
+// Config configures a tracker. Zero values take defaults.
+type Config struct {
+	// ID names this tracker on the tracker ring.
+	ID string
+	// Interval is how often downloading peers announce (default 3s);
+	// SeederInterval how often complete ones do (default 30s). A peer
+	// that misses three announces is dropped.
+	Interval       time.Duration
+	SeederInterval time.Duration
+	// DefaultPeers and MaxPeers bound a peer list (defaults 20 and 100).
+	DefaultPeers int
+	MaxPeers     int
+	// OriginFanout is how many agents may fetch from the origins at once
+	// while seeders are scarce (default 4); SeederTarget is the number of
+	// complete agents at which origins stop being handed out (default 2).
+	OriginFanout int
+	SeederTarget int
+	// Replicas is the origin replication factor used to find a blob's
+	// owning origins (default 3).
+	Replicas int
+	// AnnounceRate bounds announces per second this tracker accepts
+	// (0: unlimited); the excess gets RESOURCE_EXHAUSTED and retries.
+	AnnounceRate float64
+	// MetaInfoCacheBytes bounds the metainfo cache (default 64 MiB).
+	MetaInfoCacheBytes int64
+	// ForwardTimeout bounds a forwarded announce (default 2s).
+	ForwardTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.Interval <= 0 {
+		c.Interval = 3 * time.Second
+	}
+	if c.SeederInterval <= 0 {
+		c.SeederInterval = 30 * time.Second
+	}
+	def(&c.DefaultPeers, 20)
+	def(&c.MaxPeers, 100)
+	def(&c.OriginFanout, 4)
+	def(&c.SeederTarget, 2)
+	def(&c.Replicas, 3)
+	if c.MetaInfoCacheBytes <= 0 {
+		c.MetaInfoCacheBytes = 64 << 20
+	}
+	if c.ForwardTimeout <= 0 {
+		c.ForwardTimeout = 2 * time.Second
+	}
+	return c
+}
+
+// RingSource gives the current member set: a membership.Group, or a fixed
+// *ring.Ring.
+type RingSource interface {
+	Ring() *ring.Ring
+}
+
+// Server is a tracker.
+type Server struct {
+	shoalpb.UnimplementedTrackerServer
+
+	cfg      Config
+	policy   policy
+	log      *slog.Logger
+	trackers RingSource
+	origins  RingSource
+	swarms   *swarms
+	limiter  *rate.Limiter
+	meta     *metaInfoCache
+	metrics  *metrics
+	gather   prometheus.Gatherer
+	creds    credentials.TransportCredentials
+
+	connMu sync.Mutex
+	conns  map[string]*grpc.ClientConn // forwarding connections by address
+}
+
+// Option customises New.
+type Option func(*Server)
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
+
+// WithRegistry registers metrics on reg instead of a private registry.
+func WithRegistry(reg *prometheus.Registry) Option {
+	return func(s *Server) { s.metrics = newMetrics(reg); s.gather = reg }
+}
+
+// WithTrackers sets the tracker ring used to find each digest's owner.
+// Without it this tracker owns every digest.
+func WithTrackers(r RingSource) Option { return func(s *Server) { s.trackers = r } }
+
+// WithOrigins sets the origin ring, for metainfo and origin seeders.
+func WithOrigins(r RingSource) Option { return func(s *Server) { s.origins = r } }
+
+// WithTransportCredentials makes forwarding to other trackers use TLS.
+func WithTransportCredentials(c credentials.TransportCredentials) Option {
+	return func(s *Server) { s.creds = c }
+}
+
+// WithHTTPClient sets the client used to fetch metainfo from origins.
+func WithHTTPClient(c *http.Client) Option { return func(s *Server) { s.meta.http = c } }
+
+// New returns a tracker.
+func New(cfg Config, opts ...Option) *Server {
+	cfg = cfg.withDefaults()
+	s := &Server{
+		cfg: cfg,
+		policy: policy{
+			interval: cfg.Interval, seederInterval: cfg.SeederInterval,
+			defaultPeers: cfg.DefaultPeers, maxPeers: cfg.MaxPeers, sampleSize: 4 * cfg.MaxPeers,
+			originFanout: cfg.OriginFanout, seederTarget: cfg.SeederTarget,
+		},
+		log:    slog.Default(),
+		swarms: newSwarms(),
+		conns:  map[string]*grpc.ClientConn{},
+	}
+	s.meta = newMetaInfoCache(cfg.MetaInfoCacheBytes, http.DefaultClient)
+	for _, o := range opts {
+		o(s)
+	}
+	if s.metrics == nil {
+		reg := prometheus.NewRegistry()
+		s.metrics, s.gather = newMetrics(reg), reg
+	}
+	s.meta.onFetch = s.metrics.fetches.Inc
+	if s.origins == nil {
+		s.origins = ring.New(nil)
+	}
+	if cfg.AnnounceRate > 0 {
+		s.limiter = rate.NewLimiter(rate.Limit(cfg.AnnounceRate), int(max(1, cfg.AnnounceRate/10)))
+	}
+	return s
+}
+
+// Limits on what an announce may carry: generous for real agents, small
+// enough that a hostile one cannot make the tracker hold much.
+const (
+	maxIDLen       = 128
+	maxAddrs       = 16
+	maxAddrLen     = 256
+	maxLabelLen    = 64
+	maxBitfieldLen = 1 << 10 // metainfo caps blobs at 2048 pieces: 256 bytes
+	maxBatch       = 1000
+)
+
+func validateAnnounce(req *shoalpb.AnnounceRequest) (digest.Digest, error) {
+	d, err := digest.Parse(req.GetDigest())
+	if err != nil {
+		return "", status.Errorf(codes.InvalidArgument, "digest: %v", err)
+	}
+	p := req.GetPeer()
+	switch {
+	case p.GetId() == "" || len(p.GetId()) > maxIDLen:
+		return "", status.Errorf(codes.InvalidArgument, "peer id must be 1..%d bytes", maxIDLen)
+	case len(p.GetAddrs()) > maxAddrs:
+		return "", status.Errorf(codes.InvalidArgument, "at most %d addrs", maxAddrs)
+	case len(req.GetBitfield()) > maxBitfieldLen:
+		return "", status.Errorf(codes.InvalidArgument, "bitfield longer than %d bytes", maxBitfieldLen)
+	case req.GetMaxPeers() < 0:
+		return "", status.Error(codes.InvalidArgument, "max_peers is negative")
+	}
+	for _, a := range p.GetAddrs() {
+		if a == "" || len(a) > maxAddrLen {
+			return "", status.Errorf(codes.InvalidArgument, "addr must be 1..%d bytes", maxAddrLen)
+		}
+	}
+	l := p.GetLabels()
+	if len(l.GetZone()) > maxLabelLen || len(l.GetRack()) > maxLabelLen || len(l.GetNode()) > maxLabelLen {
+		return "", status.Errorf(codes.InvalidArgument, "labels longer than %d bytes", maxLabelLen)
+	}
+	return d, nil
+}
+
+// Announce records the peer and returns peers to fetch from.
+func (s *Server) Announce(ctx context.Context, req *shoalpb.AnnounceRequest) (*shoalpb.AnnounceResponse, error) {
+	if s.limiter != nil && !s.limiter.Allow() {
+		s.metrics.announces.WithLabelValues("rate_limited").Inc()
+		return nil, status.Error(codes.ResourceExhausted, "announce rate limit; retry after the interval")
+	}
+	resp, err := s.announce(ctx, req)
+	s.metrics.announces.WithLabelValues(resultLabel(err)).Inc()
+	return resp, err
+}
+
+func (s *Server) announce(ctx context.Context, req *shoalpb.AnnounceRequest) (*shoalpb.AnnounceResponse, error) {
+	d, err := validateAnnounce(req)
+	if err != nil {
+		return nil, err
+	}
+	if owner, ok := s.owner(d); ok && !req.GetForwarded() {
+		resp, err := s.forward(ctx, owner, req)
+		if err == nil {
+			return resp, nil
+		}
+		// The owner is unreachable: serve from local state rather than
+		// leave the agent without peers. The ring will drop the owner
+		// when its lease expires.
+		s.log.Warn("forward announce failed; answering locally", "owner", owner.ID, "digest", d, "err", err)
+	}
+	return s.local(d, req), nil
+}
+
+func (s *Server) local(d digest.Digest, req *shoalpb.AnnounceRequest) *shoalpb.AnnounceResponse {
+	var seeders []ring.Member
+	for _, o := range s.origins.Ring().Owners(string(d), s.cfg.Replicas) {
+		if o.PeerID != "" {
+			seeders = append(seeders, o)
+		}
+	}
+	return s.swarms.announce(string(d), req, seeders, s.policy, time.Now())
+}
+
+// owner returns the tracker that owns d when it is not this one.
+func (s *Server) owner(d digest.Digest) (ring.Member, bool) {
+	if s.trackers == nil {
+		return ring.Member{}, false
+	}
+	o, ok := s.trackers.Ring().Owner(string(d))
+	if !ok || o.ID == s.cfg.ID {
+		return ring.Member{}, false
+	}
+	return o, true
+}
+
+// AnnounceBatch announces many blobs at once. Announces owned elsewhere
+// are forwarded as one batch per owning tracker, in parallel.
+func (s *Server) AnnounceBatch(ctx context.Context, req *shoalpb.AnnounceBatchRequest) (*shoalpb.AnnounceBatchResponse, error) {
+	n := len(req.GetAnnounces())
+	if n > maxBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "at most %d announces per batch", maxBatch)
+	}
+	if s.limiter != nil && !s.limiter.AllowN(time.Now(), n) {
+		s.metrics.announces.WithLabelValues("rate_limited").Add(float64(n))
+		return nil, status.Error(codes.ResourceExhausted, "announce rate limit; retry after the interval")
+	}
+	out := make([]*shoalpb.AnnounceResponse, n)
+	type group struct {
+		owner ring.Member
+		idx   []int
+	}
+	remote := map[string]*group{}
+	for i, a := range req.GetAnnounces() {
+		d, err := validateAnnounce(a)
+		if err != nil {
+			s.metrics.announces.WithLabelValues("invalid").Inc()
+			return nil, status.Errorf(codes.InvalidArgument, "announce %d: %v", i, status.Convert(err).Message())
+		}
+		if owner, ok := s.owner(d); ok && !a.GetForwarded() {
+			g := remote[owner.ID]
+			if g == nil {
+				g = &group{owner: owner}
+				remote[owner.ID] = g
+			}
+			g.idx = append(g.idx, i)
+			continue
+		}
+		out[i] = s.local(d, a)
+		s.metrics.announces.WithLabelValues("ok").Inc()
+	}
+	var wg sync.WaitGroup
+	for _, g := range remote {
+		wg.Go(func() {
+			batch := &shoalpb.AnnounceBatchRequest{}
+			for _, i := range g.idx {
+				batch.Announces = append(batch.Announces, req.GetAnnounces()[i])
+			}
+			resps, err := s.forwardBatch(ctx, g.owner, batch)
+			for k, i := range g.idx {
+				if err == nil {
+					out[i] = resps[k]
+				} else {
+					d, _ := digest.Parse(req.GetAnnounces()[i].GetDigest())
+					out[i] = s.local(d, req.GetAnnounces()[i])
+				}
+			}
+			if err != nil {
+				s.log.Warn("forward announce batch failed; answering locally", "owner", g.owner.ID, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	return &shoalpb.AnnounceBatchResponse{Responses: out}, nil
+}
+
+// GetMetaInfo returns a blob's metainfo from the cache or its origins.
+func (s *Server) GetMetaInfo(ctx context.Context, req *shoalpb.GetMetaInfoRequest) (*shoalpb.GetMetaInfoResponse, error) {
+	d, err := digest.Parse(req.GetDigest())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "digest: %v", err)
+	}
+	mi, hit, err := s.meta.get(ctx, d, s.origins.Ring().Owners(string(d), s.origins.Ring().Len()))
+	switch {
+	case err == nil && hit:
+		s.metrics.metainfo.WithLabelValues("hit").Inc()
+	case err == nil:
+		s.metrics.metainfo.WithLabelValues("fetched").Inc()
+	case errors.Is(err, errNotFound):
+		s.metrics.metainfo.WithLabelValues("not_found").Inc()
+		return nil, status.Errorf(codes.NotFound, "%s: no origin has it", d)
+	default:
+		s.metrics.metainfo.WithLabelValues("error").Inc()
+		return nil, status.Errorf(codes.Unavailable, "%s: %v", d, err)
+	}
+	return &shoalpb.GetMetaInfoResponse{Metainfo: mi}, nil
+}
+
+func resultLabel(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument:
+		return "invalid"
+	case codes.ResourceExhausted:
+		return "rate_limited"
+	}
+	return "error"
+}
+
+// Run serves gRPC on grpcLn and metrics and health on httpLn (if not nil)
+// until ctx ends, then stops gracefully. opts are extra gRPC server options
+// (TLS credentials).
+func (s *Server) Run(ctx context.Context, grpcLn, httpLn net.Listener, opts ...grpc.ServerOption) error {
+	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(4 << 20)}, opts...)
+	gs := grpc.NewServer(opts...)
+	shoalpb.RegisterTrackerServer(gs, s)
+
+	var hs *http.Server
+	errc := make(chan error, 3)
+	if httpLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- ignoreClosed(hs.Serve(httpLn)) }()
+	}
+	go func() { errc <- gs.Serve(grpcLn) }()
+
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	defer stopSweep()
+	go s.sweepLoop(sweepCtx)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		gs.Stop()
+	}
+	if hs != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(sctx)
+	}
+	s.closeConns()
+	return err
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			ns, np := s.swarms.sweep(now)
+			s.metrics.swarms.Set(float64(ns))
+			s.metrics.peers.Set(float64(np))
+		}
+	}
+}

@@ -1,0 +1,242 @@
+package tracker
+
+import (
+	"hash/maphash"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/shoal-project/shoal/pkg/ring"
+	shoalpb "github.com/shoal-project/shoal/proto"
+)
+
+// Swarm state is soft: it lives in memory, every entry expires unless its
+// peer announces again, and a restarted tracker is whole again after one
+// announce interval. Nothing of it goes to etcd.
+
+type peerEntry struct {
+	peer     *shoalpb.Peer
+	complete bool
+	bitfield []byte
+	expires  time.Time
+}
+
+type swarm struct {
+	// list and index give O(1) upsert, delete and random sampling.
+	list  []*peerEntry
+	index map[string]int
+	// complete counts complete non-origin peers: the seeders that make
+	// the origin unnecessary.
+	complete int
+	// originGrants: agents currently allowed to fetch from the origin,
+	// until the time given.
+	originGrants map[string]time.Time
+}
+
+func (s *swarm) remove(id string) {
+	i, ok := s.index[id]
+	if !ok {
+		return
+	}
+	e := s.list[i]
+	if e.complete && !e.peer.GetOrigin() {
+		s.complete--
+	}
+	last := len(s.list) - 1
+	s.list[i] = s.list[last]
+	s.index[s.list[i].peer.GetId()] = i
+	s.list = s.list[:last]
+	delete(s.index, id)
+}
+
+func (s *swarm) upsert(e *peerEntry) {
+	id := e.peer.GetId()
+	if i, ok := s.index[id]; ok {
+		old := s.list[i]
+		if old.complete && !old.peer.GetOrigin() {
+			s.complete--
+		}
+		s.list[i] = e
+	} else {
+		s.index[id] = len(s.list)
+		s.list = append(s.list, e)
+	}
+	if e.complete && !e.peer.GetOrigin() {
+		s.complete++
+	}
+}
+
+// policy holds the tunables of the hand-out.
+type policy struct {
+	interval       time.Duration // incomplete peers announce this often
+	seederInterval time.Duration // complete peers, less often
+	defaultPeers   int
+	maxPeers       int
+	sampleSize     int // swarms larger than this are sampled per announce
+	originFanout   int // agents that may hold an origin grant at once
+	seederTarget   int // complete agents at which origins stop being handed out
+}
+
+const shardCount = 64
+
+// swarms is the sharded table of all swarms this tracker owns.
+type swarms struct {
+	seed   maphash.Seed
+	shards [shardCount]struct {
+		mu     sync.Mutex
+		swarms map[string]*swarm
+		rnd    *rand.Rand
+	}
+}
+
+func newSwarms() *swarms {
+	t := &swarms{seed: maphash.MakeSeed()}
+	for i := range t.shards {
+		t.shards[i].swarms = map[string]*swarm{}
+		t.shards[i].rnd = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	return t
+}
+
+// announce records what the asker has and returns peers for it. origins
+// are the blob's owning origins that can seed (they have a peer ID).
+func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring.Member, p policy, now time.Time) *shoalpb.AnnounceResponse {
+	sh := &t.shards[maphash.String(t.seed, d)%shardCount]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s := sh.swarms[d]
+	if s == nil {
+		s = &swarm{index: map[string]int{}, originGrants: map[string]time.Time{}}
+		sh.swarms[d] = s
+	}
+	complete := req.GetComplete()
+	interval := p.interval
+	if complete {
+		interval = p.seederInterval
+	}
+	interval = jitter(interval, sh.rnd)
+	peer := req.GetPeer()
+	s.upsert(&peerEntry{peer: peer, complete: complete, bitfield: req.GetBitfield(), expires: now.Add(3 * interval)})
+
+	max := int(req.GetMaxPeers())
+	if max <= 0 {
+		max = p.defaultPeers
+	}
+	max = min(max, p.maxPeers)
+
+	var out []*shoalpb.Peer
+	if !complete && !peer.GetOrigin() {
+		out = t.grantOrigins(s, peer.GetId(), origins, p, now, interval)
+	}
+	cands := sample(s, p.sampleSize, now, sh.rnd)
+	a := asker{id: peer.GetId(), labels: peer.GetLabels(), complete: complete, bitfield: req.GetBitfield()}
+	for _, c := range selectPeers(a, cands, max-len(out), sh.rnd) {
+		if !containsPeer(out, c.GetId()) {
+			out = append(out, c)
+		}
+	}
+	return &shoalpb.AnnounceResponse{Peers: out, IntervalSeconds: int32((interval + time.Second - 1) / time.Second)}
+}
+
+// grantOrigins hands the owning origins to the asker while seeders are
+// scarce and fewer than originFanout other agents hold a grant. A grant
+// lasts while its agent keeps announcing.
+func (t *swarms) grantOrigins(s *swarm, id string, origins []ring.Member, p policy, now time.Time, interval time.Duration) []*shoalpb.Peer {
+	if len(origins) == 0 || s.complete >= p.seederTarget {
+		return nil
+	}
+	if _, ok := s.originGrants[id]; !ok {
+		active := 0
+		for agent, until := range s.originGrants {
+			if now.After(until) {
+				delete(s.originGrants, agent)
+				continue
+			}
+			active++
+		}
+		if active >= p.originFanout {
+			return nil
+		}
+	}
+	s.originGrants[id] = now.Add(2 * interval)
+	out := make([]*shoalpb.Peer, 0, len(origins))
+	for _, o := range origins {
+		out = append(out, &shoalpb.Peer{Id: o.PeerID, Addrs: o.P2PAddrs, Complete: true, Origin: true})
+	}
+	return out
+}
+
+// sample returns live candidates: all of a small swarm, or about size
+// random ones of a large swarm, so an announce costs O(size), not O(swarm).
+func sample(s *swarm, size int, now time.Time, rnd *rand.Rand) []candidate {
+	pick := func(e *peerEntry) candidate {
+		return candidate{peer: e.peer, complete: e.complete, bitfield: e.bitfield}
+	}
+	out := make([]candidate, 0, min(len(s.list), size))
+	if len(s.list) <= size {
+		for _, e := range s.list {
+			if now.Before(e.expires) {
+				out = append(out, pick(e))
+			}
+		}
+		return out
+	}
+	seen := make(map[int]struct{}, size)
+	for range size {
+		i := rnd.IntN(len(s.list))
+		if _, dup := seen[i]; dup {
+			continue
+		}
+		seen[i] = struct{}{}
+		if e := s.list[i]; now.Before(e.expires) {
+			out = append(out, pick(e))
+		}
+	}
+	return out
+}
+
+// sweep drops expired peers and empty swarms, returning the number of
+// swarms and peers left.
+func (t *swarms) sweep(now time.Time) (nswarms, npeers int) {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for d, s := range sh.swarms {
+			for j := 0; j < len(s.list); {
+				if e := s.list[j]; !now.Before(e.expires) {
+					s.remove(e.peer.GetId())
+					continue // the last entry moved into j
+				}
+				j++
+			}
+			for agent, until := range s.originGrants {
+				if now.After(until) {
+					delete(s.originGrants, agent)
+				}
+			}
+			if len(s.list) == 0 {
+				delete(sh.swarms, d)
+				continue
+			}
+			nswarms++
+			npeers += len(s.list)
+		}
+		sh.mu.Unlock()
+	}
+	return nswarms, npeers
+}
+
+// jitter spreads announces ±10% so a fleet that started together does not
+// announce in lockstep forever.
+func jitter(d time.Duration, rnd *rand.Rand) time.Duration {
+	return d - d/10 + time.Duration(rnd.Int64N(int64(d/5)+1))
+}
+
+func containsPeer(ps []*shoalpb.Peer, id string) bool {
+	for _, p := range ps {
+		if p.GetId() == id {
+			return true
+		}
+	}
+	return false
+}
