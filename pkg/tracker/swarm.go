@@ -135,7 +135,7 @@ func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring
 			out = append(out, c)
 		}
 	}
-	return &shoalpb.AnnounceResponse{Peers: out, IntervalSeconds: int32((interval + time.Second - 1) / time.Second)}
+	return &shoalpb.AnnounceResponse{Peers: out, IntervalSeconds: int32(max(1, interval.Round(time.Second)/time.Second))}
 }
 
 // grantOrigins hands the owning origins to the asker while seeders are
