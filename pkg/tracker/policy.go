@@ -37,9 +37,9 @@ type asker struct {
 	bitfield []byte
 }
 
-// selectPeers returns up to max peers from cands for a, best first.
-func selectPeers(a asker, cands []candidate, max int, rnd *rand.Rand) []*shoalpb.Peer {
-	if max <= 0 {
+// selectPeers returns up to n peers from cands for a, best first.
+func selectPeers(a asker, cands []candidate, n int, rnd *rand.Rand) []*shoalpb.Peer {
+	if n <= 0 {
 		return nil
 	}
 	type scored struct {
@@ -62,8 +62,8 @@ func selectPeers(a asker, cands []candidate, max int, rnd *rand.Rand) []*shoalpb
 		}
 		return 0
 	})
-	out := make([]*shoalpb.Peer, 0, min(max, len(ranked)))
-	for _, r := range ranked[:min(max, len(ranked))] {
+	out := make([]*shoalpb.Peer, 0, min(n, len(ranked)))
+	for _, r := range ranked[:min(n, len(ranked))] {
 		p := clonePeer(r.c.peer)
 		p.Complete = r.c.complete
 		out = append(out, p)

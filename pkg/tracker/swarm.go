@@ -118,11 +118,11 @@ func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring
 	peer := req.GetPeer()
 	s.upsert(&peerEntry{peer: peer, complete: complete, bitfield: req.GetBitfield(), expires: now.Add(3 * interval)})
 
-	max := int(req.GetMaxPeers())
-	if max <= 0 {
-		max = p.defaultPeers
+	want := int(req.GetMaxPeers())
+	if want <= 0 {
+		want = p.defaultPeers
 	}
-	max = min(max, p.maxPeers)
+	want = min(want, p.maxPeers)
 
 	var out []*shoalpb.Peer
 	if !complete && !peer.GetOrigin() {
@@ -130,7 +130,7 @@ func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring
 	}
 	cands := sample(s, p.sampleSize, now, sh.rnd)
 	a := asker{id: peer.GetId(), labels: peer.GetLabels(), complete: complete, bitfield: req.GetBitfield()}
-	for _, c := range selectPeers(a, cands, max-len(out), sh.rnd) {
+	for _, c := range selectPeers(a, cands, want-len(out), sh.rnd) {
 		if !containsPeer(out, c.GetId()) {
 			out = append(out, c)
 		}
