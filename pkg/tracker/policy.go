@@ -1,7 +1,6 @@
 package tracker
 
 import (
-	"math/bits"
 	"math/rand/v2"
 	"slices"
 
@@ -42,31 +41,36 @@ func selectPeers(a asker, cands []candidate, n int, rnd *rand.Rand) []*shoalpb.P
 	if n <= 0 {
 		return nil
 	}
+	// Keep the best n in a sorted slice: n (tens) is far below the
+	// candidates (hundreds), so this beats sorting them all.
 	type scored struct {
-		c     candidate
+		c     *candidate
 		score float64
 	}
-	ranked := make([]scored, 0, len(cands))
-	for _, c := range cands {
+	top := make([]scored, 0, min(n, len(cands)))
+	for i := range cands {
+		c := &cands[i]
 		if c.peer.GetId() == a.id {
 			continue
 		}
-		ranked = append(ranked, scored{c, usefulness(a, c)*4 + locality(a.labels, c.peer.GetLabels()) + rnd.Float64()})
-	}
-	slices.SortFunc(ranked, func(x, y scored) int {
-		switch {
-		case x.score > y.score:
-			return -1
-		case x.score < y.score:
-			return 1
+		sc := usefulness(a, *c)*4 + locality(a.labels, c.peer.GetLabels()) + rnd.Float64()
+		if len(top) == n && sc <= top[n-1].score {
+			continue
 		}
-		return 0
-	})
-	out := make([]*shoalpb.Peer, 0, min(n, len(ranked)))
-	for _, r := range ranked[:min(n, len(ranked))] {
+		if len(top) < n {
+			top = append(top, scored{})
+		}
+		j := len(top) - 1
+		for ; j > 0 && top[j-1].score < sc; j-- {
+			top[j] = top[j-1]
+		}
+		top[j] = scored{c, sc}
+	}
+	out := make([]*shoalpb.Peer, len(top))
+	for i, r := range top {
 		p := clonePeer(r.c.peer)
 		p.Complete = r.c.complete
-		out = append(out, p)
+		out[i] = p
 	}
 	return out
 }
@@ -110,14 +114,6 @@ func locality(a, b *shoalpb.Labels) float64 {
 		return 2
 	}
 	return 1
-}
-
-func pieceCount(bitfield []byte) int {
-	n := 0
-	for _, b := range bitfield {
-		n += bits.OnesCount8(b)
-	}
-	return n
 }
 
 func clonePeer(p *shoalpb.Peer) *shoalpb.Peer {

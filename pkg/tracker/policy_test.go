@@ -128,32 +128,32 @@ func TestOriginGrants(t *testing.T) {
 	const d = "sha256:0000000000000000000000000000000000000000000000000000000000000001"
 	origins := []ring.Member{{ID: "o1", PeerID: "origin-peer", P2PAddrs: []string{"/ip4/10.0.0.1/tcp/4001"}}}
 	p := testPolicy()
-	sw := newSwarms()
+	sw := newSwarms(1 << 20)
 	now := time.Unix(1000, 0)
 	grants := map[string]bool{}
 	for _, id := range []string{"a", "b", "c", "d"} {
-		grants[id] = hasOrigin(sw.announce(d, announceReq(d, id, false), origins, p, now))
+		grants[id] = hasOrigin(sw.ann(d, announceReq(d, id, false), origins, p, now))
 	}
 	if !grants["a"] || !grants["b"] || grants["c"] || grants["d"] {
 		t.Fatalf("grants %v, want only the first two (fanout 2)", grants)
 	}
 	// a keeps its grant on re-announce; c still waits.
-	if !hasOrigin(sw.announce(d, announceReq(d, "a", false), origins, p, now.Add(time.Second))) {
+	if !hasOrigin(sw.ann(d, announceReq(d, "a", false), origins, p, now.Add(time.Second))) {
 		t.Fatal("a lost its grant while announcing")
 	}
-	if hasOrigin(sw.announce(d, announceReq(d, "c", false), origins, p, now.Add(time.Second))) {
+	if hasOrigin(sw.ann(d, announceReq(d, "c", false), origins, p, now.Add(time.Second))) {
 		t.Fatal("c got a grant while two are held")
 	}
 	// b stops announcing: its grant lapses and c gets it.
 	later := now.Add(5 * time.Second)
-	sw.announce(d, announceReq(d, "a", false), origins, p, later)
-	if !hasOrigin(sw.announce(d, announceReq(d, "c", false), origins, p, later)) {
+	sw.ann(d, announceReq(d, "a", false), origins, p, later)
+	if !hasOrigin(sw.ann(d, announceReq(d, "c", false), origins, p, later)) {
 		t.Fatal("c did not get the lapsed grant")
 	}
 	// Two complete agents: origins are no longer handed out.
-	sw.announce(d, announceReq(d, "s1", true), origins, p, later)
-	sw.announce(d, announceReq(d, "s2", true), origins, p, later)
-	if r := sw.announce(d, announceReq(d, "a", false), origins, p, later); hasOrigin(r) {
+	sw.ann(d, announceReq(d, "s1", true), origins, p, later)
+	sw.ann(d, announceReq(d, "s2", true), origins, p, later)
+	if r := sw.ann(d, announceReq(d, "a", false), origins, p, later); hasOrigin(r) {
 		t.Fatal("origin handed out with seeders present")
 	} else if len(r.GetPeers()) == 0 || !r.GetPeers()[0].GetComplete() {
 		t.Fatalf("seeders should come first: %v", r.GetPeers())
@@ -163,10 +163,10 @@ func TestOriginGrants(t *testing.T) {
 func TestSweepExpires(t *testing.T) {
 	const d = "sha256:0000000000000000000000000000000000000000000000000000000000000002"
 	p := testPolicy()
-	sw := newSwarms()
+	sw := newSwarms(1 << 20)
 	now := time.Unix(1000, 0)
-	sw.announce(d, announceReq(d, "leecher", false), nil, p, now)
-	sw.announce(d, announceReq(d, "seeder", true), nil, p, now)
+	sw.ann(d, announceReq(d, "leecher", false), nil, p, now)
+	sw.ann(d, announceReq(d, "seeder", true), nil, p, now)
 	if ns, np := sw.sweep(now.Add(time.Second)); ns != 1 || np != 2 {
 		t.Fatalf("sweep = %d swarms %d peers", ns, np)
 	}
@@ -178,7 +178,7 @@ func TestSweepExpires(t *testing.T) {
 	if ns, np := sw.sweep(now.Add(40 * time.Second)); ns != 0 || np != 0 {
 		t.Fatalf("swarm not dropped: %d %d", ns, np)
 	}
-	r := sw.announce(d, announceReq(d, "new", false), nil, p, now.Add(41*time.Second))
+	r := sw.ann(d, announceReq(d, "new", false), nil, p, now.Add(41*time.Second))
 	if len(r.GetPeers()) != 0 {
 		t.Fatalf("expired peers handed out: %v", peerIDs(r.GetPeers()))
 	}
@@ -192,12 +192,12 @@ func TestSweepExpires(t *testing.T) {
 func TestLargeSwarmSampled(t *testing.T) {
 	const d = "sha256:0000000000000000000000000000000000000000000000000000000000000003"
 	p := testPolicy()
-	sw := newSwarms()
+	sw := newSwarms(1 << 20)
 	now := time.Unix(1000, 0)
 	for i := range 5000 {
-		sw.announce(d, announceReq(d, fmt.Sprintf("p%d", i), i%10 == 0), nil, p, now)
+		sw.ann(d, announceReq(d, fmt.Sprintf("p%d", i), i%10 == 0), nil, p, now)
 	}
-	r := sw.announce(d, announceReq(d, "me", false), nil, p, now)
+	r := sw.ann(d, announceReq(d, "me", false), nil, p, now)
 	if len(r.GetPeers()) != p.defaultPeers {
 		t.Fatalf("%d peers, want %d", len(r.GetPeers()), p.defaultPeers)
 	}
@@ -210,5 +210,56 @@ func TestLargeSwarmSampled(t *testing.T) {
 	}
 	if !r.GetPeers()[0].GetComplete() || seeders < 10 {
 		t.Fatalf("%d seeders in %v", seeders, peerIDs(r.GetPeers()))
+	}
+}
+
+// ann is announce for tests whose table never fills.
+func (t *swarms) ann(d string, req *shoalpb.AnnounceRequest, origins []ring.Member, p policy, now time.Time) *shoalpb.AnnounceResponse {
+	r, err := t.announce(d, req, origins, p, now)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+func TestTableBound(t *testing.T) {
+	const d = "sha256:0000000000000000000000000000000000000000000000000000000000000004"
+	sw := newSwarms(3)
+	now := time.Unix(1000, 0)
+	for i := range 3 {
+		sw.ann(d, announceReq(d, fmt.Sprintf("p%d", i), false), nil, testPolicy(), now)
+	}
+	if _, err := sw.announce(d, announceReq(d, "p3", false), nil, testPolicy(), now); err == nil {
+		t.Fatal("a fourth peer fit in a table of three")
+	}
+	// Known peers still re-announce; expiry frees room.
+	sw.ann(d, announceReq(d, "p0", false), nil, testPolicy(), now)
+	sw.sweep(now.Add(time.Hour))
+	sw.ann(d, announceReq(d, "p3", false), nil, testPolicy(), now.Add(time.Hour))
+}
+
+func TestPeerLimiter(t *testing.T) {
+	l := newPeerLimiter(10, 5)
+	now := time.Unix(1000, 0)
+	allowed := 0
+	for range 20 {
+		if l.allow("flood", now) {
+			allowed++
+		}
+	}
+	if allowed != 5 {
+		t.Fatalf("burst allowed %d, want 5", allowed)
+	}
+	if !l.allow("other", now) {
+		t.Fatal("one peer's flood limited another")
+	}
+	if !l.allow("flood", now.Add(100*time.Millisecond)) || l.allow("flood", now.Add(100*time.Millisecond)) {
+		t.Fatal("refill is not 10/s")
+	}
+	l.sweep(now.Add(time.Hour))
+	for i := range l.shards {
+		if len(l.shards[i].m) != 0 {
+			t.Fatal("idle buckets kept")
+		}
 	}
 }

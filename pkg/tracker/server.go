@@ -36,7 +36,7 @@ type Config struct {
 	// that misses three announces is dropped.
 	Interval       time.Duration
 	SeederInterval time.Duration
-	// DefaultPeers and MaxPeers bound a peer list (defaults 20 and 100).
+	// DefaultPeers and MaxPeers bound a peer list (defaults 30 and 100).
 	DefaultPeers int
 	MaxPeers     int
 	// OriginFanout is how many agents may fetch from the origins at once
@@ -50,6 +50,14 @@ type Config struct {
 	// AnnounceRate bounds announces per second this tracker accepts
 	// (0: unlimited); the excess gets RESOURCE_EXHAUSTED and retries.
 	AnnounceRate float64
+	// PeerAnnounceRate and PeerAnnounceBurst bound announce RPCs from one
+	// peer ID (defaults 20/s, burst 50; a batch is one RPC).
+	PeerAnnounceRate  float64
+	PeerAnnounceBurst int
+	// MaxPeerEntries bounds the peer entries held over all swarms
+	// (default 2M, about 1 GiB): past it new peers are refused until
+	// entries expire.
+	MaxPeerEntries int
 	// MetaInfoCacheBytes bounds the metainfo cache (default 64 MiB).
 	MetaInfoCacheBytes int64
 	// ForwardTimeout bounds a forwarded announce (default 2s).
@@ -68,7 +76,12 @@ func (c Config) withDefaults() Config {
 	if c.SeederInterval <= 0 {
 		c.SeederInterval = 30 * time.Second
 	}
-	def(&c.DefaultPeers, 20)
+	def(&c.DefaultPeers, 30)
+	def(&c.PeerAnnounceBurst, 50)
+	def(&c.MaxPeerEntries, 2_000_000)
+	if c.PeerAnnounceRate <= 0 {
+		c.PeerAnnounceRate = 20
+	}
 	def(&c.MaxPeers, 100)
 	def(&c.OriginFanout, 4)
 	def(&c.SeederTarget, 2)
@@ -99,6 +112,7 @@ type Server struct {
 	origins  RingSource
 	swarms   *swarms
 	limiter  *rate.Limiter
+	perPeer  *peerLimiter
 	meta     *metaInfoCache
 	metrics  *metrics
 	gather   prometheus.Gatherer
@@ -141,12 +155,13 @@ func New(cfg Config, opts ...Option) *Server {
 		cfg: cfg,
 		policy: policy{
 			interval: cfg.Interval, seederInterval: cfg.SeederInterval,
-			defaultPeers: cfg.DefaultPeers, maxPeers: cfg.MaxPeers, sampleSize: 4 * cfg.MaxPeers,
+			defaultPeers: cfg.DefaultPeers, maxPeers: cfg.MaxPeers, sampleSize: 64,
 			originFanout: cfg.OriginFanout, seederTarget: cfg.SeederTarget,
 		},
-		log:    slog.Default(),
-		swarms: newSwarms(),
-		conns:  map[string]*grpc.ClientConn{},
+		log:     slog.Default(),
+		swarms:  newSwarms(cfg.MaxPeerEntries),
+		perPeer: newPeerLimiter(cfg.PeerAnnounceRate, cfg.PeerAnnounceBurst),
+		conns:   map[string]*grpc.ClientConn{},
 	}
 	s.meta = newMetaInfoCache(cfg.MetaInfoCacheBytes, http.DefaultClient)
 	for _, o := range opts {
@@ -175,6 +190,9 @@ const (
 	maxLabelLen    = 64
 	maxBitfieldLen = 1 << 10 // metainfo caps blobs at 2048 pieces: 256 bytes
 	maxBatch       = 1000
+	// maxMessage bounds one gRPC request: a full batch of the largest
+	// announces is about 800 KiB.
+	maxMessage = 1 << 20
 )
 
 func validateAnnounce(req *shoalpb.AnnounceRequest) (digest.Digest, error) {
@@ -205,11 +223,28 @@ func validateAnnounce(req *shoalpb.AnnounceRequest) (digest.Digest, error) {
 	return d, nil
 }
 
+// admit applies the tracker-wide and per-peer limits to an RPC carrying n
+// announces from peer id. Forwarded RPCs were admitted by the tracker that
+// received them.
+func (s *Server) admit(id string, n int, forwarded bool) error {
+	if forwarded {
+		return nil
+	}
+	now := time.Now()
+	if s.limiter != nil && !s.limiter.AllowN(now, n) {
+		return status.Error(codes.ResourceExhausted, "tracker announce rate limit; retry after the interval")
+	}
+	if id != "" && !s.perPeer.allow(id, now) {
+		return status.Errorf(codes.ResourceExhausted, "peer %.64q announces too often; keep to the interval", id)
+	}
+	return nil
+}
+
 // Announce records the peer and returns peers to fetch from.
 func (s *Server) Announce(ctx context.Context, req *shoalpb.AnnounceRequest) (*shoalpb.AnnounceResponse, error) {
-	if s.limiter != nil && !s.limiter.Allow() {
+	if err := s.admit(req.GetPeer().GetId(), 1, req.GetForwarded()); err != nil {
 		s.metrics.announces.WithLabelValues("rate_limited").Inc()
-		return nil, status.Error(codes.ResourceExhausted, "announce rate limit; retry after the interval")
+		return nil, err
 	}
 	resp, err := s.announce(ctx, req)
 	s.metrics.announces.WithLabelValues(resultLabel(err)).Inc()
@@ -231,17 +266,21 @@ func (s *Server) announce(ctx context.Context, req *shoalpb.AnnounceRequest) (*s
 		// when its lease expires.
 		s.log.Warn("forward announce failed; answering locally", "owner", owner.ID, "digest", d, "err", err)
 	}
-	return s.local(d, req), nil
+	return s.local(d, req)
 }
 
-func (s *Server) local(d digest.Digest, req *shoalpb.AnnounceRequest) *shoalpb.AnnounceResponse {
+func (s *Server) local(d digest.Digest, req *shoalpb.AnnounceRequest) (*shoalpb.AnnounceResponse, error) {
 	var seeders []ring.Member
 	for _, o := range s.origins.Ring().Owners(string(d), s.cfg.Replicas) {
 		if o.PeerID != "" {
 			seeders = append(seeders, o)
 		}
 	}
-	return s.swarms.announce(string(d), req, seeders, s.policy, time.Now())
+	resp, err := s.swarms.announce(string(d), req, seeders, s.policy, time.Now())
+	if err != nil {
+		return nil, status.Error(codes.ResourceExhausted, err.Error())
+	}
+	return resp, nil
 }
 
 // owner returns the tracker that owns d when it is not this one.
@@ -263,9 +302,12 @@ func (s *Server) AnnounceBatch(ctx context.Context, req *shoalpb.AnnounceBatchRe
 	if n > maxBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "at most %d announces per batch", maxBatch)
 	}
-	if s.limiter != nil && !s.limiter.AllowN(time.Now(), n) {
-		s.metrics.announces.WithLabelValues("rate_limited").Add(float64(n))
-		return nil, status.Error(codes.ResourceExhausted, "announce rate limit; retry after the interval")
+	if n > 0 {
+		first := req.GetAnnounces()[0]
+		if err := s.admit(first.GetPeer().GetId(), n, first.GetForwarded()); err != nil {
+			s.metrics.announces.WithLabelValues("rate_limited").Add(float64(n))
+			return nil, err
+		}
 	}
 	out := make([]*shoalpb.AnnounceResponse, n)
 	type group struct {
@@ -288,8 +330,12 @@ func (s *Server) AnnounceBatch(ctx context.Context, req *shoalpb.AnnounceBatchRe
 			g.idx = append(g.idx, i)
 			continue
 		}
-		out[i] = s.local(d, a)
-		s.metrics.announces.WithLabelValues("ok").Inc()
+		r, err := s.local(d, a)
+		s.metrics.announces.WithLabelValues(resultLabel(err)).Inc()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = r
 	}
 	var wg sync.WaitGroup
 	for _, g := range remote {
@@ -304,7 +350,7 @@ func (s *Server) AnnounceBatch(ctx context.Context, req *shoalpb.AnnounceBatchRe
 					out[i] = resps[k]
 				} else {
 					d, _ := digest.Parse(req.GetAnnounces()[i].GetDigest())
-					out[i] = s.local(d, req.GetAnnounces()[i])
+					out[i], _ = s.local(d, req.GetAnnounces()[i])
 				}
 			}
 			if err != nil {
@@ -313,6 +359,11 @@ func (s *Server) AnnounceBatch(ctx context.Context, req *shoalpb.AnnounceBatchRe
 		})
 	}
 	wg.Wait()
+	for i, r := range out {
+		if r == nil { // refused locally after a failed forward
+			return nil, status.Errorf(codes.ResourceExhausted, "announce %d: tracker full", i)
+		}
+	}
 	return &shoalpb.AnnounceBatchResponse{Responses: out}, nil
 }
 
@@ -355,7 +406,7 @@ func resultLabel(err error) string {
 // until ctx ends, then stops gracefully. opts are extra gRPC server options
 // (TLS credentials).
 func (s *Server) Run(ctx context.Context, grpcLn, httpLn net.Listener, opts ...grpc.ServerOption) error {
-	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(4 << 20)}, opts...)
+	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMessage)}, opts...)
 	gs := grpc.NewServer(opts...)
 	shoalpb.RegisterTrackerServer(gs, s)
 
@@ -411,6 +462,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			s.perPeer.sweep(now)
 			ns, np := s.swarms.sweep(now)
 			s.metrics.swarms.Set(float64(ns))
 			s.metrics.peers.Set(float64(np))

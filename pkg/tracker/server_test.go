@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/origin"
 	"github.com/shoal-project/shoal/pkg/origin/origintest"
 	"github.com/shoal-project/shoal/pkg/ring"
+	"github.com/shoal-project/shoal/pkg/tlsconfig"
 	"github.com/shoal-project/shoal/pkg/tracker"
 	"github.com/shoal-project/shoal/pkg/tracker/trackertest"
 	shoalpb "github.com/shoal-project/shoal/proto"
@@ -409,18 +411,98 @@ func TestGetMetaInfo(t *testing.T) {
 	}
 }
 
-func TestRateLimit(t *testing.T) {
-	tr := trackertest.Start(t, nil, tracker.Config{AnnounceRate: 10}, nil)
-	limited := 0
-	for i := range 50 {
-		_, err := tr.Client.Announce(context.Background(), announce(dgst(1), fmt.Sprintf("p%d", i), false))
-		if status.Code(err) == codes.ResourceExhausted {
-			limited++
-		} else if err != nil {
-			t.Fatal(err)
+func TestRateLimits(t *testing.T) {
+	t.Run("tracker-wide", func(t *testing.T) {
+		tr := trackertest.Start(t, nil, tracker.Config{AnnounceRate: 10}, nil)
+		limited := 0
+		for i := range 50 {
+			_, err := tr.Client.Announce(context.Background(), announce(dgst(1), fmt.Sprintf("p%d", i), false))
+			if status.Code(err) == codes.ResourceExhausted {
+				limited++
+			} else if err != nil {
+				t.Fatal(err)
+			}
 		}
+		if limited < 30 {
+			t.Fatalf("only %d of 50 rapid announces limited at 10/s", limited)
+		}
+	})
+	t.Run("one flooding peer", func(t *testing.T) {
+		tr := trackertest.Start(t, nil, tracker.Config{PeerAnnounceRate: 5, PeerAnnounceBurst: 10}, nil)
+		limited := 0
+		for i := range 200 {
+			_, err := tr.Client.Announce(context.Background(), announce(dgst(i), "flood", false))
+			if status.Code(err) == codes.ResourceExhausted {
+				limited++
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if limited < 180 {
+			t.Fatalf("flooding peer limited %d of 200 times", limited)
+		}
+		// Everyone else is unaffected.
+		for i := range 20 {
+			mustAnnounce(t, tr.Client, announce(dgst(1), fmt.Sprintf("calm-%d", i), false))
+		}
+		if n := counter(t, tr.Registry, "shoal_tracker_announces_total", map[string]string{"result": "rate_limited"}); int(n) != limited {
+			t.Fatalf("metric says %v limited, saw %d", n, limited)
+		}
+	})
+	t.Run("oversized message", func(t *testing.T) {
+		tr := trackertest.Start(t, nil, tracker.Config{}, nil)
+		req := announce(dgst(1), "big", false)
+		req.Peer.Labels = &shoalpb.Labels{Node: string(bytes.Repeat([]byte("n"), 2<<20))}
+		if _, err := tr.Client.Announce(context.Background(), req); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("2 MiB announce: %v, want ResourceExhausted", err)
+		}
+		mustAnnounce(t, tr.Client, announce(dgst(1), "small", false))
+	})
+}
+
+// With cluster TLS, only clients holding a certificate from the cluster CA
+// get in.
+func TestMutualTLS(t *testing.T) {
+	pki, err := tlsconfig.WriteTestPKI(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if limited < 30 {
-		t.Fatalf("only %d of 50 rapid announces limited at 10/s", limited)
+	srvCfg, err := pki.Server()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := trackertest.Start(t, nil, tracker.Config{}, nil, grpc.Creds(credentials.NewTLS(srvCfg)))
+
+	call := func(opt grpc.DialOption) error {
+		conn, err := grpc.NewClient(tr.Addr, opt)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err = shoalpb.NewTrackerClient(conn).Announce(ctx, announce(dgst(1), "a", false))
+		return err
+	}
+	good, err := pki.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCert, _ := tlsconfig.Files{CAFile: pki.CAFile}.Client()
+	tests := []struct {
+		name string
+		opt  grpc.DialOption
+		ok   bool
+	}{
+		{"cluster certificate", grpc.WithTransportCredentials(credentials.NewTLS(good)), true},
+		{"no client certificate", grpc.WithTransportCredentials(credentials.NewTLS(noCert)), false},
+		{"plaintext", grpc.WithTransportCredentials(insecure.NewCredentials()), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := call(tt.opt); (err == nil) != tt.ok {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+		})
 	}
 }

@@ -1,9 +1,11 @@
 package tracker
 
 import (
+	"errors"
 	"hash/maphash"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-project/shoal/pkg/ring"
@@ -81,16 +83,19 @@ const shardCount = 64
 
 // swarms is the sharded table of all swarms this tracker owns.
 type swarms struct {
-	seed   maphash.Seed
-	shards [shardCount]struct {
+	// entries counts peer entries over all swarms, against maxEntries.
+	entries    atomic.Int64
+	maxEntries int64
+	seed       maphash.Seed
+	shards     [shardCount]struct {
 		mu     sync.Mutex
 		swarms map[string]*swarm
 		rnd    *rand.Rand
 	}
 }
 
-func newSwarms() *swarms {
-	t := &swarms{seed: maphash.MakeSeed()}
+func newSwarms(maxEntries int) *swarms {
+	t := &swarms{seed: maphash.MakeSeed(), maxEntries: int64(maxEntries)}
 	for i := range t.shards {
 		t.shards[i].swarms = map[string]*swarm{}
 		t.shards[i].rnd = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
@@ -100,11 +105,18 @@ func newSwarms() *swarms {
 
 // announce records what the asker has and returns peers for it. origins
 // are the blob's owning origins that can seed (they have a peer ID).
-func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring.Member, p policy, now time.Time) *shoalpb.AnnounceResponse {
+func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring.Member, p policy, now time.Time) (*shoalpb.AnnounceResponse, error) {
 	sh := &t.shards[maphash.String(t.seed, d)%shardCount]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	s := sh.swarms[d]
+	peer := req.GetPeer()
+	if _, known := s.lookup(peer.GetId()); !known {
+		if t.entries.Load() >= t.maxEntries {
+			return nil, errFull
+		}
+		t.entries.Add(1)
+	}
 	if s == nil {
 		s = &swarm{index: map[string]int{}, originGrants: map[string]time.Time{}}
 		sh.swarms[d] = s
@@ -115,7 +127,6 @@ func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring
 		interval = p.seederInterval
 	}
 	interval = jitter(interval, sh.rnd)
-	peer := req.GetPeer()
 	s.upsert(&peerEntry{peer: peer, complete: complete, bitfield: req.GetBitfield(), expires: now.Add(3 * interval)})
 
 	want := int(req.GetMaxPeers())
@@ -128,14 +139,27 @@ func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring
 	if !complete && !peer.GetOrigin() {
 		out = t.grantOrigins(s, peer.GetId(), origins, p, now, interval)
 	}
-	cands := sample(s, p.sampleSize, now, sh.rnd)
+	cands := sample(s, max(p.sampleSize, 4*want), now, sh.rnd)
 	a := asker{id: peer.GetId(), labels: peer.GetLabels(), complete: complete, bitfield: req.GetBitfield()}
 	for _, c := range selectPeers(a, cands, want-len(out), sh.rnd) {
 		if !containsPeer(out, c.GetId()) {
 			out = append(out, c)
 		}
 	}
-	return &shoalpb.AnnounceResponse{Peers: out, IntervalSeconds: int32(max(1, interval.Round(time.Second)/time.Second))}
+	return &shoalpb.AnnounceResponse{Peers: out, IntervalSeconds: int32(max(1, interval.Round(time.Second)/time.Second))}, nil
+}
+
+var errFull = errors.New("tracker holds its maximum of peer entries; retry after the interval")
+
+func (s *swarm) lookup(id string) (*peerEntry, bool) {
+	if s == nil {
+		return nil, false
+	}
+	i, ok := s.index[id]
+	if !ok {
+		return nil, false
+	}
+	return s.list[i], true
 }
 
 // grantOrigins hands the owning origins to the asker while seeders are
@@ -181,18 +205,27 @@ func sample(s *swarm, size int, now time.Time, rnd *rand.Rand) []candidate {
 		}
 		return out
 	}
-	seen := make(map[int]struct{}, size)
-	for range size {
-		i := rnd.IntN(len(s.list))
-		if _, dup := seen[i]; dup {
-			continue
-		}
-		seen[i] = struct{}{}
-		if e := s.list[i]; now.Before(e.expires) {
+	// A random start and a stride coprime with the length visit distinct
+	// entries without a set to remember them.
+	n := len(s.list)
+	start := rnd.IntN(n)
+	stride := 1 + rnd.IntN(n-1)
+	for gcd(stride, n) != 1 {
+		stride = 1 + rnd.IntN(n-1)
+	}
+	for k := range size {
+		if e := s.list[(start+k*stride)%n]; now.Before(e.expires) {
 			out = append(out, pick(e))
 		}
 	}
 	return out
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
 
 // sweep drops expired peers and empty swarms, returning the number of
@@ -205,6 +238,7 @@ func (t *swarms) sweep(now time.Time) (nswarms, npeers int) {
 			for j := 0; j < len(s.list); {
 				if e := s.list[j]; !now.Before(e.expires) {
 					s.remove(e.peer.GetId())
+					t.entries.Add(-1)
 					continue // the last entry moved into j
 				}
 				j++

@@ -1,0 +1,79 @@
+// Package tlsconfig loads the cluster TLS material every Shoal component
+// uses to talk to the others: its own certificate and the cluster CA. With
+// a CA, both sides verify each other (mutual TLS).
+package tlsconfig
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Files names the PEM files; all empty means plaintext.
+type Files struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file"`
+}
+
+// Enabled reports whether any TLS file is set.
+func (f Files) Enabled() bool { return f.CertFile != "" || f.KeyFile != "" || f.CAFile != "" }
+
+func (f Files) load() (*tls.Certificate, *x509.CertPool, error) {
+	var cert *tls.Certificate
+	if f.CertFile != "" || f.KeyFile != "" {
+		if f.CertFile == "" || f.KeyFile == "" {
+			return nil, nil, errors.New("tls: cert_file and key_file go together")
+		}
+		c, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tls: load key pair: %w", err)
+		}
+		cert = &c
+	}
+	var pool *x509.CertPool
+	if f.CAFile != "" {
+		pem, err := os.ReadFile(f.CAFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tls: read CA: %w", err)
+		}
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("tls: no certificates in %s", f.CAFile)
+		}
+	}
+	return cert, pool, nil
+}
+
+// Server returns a server config: it presents CertFile and, with a CA,
+// requires clients to present a certificate the CA signed.
+func (f Files) Server() (*tls.Config, error) {
+	cert, pool, err := f.load()
+	if err != nil {
+		return nil, err
+	}
+	if cert == nil {
+		return nil, errors.New("tls: a server needs cert_file and key_file")
+	}
+	c := &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS13}
+	if pool != nil {
+		c.ClientCAs, c.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return c, nil
+}
+
+// Client returns a client config that trusts the CA (the system roots
+// without one) and presents CertFile when set.
+func (f Files) Client() (*tls.Config, error) {
+	cert, pool, err := f.load()
+	if err != nil {
+		return nil, err
+	}
+	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	return c, nil
+}
