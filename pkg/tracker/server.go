@@ -30,38 +30,38 @@ import (
 // Config configures a tracker. Zero values take defaults.
 type Config struct {
 	// ID names this tracker on the tracker ring.
-	ID string
+	ID string `yaml:"id"`
 	// Interval is how often downloading peers announce (default 3s);
 	// SeederInterval how often complete ones do (default 30s). A peer
 	// that misses three announces is dropped.
-	Interval       time.Duration
-	SeederInterval time.Duration
+	Interval       time.Duration `yaml:"interval"`
+	SeederInterval time.Duration `yaml:"seeder_interval"`
 	// DefaultPeers and MaxPeers bound a peer list (defaults 30 and 100).
-	DefaultPeers int
-	MaxPeers     int
+	DefaultPeers int `yaml:"default_peers"`
+	MaxPeers     int `yaml:"max_peers"`
 	// OriginFanout is how many agents may fetch from the origins at once
 	// while seeders are scarce (default 4); SeederTarget is the number of
 	// complete agents at which origins stop being handed out (default 2).
-	OriginFanout int
-	SeederTarget int
+	OriginFanout int `yaml:"origin_fanout"`
+	SeederTarget int `yaml:"seeder_target"`
 	// Replicas is the origin replication factor used to find a blob's
 	// owning origins (default 3).
-	Replicas int
+	Replicas int `yaml:"replicas"`
 	// AnnounceRate bounds announces per second this tracker accepts
 	// (0: unlimited); the excess gets RESOURCE_EXHAUSTED and retries.
-	AnnounceRate float64
+	AnnounceRate float64 `yaml:"announce_rate"`
 	// PeerAnnounceRate and PeerAnnounceBurst bound announce RPCs from one
 	// peer ID (defaults 20/s, burst 50; a batch is one RPC).
-	PeerAnnounceRate  float64
-	PeerAnnounceBurst int
+	PeerAnnounceRate  float64 `yaml:"peer_announce_rate"`
+	PeerAnnounceBurst int     `yaml:"peer_announce_burst"`
 	// MaxPeerEntries bounds the peer entries held over all swarms
 	// (default 2M, about 1 GiB): past it new peers are refused until
 	// entries expire.
-	MaxPeerEntries int
+	MaxPeerEntries int `yaml:"max_peer_entries"`
 	// MetaInfoCacheBytes bounds the metainfo cache (default 64 MiB).
-	MetaInfoCacheBytes int64
+	MetaInfoCacheBytes int64 `yaml:"metainfo_cache_bytes"`
 	// ForwardTimeout bounds a forwarded announce (default 2s).
-	ForwardTimeout time.Duration
+	ForwardTimeout time.Duration `yaml:"forward_timeout"`
 }
 
 func (c Config) withDefaults() Config {

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The shipped example config must parse strictly, and flags must win.
+func TestParse(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("grpc_addr: :1\nintervall: 3s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+		check   func(fileConfig) bool
+	}{
+		{"example file", []string{"--config", "../../deploy/config/tracker.yaml"}, "", func(c fileConfig) bool {
+			return c.ID == "tracker-0" && c.GRPCAddr == ":7000" && c.Interval == 3*time.Second &&
+				c.DefaultPeers == 30 && c.PeerAnnounceBurst == 50 && c.MemberTTL == 10*time.Second
+		}},
+		{"flags override the file", []string{"--config", "../../deploy/config/tracker.yaml", "--peers", "7",
+			"--etcd-endpoints", "http://e1:2379, http://e2:2379", "--interval", "1s"}, "", func(c fileConfig) bool {
+			return c.DefaultPeers == 7 && c.Interval == time.Second && len(c.Etcd.Endpoints) == 2 && c.Etcd.Endpoints[1] == "http://e2:2379"
+		}},
+		{"defaults", []string{"--data-dir", "/tmp/x"}, "", func(c fileConfig) bool {
+			return c.GRPCAddr == ":7000" && c.HTTPAddr == ":7001" && c.ID != "" && c.EmbeddedEtcd.ClientURL == "http://127.0.0.1:2379"
+		}},
+		{"typo in the file", []string{"--config", bad}, "intervall", nil},
+		{"embedded etcd without a data dir", nil, "--data-dir", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parse(tt.args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(c) {
+				t.Fatalf("parsed %+v", c)
+			}
+		})
+	}
+}

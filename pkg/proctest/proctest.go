@@ -1,0 +1,145 @@
+// Package proctest runs Shoal's real executables in tests: build (or take
+// the ones `make test` built), start, wait for health, signal, and keep
+// their logs for failure messages.
+package proctest
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Binary returns the shoal-<component> executable: the one `make test`
+// built (in $SHOAL_BIN), or a fresh build for a plain `go test`.
+func Binary(t testing.TB, component string) string {
+	t.Helper()
+	name := "shoal-" + component
+	if dir := os.Getenv("SHOAL_BIN"); dir != "" {
+		return filepath.Join(dir, name)
+	}
+	out := filepath.Join(t.TempDir(), name)
+	build := exec.Command("go", "build", "-o", out, "github.com/shoal-project/shoal/cmd/"+component)
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", component, err, b)
+	}
+	return out
+}
+
+// FreeAddr returns a loopback host:port nothing listens on right now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Proc is a running executable.
+type Proc struct {
+	t      testing.TB
+	cmd    *exec.Cmd
+	logs   syncBuffer
+	exited chan struct{}
+	err    error
+}
+
+// Start runs bin with args; the test's cleanup kills it if still running.
+func Start(t testing.TB, bin string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{t: t, cmd: exec.Command(bin, args...), exited: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	return p
+}
+
+// Logs is everything the process wrote so far.
+func (p *Proc) Logs() string { return p.logs.String() }
+
+// WaitReady polls url until it answers 200, failing the test if the
+// process exits first or timeout passes.
+func (p *Proc) WaitReady(url string, timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-p.exited:
+			p.t.Fatalf("%s exited before %s was ready: %v\n%s", p.cmd.Path, url, p.err, p.Logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s not ready at %s after %s\n%s", p.cmd.Path, url, timeout, p.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM and returns the exit error, failing the test if the
+// process has not ended within timeout.
+func (p *Proc) Stop(timeout time.Duration) error {
+	p.t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	return p.Wait(timeout)
+}
+
+// Kill ends the process with SIGKILL, as a crash would.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// Wait waits for the process to end on its own.
+func (p *Proc) Wait(timeout time.Duration) error {
+	p.t.Helper()
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(timeout):
+		p.t.Fatalf("%s still running after %s\n%s", p.cmd.Path, timeout, p.Logs())
+		return nil
+	}
+}
+
+// syncBuffer lets the test read logs while the process writes them.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
