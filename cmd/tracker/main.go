@@ -281,4 +281,3 @@ func advertiseAddr(advertise string, bound net.Addr) (string, error) {
 	}
 	return net.JoinHostPort(host, port), nil
 }
-
