@@ -88,7 +88,7 @@ func TestBadUploadsLeaveStoreClean(t *testing.T) {
 			rawRequest(t, c.o.Host, head, data[:100])
 			// A torn chunk ends the session: resuming it could store a
 			// blob with a hole.
-			waitFor(t, func() bool { return c.do("GET", loc, nil, nil).StatusCode == 404 })
+			waitFor(t, "condition", 5*time.Second, func() bool { return c.do("GET", loc, nil, nil).StatusCode == 404 })
 		}},
 		{"body longer than Content-Range", func(t *testing.T) {
 			loc := c.do("POST", "/v2/r/blobs/uploads/", nil, nil).expect(t, 202, "").Header.Get("Location")
@@ -106,7 +106,7 @@ func TestBadUploadsLeaveStoreClean(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.run(t)
-			waitFor(t, func() bool { _, tmp := c.storeFiles(); return len(tmp) == 0 })
+			waitFor(t, "condition", 5*time.Second, func() bool { _, tmp := c.storeFiles(); return len(tmp) == 0 })
 			c.assertStoreUnchanged(before)
 		})
 	}
@@ -203,13 +203,3 @@ func TestHostileRequests(t *testing.T) {
 
 // waitFor polls cond for up to five seconds: the server notices a dropped
 // connection asynchronously.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

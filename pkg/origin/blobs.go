@@ -54,6 +54,11 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, rt route) error
 		return ocierr.New(ocierr.BlobUnknown, "%s in %s", d, rt.name)
 	}
 	rd, err := s.blobs.Open(r.Context(), d)
+	if errors.Is(err, blobstore.ErrNotFound) && s.cluster != nil {
+		// Indexed but not here: this origin is not an owner, or the
+		// blob has not reached it yet.
+		return s.proxyBlob(w, r, d)
+	}
 	if errors.Is(err, blobstore.ErrNotFound) {
 		return ocierr.New(ocierr.BlobUnknown, "%s", d)
 	}
@@ -61,7 +66,11 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, rt route) error
 		return err
 	}
 	defer rd.Close()
+	return s.serveBlob(w, r, d, rd)
+}
 
+// serveBlob answers GET or HEAD (with Range) for a stored blob.
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest, rd blobstore.Reader) error {
 	size := rd.Size()
 	span := httprange.Span{Start: 0, Length: size}
 	status := http.StatusOK

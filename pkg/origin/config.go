@@ -28,6 +28,9 @@ type Config struct {
 	// MaxHeaderBytes bounds request headers; real registry clients send a
 	// few KiB.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// Cluster configures replication when the origin is one of several
+	// (see WithCluster); ignored for an origin alone.
+	Cluster ClusterConfig `yaml:"cluster"`
 }
 
 // applyDefaults returns a copy with defaults filled in.

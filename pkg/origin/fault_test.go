@@ -127,7 +127,7 @@ func TestShutdownFinishesInflightUpload(t *testing.T) {
 	pw.Write(data[:len(data)/2])
 	// Until the handler runs, the connection may still sit in the accept
 	// queue, and a closed listener drops it: that is not in flight yet.
-	waitFor(t, func() bool { return gauge(t, o, "shoal_origin_uploads_in_progress") == 1 })
+	waitFor(t, "condition", 5*time.Second, func() bool { return gauge(t, o, "shoal_origin_uploads_in_progress") == 1 })
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- o.Stop() }()

@@ -58,6 +58,15 @@ func parseRefFor(method, arg string) (reference.Ref, error) {
 // manifests are small, so every read is verified.
 func (s *Server) readManifest(ctx context.Context, d digest.Digest) ([]byte, error) {
 	rd, err := s.blobs.Open(ctx, d)
+	if errors.Is(err, blobstore.ErrNotFound) && s.cluster != nil {
+		// Indexed cluster-wide but not stored here: keep a verified copy,
+		// manifests are small and read often.
+		if ferr := s.fetchSmall(ctx, d, manifest.MaxSize); ferr != nil {
+			s.log.Warn("manifest not found on any origin", "digest", d, "err", ferr)
+		} else {
+			rd, err = s.blobs.Open(ctx, d)
+		}
+	}
 	if errors.Is(err, blobstore.ErrNotFound) {
 		return nil, ocierr.New(ocierr.ManifestUnknown, "%s", d)
 	}
@@ -144,6 +153,9 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 		return fmt.Errorf("store manifest %s: %w", d, err)
 	}
 	s.verified.Store(d, struct{}{})
+	if err := s.replicateNew(r.Context(), d); err != nil {
+		return err
+	}
 	entry := repostore.ManifestEntry{MediaType: m.MediaType, Size: int64(len(body))}
 	if m.Subject != nil {
 		desc := m.Descriptor(d, int64(len(body)))

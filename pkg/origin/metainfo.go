@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/shoal-project/shoal/pkg/blobstore"
+	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/ocierr"
 )
@@ -35,25 +36,34 @@ func (s *Server) getMetaInfo(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rw, r, err)
 		return
 	}
+	if err := s.writeMetaInfo(rw, r, d, true); err != nil {
+		s.writeError(rw, r, err)
+	}
+}
+
+// writeMetaInfo answers with d's metainfo; fromPeers lets it come from
+// another origin when d is not stored here.
+func (s *Server) writeMetaInfo(w http.ResponseWriter, r *http.Request, d digest.Digest, fromPeers bool) error {
 	mi, err := s.blobs.MetaInfo(r.Context(), d)
+	if errors.Is(err, blobstore.ErrNotFound) && fromPeers && s.cluster != nil {
+		mi, err = s.peerMetaInfo(r.Context(), d)
+	}
 	if errors.Is(err, blobstore.ErrNotFound) {
-		s.writeError(rw, r, ocierr.New(ocierr.BlobUnknown, "%s", d))
-		return
+		return ocierr.New(ocierr.BlobUnknown, "%s", d)
 	}
 	if err != nil {
-		s.writeError(rw, r, err)
-		return
+		return err
 	}
 	b, err := mi.Marshal()
 	if err != nil {
-		s.writeError(rw, r, err)
-		return
+		return err
 	}
-	rw.Header().Set("Content-Type", MetaInfoContentType)
-	rw.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	rw.Header().Set("Docker-Content-Digest", d.String())
-	rw.WriteHeader(http.StatusOK)
+	w.Header().Set("Content-Type", MetaInfoContentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.Header().Set("Docker-Content-Digest", d.String())
+	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
-		rw.Write(b)
+		w.Write(b)
 	}
+	return nil
 }

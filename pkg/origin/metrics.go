@@ -14,6 +14,11 @@ type metrics struct {
 	uploadDuration  prometheus.Histogram
 	uploadsActive   prometheus.Gauge
 	verifyFailures  prometheus.Counter
+
+	replications     *prometheus.CounterVec
+	replicationQueue prometheus.Gauge
+	repairBytes      prometheus.Counter
+	proxied          *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -48,7 +53,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_origin_blob_verify_failures_total",
 			Help: "Stored blobs found not to match their digest when read; each is removed.",
 		}),
+		replications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_replications_total",
+			Help: "Blob copies to owning origins, by cause (push, queue, repair) and result (copied, present, error).",
+		}, []string{"cause", "result"}),
+		replicationQueue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_origin_replication_queue",
+			Help: "Blobs waiting to reach all their owners (asynchronous mode, or an owner that failed).",
+		}),
+		repairBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_origin_repair_bytes_total",
+			Help: "Bytes copied to new owners after membership changes.",
+		}),
+		proxied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_proxied_reads_total",
+			Help: "Reads of blobs not held here, served from another origin, by result.",
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.requests, m.requestDuration, m.bytesIn, m.bytesOut, m.uploadDuration, m.uploadsActive, m.verifyFailures)
+	reg.MustRegister(m.requests, m.requestDuration, m.bytesIn, m.bytesOut, m.uploadDuration, m.uploadsActive, m.verifyFailures,
+		m.replications, m.replicationQueue, m.repairBytes, m.proxied)
 	return m
 }

@@ -45,6 +45,8 @@ type Server struct {
 	// they are served (see serveBlob).
 	verified sync.Map
 
+	cluster *cluster // nil for an origin alone
+
 	ready chan struct{} // closed once Run listens
 }
 
@@ -103,6 +105,11 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		}
 	}
 	s.uploads = newUploads(s.blobs, cfg.UploadIdleTimeout, s.metrics)
+	if s.cluster != nil {
+		if err := s.initCluster(); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -114,6 +121,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/readyz", s.readyz)
 	mux.HandleFunc(MetaInfoPath, s.getMetaInfo)
+	mux.HandleFunc(InternalBlobPath, s.serveInternal)
+	mux.HandleFunc(InternalMetaInfoPath, s.serveInternal)
 	if s.issuer != nil {
 		mux.Handle(s.cfg.TokenPath, s.issuer)
 	}
@@ -156,6 +165,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	jctx, stopJanitor := context.WithCancel(context.Background())
 	wg.Go(func() { s.uploads.janitor(jctx) })
+	if s.cluster != nil {
+		wg.Go(func() { s.runCluster(jctx) })
+	}
 	defer func() { stopJanitor(); wg.Wait() }()
 
 	errc := make(chan error, 1)

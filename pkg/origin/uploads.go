@@ -199,7 +199,9 @@ func (s *Server) mount(w http.ResponseWriter, r *http.Request, repo, mount, from
 	if err != nil || !ok {
 		return false, err
 	}
-	if _, err := s.blobs.Stat(r.Context(), d); err != nil {
+	// The index links only committed blobs; alone, the blob must also be
+	// here (the index may have outlived it), in a cluster on its owners.
+	if _, err := s.blobs.Stat(r.Context(), d); err != nil && s.cluster == nil {
 		return false, nil
 	}
 	if err := s.repos.LinkBlob(r.Context(), repo, d); err != nil {
@@ -310,6 +312,9 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request, up *upload, want
 	}
 	s.metrics.uploadDuration.Observe(time.Since(up.started).Seconds())
 	s.verified.Store(want, struct{}{})
+	if err := s.replicateNew(r.Context(), want); err != nil {
+		return err
+	}
 	if err := s.repos.LinkBlob(r.Context(), up.repo, want); err != nil {
 		return err
 	}

@@ -33,6 +33,17 @@ func (o *Origin) Stop() error { return o.stop() }
 // temp dir; logs are discarded unless SHOAL_TEST_LOG=1.
 func Start(t testing.TB, cfg origin.Config, opts ...origin.Option) *Origin {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Serve(t, ln, cfg, opts...)
+}
+
+// Serve is Start on a listener of the caller's, for origins that must be
+// reachable at a known address (cluster members, restarts).
+func Serve(t testing.TB, ln net.Listener, cfg origin.Config, opts ...origin.Option) *Origin {
+	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
@@ -44,11 +55,8 @@ func Start(t testing.TB, cfg origin.Config, opts ...origin.Option) *Origin {
 	opts = append([]origin.Option{origin.WithLogger(log), origin.WithRegistry(reg)}, opts...)
 	srv, err := origin.New(cfg, opts...)
 	if err != nil {
+		ln.Close()
 		t.Fatalf("origin.New: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
