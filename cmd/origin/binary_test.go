@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/shoal-project/shoal/pkg/etcdtest"
 	"github.com/shoal-project/shoal/pkg/proctest"
 )
 
@@ -100,4 +101,93 @@ func TestBinaryLifecycle(t *testing.T) {
 	if logs := proc.Logs(); !strings.Contains(logs, `"level":"DEBUG"`) && !strings.Contains(logs, `"level":"INFO"`) {
 		t.Errorf("expected JSON logs from the config's log_level and --log-format:\n%s", logs)
 	}
+}
+
+// TestBinaryCluster runs two origin processes on one etcd: a blob and a
+// tagged manifest pushed to one are served by the other, also after the
+// first is killed.
+func TestBinaryCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := proctest.Binary(t, "origin")
+	eps := etcdtest.Embedded(t)
+	type node struct {
+		*proctest.Proc
+		base string
+	}
+	start := func(id string) node {
+		addr := proctest.FreeAddr(t)
+		p := proctest.Start(t, bin, "--id", id, "--addr", addr, "--advertise", addr, "--data-dir", t.TempDir(),
+			"--etcd-endpoints", strings.Join(eps, ","), "--replicas", "2", "--cluster-secret", "s3")
+		n := node{p, "http://" + addr}
+		n.WaitReady(n.base+"/readyz", 20*time.Second)
+		return n
+	}
+	a, b := start("a"), start("b")
+	do := func(method, url, ctype string, body []byte) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		got, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, got
+	}
+	digestOf := func(b []byte) string { s := sha256.Sum256(b); return "sha256:" + hex.EncodeToString(s[:]) }
+
+	// a must see b before a push to a can count b as an owner.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(metrics(t, a.base), "shoal_origin_cluster_members 2") {
+		if time.Now().After(deadline) {
+			t.Fatalf("a does not see b:\n%s", a.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	layer := []byte("layer pushed to a")
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	for _, blob := range [][]byte{layer, cfg} {
+		if code, body := do("POST", a.base+"/v2/app/blobs/uploads/?digest="+digestOf(blob), "application/octet-stream", blob); code != 201 {
+			t.Fatalf("push to a: %d %s", code, body)
+		}
+	}
+	manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+		`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},`+
+		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":%q,"size":%d}]}`,
+		digestOf(cfg), len(cfg), digestOf(layer), len(layer))
+	if code, body := do("PUT", a.base+"/v2/app/manifests/v1", "application/vnd.oci.image.manifest.v1+json", []byte(manifest)); code != 201 {
+		t.Fatalf("manifest to a: %d %s", code, body)
+	}
+
+	check := func(when string) {
+		t.Helper()
+		if code, got := do("GET", b.base+"/v2/app/blobs/"+digestOf(layer), "", nil); code != 200 || !bytes.Equal(got, layer) {
+			t.Fatalf("%s: layer from b: %d %q", when, code, got)
+		}
+		if code, got := do("GET", b.base+"/v2/app/manifests/v1", "", nil); code != 200 || string(got) != manifest {
+			t.Fatalf("%s: tag v1 from b: %d %q", when, code, got)
+		}
+	}
+	check("both up")
+	a.Kill()
+	check("a killed")
+	if err := b.Stop(30 * time.Second); err != nil {
+		t.Fatalf("b after SIGTERM: %v\n%s", err, b.Logs())
+	}
+}
+
+func metrics(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoal-project/shoal/pkg/config"
 )
@@ -15,7 +16,8 @@ func TestExampleConfigParses(t *testing.T) {
 	if err := config.Load("../../deploy/config/origin.yaml", &fc); err != nil {
 		t.Fatal(err)
 	}
-	if fc.Addr != ":5000" || fc.Auth.Mode != "htpasswd" || !fc.Auth.AnonymousPull || fc.MaxBlobSize != 64<<30 {
+	if fc.Addr != ":5000" || fc.Auth.Mode != "htpasswd" || !fc.Auth.AnonymousPull || fc.MaxBlobSize != 64<<30 ||
+		fc.ID != "origin-0" || fc.Cluster.Replicas != 3 || fc.Cluster.Replication != "sync" || fc.MemberTTL != 10*time.Second {
 		t.Fatalf("parsed %+v", fc)
 	}
 }

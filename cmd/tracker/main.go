@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -106,13 +105,13 @@ func parse(args []string) (fileConfig, error) {
 		case "data-dir":
 			fc.DataDir = *dataDir
 		case "etcd-endpoints":
-			fc.Etcd.Endpoints = splitList(*endpoints)
+			fc.Etcd.Endpoints = config.SplitList(*endpoints)
 		case "embedded-etcd-client-url":
 			fc.EmbeddedEtcd.ClientURL = *clientURL
 		case "embedded-etcd-peer-url":
 			fc.EmbeddedEtcd.PeerURL = *peerURL
 		case "origins":
-			fc.Origins = splitList(*origins)
+			fc.Origins = config.SplitList(*origins)
 		case "peers":
 			fc.DefaultPeers = *peers
 		case "interval":
@@ -140,16 +139,6 @@ func parse(args []string) (fileConfig, error) {
 		return fileConfig{}, errors.New("the embedded etcd needs --data-dir (or give --etcd-endpoints)")
 	}
 	return fc, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 func run(args []string) error {
@@ -195,7 +184,7 @@ func run(args []string) error {
 		grpcLn.Close()
 		return fmt.Errorf("listen %s: %w", fc.HTTPAddr, err)
 	}
-	advertise, err := advertiseAddr(fc.Advertise, grpcLn.Addr())
+	advertise, err := membership.AdvertiseAddr(fc.Advertise, grpcLn.Addr())
 	if err != nil {
 		return err
 	}
@@ -259,25 +248,4 @@ func run(args []string) error {
 	err = tracker.New(fc.Config, opts...).Run(runCtx, grpcLn, httpLn, serverOpts...)
 	log.Info("tracker stopped", "err", err)
 	return err
-}
-
-// advertiseAddr fills in what an operator left out: a wildcard host becomes
-// the hostname, so other trackers can dial it.
-func advertiseAddr(advertise string, bound net.Addr) (string, error) {
-	if advertise != "" {
-		if _, _, err := net.SplitHostPort(advertise); err != nil {
-			return "", fmt.Errorf("advertise %q: %w", advertise, err)
-		}
-		return advertise, nil
-	}
-	host, port, err := net.SplitHostPort(bound.String())
-	if err != nil {
-		return "", err
-	}
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		if host, err = os.Hostname(); err != nil {
-			return "", fmt.Errorf("advertise: %w", err)
-		}
-	}
-	return net.JoinHostPort(host, port), nil
 }

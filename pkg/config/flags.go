@@ -32,3 +32,14 @@ func NewLogger(level, format string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)
 }
+
+// SplitList splits a comma-separated flag value, dropping blanks.
+func SplitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}

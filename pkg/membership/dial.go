@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -63,4 +65,26 @@ func Dial(ctx context.Context, cfg EtcdConfig) (*clientv3.Client, error) {
 	}
 	cli.Close()
 	return nil, fmt.Errorf("membership: no etcd endpoint of %v answers: %w", cfg.Endpoints, lastErr)
+}
+
+// AdvertiseAddr is the host:port a member registers: advertise if the
+// operator gave one, else the bound address with a wildcard host replaced
+// by the hostname, so other members can dial it.
+func AdvertiseAddr(advertise string, bound net.Addr) (string, error) {
+	if advertise != "" {
+		if _, _, err := net.SplitHostPort(advertise); err != nil {
+			return "", fmt.Errorf("advertise %q: %w", advertise, err)
+		}
+		return advertise, nil
+	}
+	host, port, err := net.SplitHostPort(bound.String())
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if host, err = os.Hostname(); err != nil {
+			return "", fmt.Errorf("advertise: %w", err)
+		}
+	}
+	return net.JoinHostPort(host, port), nil
 }

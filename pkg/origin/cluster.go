@@ -306,6 +306,7 @@ func (s *Server) runCluster(ctx context.Context) {
 		// Repair once at start (this origin may have been away while the
 		// ring changed), then after each change, coalescing bursts.
 		for {
+			s.metrics.members.Set(float64(c.Members.Ring().Len()))
 			s.repairAll(ctx)
 			select {
 			case <-ctx.Done():

@@ -19,6 +19,7 @@ type metrics struct {
 	replicationQueue prometheus.Gauge
 	repairBytes      prometheus.Counter
 	proxied          *prometheus.CounterVec
+	members          prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -65,12 +66,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_origin_repair_bytes_total",
 			Help: "Bytes copied to new owners after membership changes.",
 		}),
+		members: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_origin_cluster_members",
+			Help: "Origins on the ring as this origin sees it (itself included).",
+		}),
 		proxied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_origin_proxied_reads_total",
 			Help: "Reads of blobs not held here, served from another origin, by result.",
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.bytesIn, m.bytesOut, m.uploadDuration, m.uploadsActive, m.verifyFailures,
-		m.replications, m.replicationQueue, m.repairBytes, m.proxied)
+		m.replications, m.replicationQueue, m.repairBytes, m.proxied, m.members)
 	return m
 }
