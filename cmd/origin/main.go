@@ -34,9 +34,8 @@ type fileConfig struct {
 	// Etcd makes the origin one of a cluster; no endpoints runs it alone.
 	Etcd membership.EtcdConfig `yaml:"etcd"`
 	// MemberTTL is how long a crashed origin stays on the ring.
-	MemberTTL time.Duration `yaml:"member_ttl"`
-	LogLevel  string        `yaml:"log_level"`
-	LogFormat string        `yaml:"log_format"`
+	MemberTTL      time.Duration `yaml:"member_ttl"`
+	config.Logging `yaml:",inline"`
 }
 
 func main() {
@@ -46,68 +45,32 @@ func main() {
 	}
 }
 
-func run(args []string) error {
+func parse(args []string) (fileConfig, error) {
+	var fc fileConfig
 	fs := flag.NewFlagSet("shoal-origin", flag.ContinueOnError)
-	var (
-		cfgPath   = fs.String("config", "", "YAML config file; flags override it")
-		addr      = fs.String("addr", ":5000", "listen address for /v2, /metrics and health")
-		dataDir   = fs.String("data-dir", "", "directory for blobs, metainfo and the repository index")
-		authMode  = fs.String("auth-mode", "none", "push/pull auth: none, htpasswd or token")
-		htpasswd  = fs.String("htpasswd", "", "bcrypt htpasswd file (htpasswd mode and the token issuer)")
-		anonPull  = fs.Bool("anonymous-pull", false, "allow pulls without credentials")
-		maxBlob   = fs.Int64("max-blob-size", 64<<30, "largest blob accepted, in bytes")
-		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
-		logFormat = fs.String("log-format", "text", "text or json")
-		id        = fs.String("id", "", "member ID on the origin ring (default the hostname)")
-		advertise = fs.String("advertise", "", "host:port other origins and trackers reach this one at")
-		endpoints = fs.String("etcd-endpoints", "", "comma-separated etcd client URLs; empty runs the origin alone")
-		replicas  = fs.Int("replicas", 3, "origins that own each blob")
-		mode      = fs.String("replication", "sync", "sync: push returns after the owners have the blob; async: after this origin has it")
-		secret    = fs.String("cluster-secret", "", "bearer token origins present to each other's internal endpoints")
-	)
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&fc.Addr, "addr", ":5000", "listen address for /v2, /metrics and health")
+	fs.StringVar(&fc.DataDir, "data-dir", "", "directory for blobs, metainfo and the repository index")
+	fs.StringVar(&fc.Auth.Mode, "auth-mode", "none", "push/pull auth: none, htpasswd or token")
+	fs.StringVar(&fc.Auth.Htpasswd, "htpasswd", "", "bcrypt htpasswd file (htpasswd mode and the token issuer)")
+	fs.BoolVar(&fc.Auth.AnonymousPull, "anonymous-pull", false, "allow pulls without credentials")
+	fs.Int64Var(&fc.MaxBlobSize, "max-blob-size", 64<<30, "largest blob accepted, in bytes")
+	fs.StringVar(&fc.ID, "id", "", "member ID on the origin ring (default the hostname)")
+	fs.StringVar(&fc.Advertise, "advertise", "", "host:port other origins and trackers reach this one at")
+	config.ListVar(fs, &fc.Etcd.Endpoints, "etcd-endpoints", "comma-separated etcd client URLs; empty runs the origin alone")
+	fs.IntVar(&fc.Cluster.Replicas, "replicas", 3, "origins that own each blob")
+	fs.StringVar(&fc.Cluster.Replication, "replication", "sync", "sync: push returns after the owners have the blob; async: after this origin has it")
+	fs.StringVar(&fc.Cluster.Secret, "cluster-secret", "", "bearer token origins present to each other's internal endpoints")
+	fc.Logging.Flags(fs)
+	err := config.Parse(fs, args, &fc)
+	return fc, err
+}
+
+func run(args []string) error {
+	fc, err := parse(args)
+	if err != nil {
 		return err
 	}
-	fc := fileConfig{LogLevel: "info", LogFormat: "text"}
-	if err := config.Load(*cfgPath, &fc); err != nil {
-		return err
-	}
-	for name := range config.Visited(fs) {
-		switch name {
-		case "addr":
-			fc.Addr = *addr
-		case "data-dir":
-			fc.DataDir = *dataDir
-		case "auth-mode":
-			fc.Auth.Mode = *authMode
-		case "htpasswd":
-			fc.Auth.Htpasswd = *htpasswd
-		case "anonymous-pull":
-			fc.Auth.AnonymousPull = *anonPull
-		case "max-blob-size":
-			fc.MaxBlobSize = *maxBlob
-		case "log-level":
-			fc.LogLevel = *logLevel
-		case "log-format":
-			fc.LogFormat = *logFormat
-		case "id":
-			fc.ID = *id
-		case "advertise":
-			fc.Advertise = *advertise
-		case "etcd-endpoints":
-			fc.Etcd.Endpoints = config.SplitList(*endpoints)
-		case "replicas":
-			fc.Cluster.Replicas = *replicas
-		case "replication":
-			fc.Cluster.Replication = *mode
-		case "cluster-secret":
-			fc.Cluster.Secret = *secret
-		}
-	}
-	if fc.Addr == "" {
-		fc.Addr = *addr
-	}
-	log, err := config.NewLogger(fc.LogLevel, fc.LogFormat)
+	log, err := fc.Logger()
 	if err != nil {
 		return err
 	}

@@ -51,9 +51,8 @@ type fileConfig struct {
 	// not register in etcd; empty watches the origins' registrations.
 	Origins []string `yaml:"origins"`
 	// TLS secures gRPC with the cluster CA (both ways when a CA is set).
-	TLS       tlsconfig.Files `yaml:"tls"`
-	LogLevel  string          `yaml:"log_level"`
-	LogFormat string          `yaml:"log_format"`
+	TLS            tlsconfig.Files `yaml:"tls"`
+	config.Logging `yaml:",inline"`
 }
 
 func main() {
@@ -64,69 +63,25 @@ func main() {
 }
 
 func parse(args []string) (fileConfig, error) {
+	var fc fileConfig
 	fs := flag.NewFlagSet("shoal-tracker", flag.ContinueOnError)
-	var (
-		cfgPath   = fs.String("config", "", "YAML config file; flags override it")
-		grpcAddr  = fs.String("grpc-addr", ":7000", "gRPC listen address for agents and trackers")
-		httpAddr  = fs.String("http-addr", ":7001", "listen address for /metrics and health")
-		advertise = fs.String("advertise", "", "gRPC host:port other trackers reach this one at (default hostname:grpc port)")
-		id        = fs.String("id", "", "member ID on the tracker ring (default the hostname)")
-		dataDir   = fs.String("data-dir", "", "directory for the embedded etcd")
-		endpoints = fs.String("etcd-endpoints", "", "comma-separated etcd client URLs; empty starts an embedded etcd")
-		clientURL = fs.String("embedded-etcd-client-url", "http://127.0.0.1:2379", "client URL of the embedded etcd")
-		peerURL   = fs.String("embedded-etcd-peer-url", "http://127.0.0.1:2380", "peer URL of the embedded etcd")
-		origins   = fs.String("origins", "", "comma-separated origin host:ports when origins do not register in etcd")
-		peers     = fs.Int("peers", 30, "peers handed out per announce")
-		interval  = fs.Duration("interval", 3*time.Second, "announce interval of downloading peers")
-		certFile  = fs.String("tls-cert", "", "PEM certificate for gRPC")
-		keyFile   = fs.String("tls-key", "", "PEM key for gRPC")
-		caFile    = fs.String("tls-ca", "", "cluster CA: verify peers' certificates both ways")
-		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
-		logFormat = fs.String("log-format", "text", "text or json")
-	)
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&fc.GRPCAddr, "grpc-addr", ":7000", "gRPC listen address for agents and trackers")
+	fs.StringVar(&fc.HTTPAddr, "http-addr", ":7001", "listen address for /metrics and health")
+	fs.StringVar(&fc.Advertise, "advertise", "", "gRPC host:port other trackers reach this one at (default hostname:grpc port)")
+	fs.StringVar(&fc.ID, "id", "", "member ID on the tracker ring (default the hostname)")
+	fs.StringVar(&fc.DataDir, "data-dir", "", "directory for the embedded etcd")
+	config.ListVar(fs, &fc.Etcd.Endpoints, "etcd-endpoints", "comma-separated etcd client URLs; empty starts an embedded etcd")
+	fs.StringVar(&fc.EmbeddedEtcd.ClientURL, "embedded-etcd-client-url", "http://127.0.0.1:2379", "client URL of the embedded etcd")
+	fs.StringVar(&fc.EmbeddedEtcd.PeerURL, "embedded-etcd-peer-url", "http://127.0.0.1:2380", "peer URL of the embedded etcd")
+	config.ListVar(fs, &fc.Origins, "origins", "comma-separated origin host:ports when origins do not register in etcd")
+	fs.IntVar(&fc.DefaultPeers, "peers", 30, "peers handed out per announce")
+	fs.DurationVar(&fc.Interval, "interval", 3*time.Second, "announce interval of downloading peers")
+	fs.StringVar(&fc.TLS.CertFile, "tls-cert", "", "PEM certificate for gRPC")
+	fs.StringVar(&fc.TLS.KeyFile, "tls-key", "", "PEM key for gRPC")
+	fs.StringVar(&fc.TLS.CAFile, "tls-ca", "", "cluster CA: verify peers' certificates both ways")
+	fc.Logging.Flags(fs)
+	if err := config.Parse(fs, args, &fc); err != nil {
 		return fileConfig{}, err
-	}
-	fc := fileConfig{GRPCAddr: *grpcAddr, HTTPAddr: *httpAddr, LogLevel: "info", LogFormat: "text"}
-	fc.EmbeddedEtcd.ClientURL, fc.EmbeddedEtcd.PeerURL = *clientURL, *peerURL
-	if err := config.Load(*cfgPath, &fc); err != nil {
-		return fileConfig{}, err
-	}
-	for name := range config.Visited(fs) {
-		switch name {
-		case "grpc-addr":
-			fc.GRPCAddr = *grpcAddr
-		case "http-addr":
-			fc.HTTPAddr = *httpAddr
-		case "advertise":
-			fc.Advertise = *advertise
-		case "id":
-			fc.ID = *id
-		case "data-dir":
-			fc.DataDir = *dataDir
-		case "etcd-endpoints":
-			fc.Etcd.Endpoints = config.SplitList(*endpoints)
-		case "embedded-etcd-client-url":
-			fc.EmbeddedEtcd.ClientURL = *clientURL
-		case "embedded-etcd-peer-url":
-			fc.EmbeddedEtcd.PeerURL = *peerURL
-		case "origins":
-			fc.Origins = config.SplitList(*origins)
-		case "peers":
-			fc.DefaultPeers = *peers
-		case "interval":
-			fc.Interval = *interval
-		case "tls-cert":
-			fc.TLS.CertFile = *certFile
-		case "tls-key":
-			fc.TLS.KeyFile = *keyFile
-		case "tls-ca":
-			fc.TLS.CAFile = *caFile
-		case "log-level":
-			fc.LogLevel = *logLevel
-		case "log-format":
-			fc.LogFormat = *logFormat
-		}
 	}
 	if fc.ID == "" {
 		h, err := os.Hostname()
@@ -146,7 +101,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := config.NewLogger(fc.LogLevel, fc.LogFormat)
+	log, err := fc.Logger()
 	if err != nil {
 		return err
 	}
