@@ -28,7 +28,9 @@ type Peer struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// libp2p multiaddrs the peer listens on.
 	Addrs []string `protobuf:"bytes,2,rep,name=addrs,proto3" json:"addrs,omitempty"`
-	// Topology labels used by the hand-out policy.
+	// Topology labels used by the hand-out policy. Set in announces; the
+	// tracker leaves them out of the peers it hands out (it has already
+	// ranked by them).
 	Labels *Labels `protobuf:"bytes,3,opt,name=labels,proto3" json:"labels,omitempty"`
 	// True when the peer holds the whole blob.
 	Complete bool `protobuf:"varint,4,opt,name=complete,proto3" json:"complete,omitempty"`

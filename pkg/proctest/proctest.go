@@ -5,11 +5,14 @@ package proctest
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -142,4 +145,24 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// CPUTime is the user+system CPU the process has used so far, from
+// /proc/<pid>/stat (Linux), so a benchmark can charge the server alone.
+func (p *Proc) CPUTime() time.Duration {
+	p.t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		p.t.Fatalf("cpu time: %v", err)
+	}
+	// Fields after the command name, which is in parentheses and may
+	// contain spaces: utime and stime are the 12th and 13th of them.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		p.t.Fatalf("cpu time: short /proc stat %q", b)
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	// The kernel reports clock ticks; USER_HZ is 100 on Linux.
+	return time.Duration(utime+stime) * (time.Second / 100)
 }

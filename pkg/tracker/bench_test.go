@@ -98,6 +98,42 @@ func BenchmarkAnnounceHandler(b *testing.B) {
 // server in this process: announces/cpu-s counts both ends, so the tracker
 // alone does better.
 func BenchmarkAnnounceGRPC(b *testing.B) {
+	clients := benchClients(b)
+	reqs := make([]*shoalpb.AnnounceRequest, benchPeers)
+	for i := range reqs {
+		reqs[i] = benchAnnounce(i)
+	}
+	runGRPC(b, 1, func(n int64) error {
+		_, err := clients[n%4].Announce(context.Background(), reqs[n%benchPeers])
+		return err
+	})
+}
+
+// BenchmarkAnnounceBatchGRPC is the agent's real cadence: a node with
+// several layers in flight sends one batch per interval, here 8 blobs.
+func BenchmarkAnnounceBatchGRPC(b *testing.B) {
+	const perBatch = 8
+	clients := benchClients(b)
+	batches := make([]*shoalpb.AnnounceBatchRequest, benchPeers/perBatch)
+	for i := range batches {
+		br := &shoalpb.AnnounceBatchRequest{}
+		for j := range perBatch {
+			a := benchAnnounce(i)
+			// One node, eight blobs: same peer, different swarms.
+			a.Digest = dgst((i + j*13) % benchSwarms)
+			br.Announces = append(br.Announces, a)
+		}
+		batches[i] = br
+	}
+	runGRPC(b, perBatch, func(n int64) error {
+		_, err := clients[n%4].AnnounceBatch(context.Background(), batches[n%int64(len(batches))])
+		return err
+	})
+}
+
+// benchClients starts a tracker filled with the 10k peers and returns four
+// connections to it.
+func benchClients(b *testing.B) []shoalpb.TrackerClient {
 	tr := trackertest.Start(b, nil, benchCfg, nil)
 	clients := make([]shoalpb.TrackerClient, 4)
 	for i := range clients {
@@ -105,30 +141,34 @@ func BenchmarkAnnounceGRPC(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer c.Close()
+		b.Cleanup(func() { c.Close() })
 		clients[i] = shoalpb.NewTrackerClient(c)
 	}
-	reqs := make([]*shoalpb.AnnounceRequest, benchPeers)
-	for i := range reqs {
-		reqs[i] = benchAnnounce(i)
-		if _, err := clients[0].Announce(context.Background(), reqs[i]); err != nil {
+	for i := range benchPeers {
+		if _, err := clients[0].Announce(context.Background(), benchAnnounce(i)); err != nil {
 			b.Fatal(err)
 		}
 	}
+	return clients
+}
+
+// runGRPC calls call b.N times from 16 goroutines per core; each call
+// carries perCall announces.
+func runGRPC(b *testing.B, perCall int, call func(n int64) error) {
 	var next atomic.Int64
 	b.SetParallelism(16)
 	c0, t0 := cpuTime(), time.Now()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			n := next.Add(1)
-			if _, err := clients[n%4].Announce(context.Background(), reqs[n%benchPeers]); err != nil {
+			if err := call(next.Add(1)); err != nil {
 				b.Error(err)
 				return
 			}
 		}
 	})
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)/time.Since(t0).Seconds(), "announces/s")
-	b.ReportMetric(float64(b.N)/(cpuTime()-c0).Seconds(), "announces/cpu-s")
+	n := float64(b.N * perCall)
+	b.ReportMetric(n/time.Since(t0).Seconds(), "announces/s")
+	b.ReportMetric(n/(cpuTime()-c0).Seconds(), "announces/cpu-s")
 }

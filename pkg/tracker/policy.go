@@ -2,7 +2,6 @@ package tracker
 
 import (
 	"math/rand/v2"
-	"slices"
 
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
@@ -21,11 +20,15 @@ import (
 //     a bounded set of agents at a time, so each piece leaves the origin
 //     about once and the swarm serves the rest.
 
-// candidate is a swarm member as the policy sees it.
+// candidate is a swarm member as the policy sees it. Its fields are
+// copied out of the swarm entry so scoring a candidate touches no other
+// memory: with 10k peers those pointer chases were most of the cost.
 type candidate struct {
-	peer     *shoalpb.Peer
-	complete bool
-	bitfield []byte
+	peer       *shoalpb.Peer // handed out as is: never modified once stored
+	complete   bool
+	bitfield   []byte
+	zone, rack string
+	self       bool // the asker's own entry
 }
 
 // asker is the announcing peer.
@@ -48,12 +51,13 @@ func selectPeers(a asker, cands []candidate, n int, rnd *rand.Rand) []*shoalpb.P
 		score float64
 	}
 	top := make([]scored, 0, min(n, len(cands)))
+	zone, rack := a.labels.GetZone(), a.labels.GetRack()
 	for i := range cands {
 		c := &cands[i]
-		if c.peer.GetId() == a.id {
+		if c.self {
 			continue
 		}
-		sc := usefulness(a, *c)*4 + locality(a.labels, c.peer.GetLabels()) + rnd.Float64()
+		sc := usefulness(a, *c)*4 + locality(zone, rack, c.zone, c.rack) + rnd.Float64()
 		if len(top) == n && sc <= top[n-1].score {
 			continue
 		}
@@ -68,9 +72,7 @@ func selectPeers(a asker, cands []candidate, n int, rnd *rand.Rand) []*shoalpb.P
 	}
 	out := make([]*shoalpb.Peer, len(top))
 	for i, r := range top {
-		p := clonePeer(r.c.peer)
-		p.Complete = r.c.complete
-		out[i] = p
+		out[i] = r.c.peer
 	}
 	return out
 }
@@ -106,16 +108,12 @@ func hasMissing(theirs, mine []byte) bool {
 
 // locality: 2 for the same rack (in the same zone), 1 for the same zone.
 // Empty labels match nothing.
-func locality(a, b *shoalpb.Labels) float64 {
-	if a.GetZone() == "" || a.GetZone() != b.GetZone() {
+func locality(aZone, aRack, bZone, bRack string) float64 {
+	if aZone == "" || aZone != bZone {
 		return 0
 	}
-	if a.GetRack() != "" && a.GetRack() == b.GetRack() {
+	if aRack != "" && aRack == bRack {
 		return 2
 	}
 	return 1
-}
-
-func clonePeer(p *shoalpb.Peer) *shoalpb.Peer {
-	return &shoalpb.Peer{Id: p.GetId(), Addrs: slices.Clone(p.GetAddrs()), Labels: p.GetLabels(), Complete: p.GetComplete(), Origin: p.GetOrigin()}
 }

@@ -14,6 +14,17 @@ func peer(id, zone, rack string) *shoalpb.Peer {
 	return &shoalpb.Peer{Id: id, Addrs: []string{"/ip4/127.0.0.1/tcp/1"}, Labels: &shoalpb.Labels{Zone: zone, Rack: rack}}
 }
 
+// prepare fills in what sample copies out of swarm entries: the labels,
+// and whether the candidate is the asker itself.
+func prepare(a asker, cands []candidate) []candidate {
+	for i := range cands {
+		l := cands[i].peer.GetLabels()
+		cands[i].zone, cands[i].rack = l.GetZone(), l.GetRack()
+		cands[i].self = cands[i].peer.GetId() == a.id
+	}
+	return cands
+}
+
 func TestSelectPeersOrder(t *testing.T) {
 	me := asker{id: "me", labels: &shoalpb.Labels{Zone: "z1", Rack: "r1"}, bitfield: []byte{0b1100_0000}}
 	tests := []struct {
@@ -46,7 +57,7 @@ func TestSelectPeersOrder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := selectPeers(me, tt.cands, tt.max, rand.New(rand.NewPCG(1, 2)))
+			got := selectPeers(me, prepare(me, tt.cands), tt.max, rand.New(rand.NewPCG(1, 2)))
 			if tt.want == nil {
 				if len(got) != tt.max {
 					t.Fatalf("%d peers, want %d", len(got), tt.max)

@@ -17,10 +17,13 @@ import (
 // announce interval. Nothing of it goes to etcd.
 
 type peerEntry struct {
-	peer     *shoalpb.Peer
-	complete bool
-	bitfield []byte
-	expires  time.Time
+	// peer is the message handed out to others, built once per announce
+	// and shared by every response until replaced: never modify it.
+	peer       *shoalpb.Peer
+	complete   bool
+	bitfield   []byte
+	zone, rack string // interned, so equal labels compare by pointer
+	expires    time.Time
 }
 
 type swarm struct {
@@ -87,11 +90,32 @@ type swarms struct {
 	entries    atomic.Int64
 	maxEntries int64
 	seed       maphash.Seed
-	shards     [shardCount]struct {
-		mu     sync.Mutex
-		swarms map[string]*swarm
-		rnd    *rand.Rand
+	shards     [shardCount]shardState
+}
+
+type shardState struct {
+	mu     sync.Mutex
+	swarms map[string]*swarm
+	rnd    *rand.Rand
+	names  map[string]string // interned zone and rack labels
+	cands  []candidate       // scratch for sample, reused under mu
+}
+
+// maxNames bounds a shard's interned labels: real clusters have tens of
+// zones and racks; past this, labels are simply not interned.
+const maxNames = 4096
+
+func (sh *shardState) intern(v string) string {
+	if v == "" {
+		return ""
 	}
+	if n, ok := sh.names[v]; ok {
+		return n
+	}
+	if len(sh.names) < maxNames {
+		sh.names[v] = v
+	}
+	return v
 }
 
 func newSwarms(maxEntries int) *swarms {
@@ -99,6 +123,7 @@ func newSwarms(maxEntries int) *swarms {
 	for i := range t.shards {
 		t.shards[i].swarms = map[string]*swarm{}
 		t.shards[i].rnd = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+		t.shards[i].names = map[string]string{}
 	}
 	return t
 }
@@ -127,7 +152,16 @@ func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring
 		interval = p.seederInterval
 	}
 	interval = jitter(interval, sh.rnd)
-	s.upsert(&peerEntry{peer: peer, complete: complete, bitfield: req.GetBitfield(), expires: now.Add(3 * interval)})
+	labels := peer.GetLabels()
+	self := &peerEntry{
+		// Labels are kept in the entry, not handed out: the tracker has
+		// ranked by them, and without them a response is a third smaller.
+		peer:     &shoalpb.Peer{Id: peer.GetId(), Addrs: peer.GetAddrs(), Complete: complete, Origin: peer.GetOrigin()},
+		complete: complete, bitfield: req.GetBitfield(),
+		zone: sh.intern(labels.GetZone()), rack: sh.intern(labels.GetRack()),
+		expires: now.Add(3 * interval),
+	}
+	s.upsert(self)
 
 	want := int(req.GetMaxPeers())
 	if want <= 0 {
@@ -139,10 +173,14 @@ func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring
 	if !complete && !peer.GetOrigin() {
 		out = t.grantOrigins(s, peer.GetId(), origins, p, now, interval)
 	}
-	cands := sample(s, max(p.sampleSize, 4*want), now, sh.rnd)
+	sh.cands = sample(sh.cands[:0], s, self, max(p.sampleSize, 2*want), now, sh.rnd)
+	cands := sh.cands
 	a := asker{id: peer.GetId(), labels: peer.GetLabels(), complete: complete, bitfield: req.GetBitfield()}
-	for _, c := range selectPeers(a, cands, want-len(out), sh.rnd) {
-		if !containsPeer(out, c.GetId()) {
+	// Only granted origins can repeat a swarm entry (an origin that also
+	// announces); the swarm's own entries are distinct.
+	granted := len(out)
+	for _, c := range selectPeers(a, cands, want-granted, sh.rnd) {
+		if granted == 0 || !containsPeer(out[:granted], c.GetId()) {
 			out = append(out, c)
 		}
 	}
@@ -192,11 +230,12 @@ func (t *swarms) grantOrigins(s *swarm, id string, origins []ring.Member, p poli
 
 // sample returns live candidates: all of a small swarm, or about size
 // random ones of a large swarm, so an announce costs O(size), not O(swarm).
-func sample(s *swarm, size int, now time.Time, rnd *rand.Rand) []candidate {
+// sample appends to out up to size live entries of s, chosen at random
+// when there are more.
+func sample(out []candidate, s *swarm, self *peerEntry, size int, now time.Time, rnd *rand.Rand) []candidate {
 	pick := func(e *peerEntry) candidate {
-		return candidate{peer: e.peer, complete: e.complete, bitfield: e.bitfield}
+		return candidate{peer: e.peer, complete: e.complete, bitfield: e.bitfield, zone: e.zone, rack: e.rack, self: e == self}
 	}
-	out := make([]candidate, 0, min(len(s.list), size))
 	if len(s.list) <= size {
 		for _, e := range s.list {
 			if now.Before(e.expires) {
@@ -213,9 +252,12 @@ func sample(s *swarm, size int, now time.Time, rnd *rand.Rand) []candidate {
 	for gcd(stride, n) != 1 {
 		stride = 1 + rnd.IntN(n-1)
 	}
-	for k := range size {
-		if e := s.list[(start+k*stride)%n]; now.Before(e.expires) {
+	for i, k := start, 0; k < size; k++ {
+		if e := s.list[i]; now.Before(e.expires) {
 			out = append(out, pick(e))
+		}
+		if i += stride; i >= n {
+			i -= n
 		}
 	}
 	return out
