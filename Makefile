@@ -52,9 +52,11 @@ lint:
 	$(GO) vet ./...
 	staticcheck ./...
 
-## bench: push/pull benchmarks against a raw loopback copy in the same run
-bench:
+## bench: push/pull against a raw loopback copy in the same run; ring and tracker announce costs
+bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 20m ./pkg/origin/
+	$(GO) test -run '^$$' -bench . -benchtime 2s -benchmem ./pkg/ring/ ./pkg/tracker/
+	SHOAL_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 3s ./cmd/tracker/
 
 ## fuzz: run every fuzz target briefly (FUZZTIME=30s by default)
 FUZZTIME ?= 30s
