@@ -225,12 +225,10 @@ func validateAnnounce(req *shoalpb.AnnounceRequest) (digest.Digest, error) {
 }
 
 // admit applies the tracker-wide and per-peer limits to an RPC carrying n
-// announces from peer id. Forwarded RPCs were admitted by the tracker that
-// received them.
-func (s *Server) admit(id string, n int, forwarded bool) error {
-	if forwarded {
-		return nil
-	}
+// announces from peer id. Forwarded RPCs are charged too: anyone can set
+// the forwarded flag, and a peer's honest announce costs at most one token
+// on the tracker it reached and one on the owner.
+func (s *Server) admit(id string, n int) error {
 	now := time.Now()
 	if s.limiter != nil && !s.limiter.AllowN(now, n) {
 		return status.Error(codes.ResourceExhausted, "tracker announce rate limit; retry after the interval")
@@ -243,7 +241,7 @@ func (s *Server) admit(id string, n int, forwarded bool) error {
 
 // Announce records the peer and returns peers to fetch from.
 func (s *Server) Announce(ctx context.Context, req *shoalpb.AnnounceRequest) (*shoalpb.AnnounceResponse, error) {
-	if err := s.admit(req.GetPeer().GetId(), 1, req.GetForwarded()); err != nil {
+	if err := s.admit(req.GetPeer().GetId(), 1); err != nil {
 		s.metrics.announces.WithLabelValues("rate_limited").Inc()
 		return nil, err
 	}
@@ -305,7 +303,7 @@ func (s *Server) AnnounceBatch(ctx context.Context, req *shoalpb.AnnounceBatchRe
 	}
 	if n > 0 {
 		first := req.GetAnnounces()[0]
-		if err := s.admit(first.GetPeer().GetId(), n, first.GetForwarded()); err != nil {
+		if err := s.admit(first.GetPeer().GetId(), n); err != nil {
 			s.metrics.announces.WithLabelValues("rate_limited").Add(float64(n))
 			return nil, err
 		}

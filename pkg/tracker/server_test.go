@@ -431,7 +431,10 @@ func TestRateLimits(t *testing.T) {
 		tr := trackertest.Start(t, nil, tracker.Config{PeerAnnounceRate: 5, PeerAnnounceBurst: 10}, nil)
 		limited := 0
 		for i := range 200 {
-			_, err := tr.Client.Announce(context.Background(), announce(dgst(i), "flood", false))
+			req := announce(dgst(i), "flood", false)
+			// Claiming to be a forwarding tracker buys no exemption.
+			req.Forwarded = i%2 == 0
+			_, err := tr.Client.Announce(context.Background(), req)
 			if status.Code(err) == codes.ResourceExhausted {
 				limited++
 			} else if err != nil {
