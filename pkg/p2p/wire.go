@@ -1,0 +1,212 @@
+// Package p2p is Shoal's piece wire: a libp2p host per agent and origin,
+// and the /shoal/pieces/1 protocol that moves one blob's pieces between two
+// peers on one stream.
+package p2p
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoal-project/shoal/pkg/digest"
+	shoalpb "github.com/shoal-project/shoal/proto"
+)
+
+// Protocol is the libp2p protocol ID of the piece exchange.
+const Protocol = "/shoal/pieces/1"
+
+// Hard limits on what a peer may send. A header carries at most a digest,
+// a hash and a bitfield of 2048 pieces (256 bytes); payloads are one piece.
+const (
+	maxHeader     = 4 << 10
+	maxBitfield   = 1 << 10
+	MaxPieceBytes = 64 << 20
+	maxErrorText  = 1 << 10
+)
+
+// ErrProtocol marks a frame that breaks the protocol; the peer is dropped.
+var ErrProtocol = errors.New("p2p: protocol violation")
+
+func violation(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrProtocol}, args...)...)
+}
+
+// FrameReader reads frames from a peer, enforcing the limits.
+type FrameReader struct {
+	r *bufio.Reader
+	// pending is the payload length still to read after a Piece header.
+	pending int
+	// maxPayload and pieces bound Piece frames and indexes once the blob's
+	// metainfo is known (SetBlob); before that no piece is accepted.
+	maxPayload int
+	pieces     int
+	buf        []byte
+}
+
+// NewFrameReader reads frames from r.
+func NewFrameReader(r io.Reader) *FrameReader {
+	return &FrameReader{r: bufio.NewReaderSize(r, 64<<10)}
+}
+
+// SetBlob bounds piece indexes to pieces and payloads to pieceLength.
+func (f *FrameReader) SetBlob(pieces int, pieceLength int64) {
+	f.pieces, f.maxPayload = pieces, int(min(pieceLength, MaxPieceBytes))
+}
+
+// Next reads the next header. After a Piece, the caller must call
+// ReadPayload before Next again.
+func (f *FrameReader) Next() (*shoalpb.PieceMessage, error) {
+	if f.pending > 0 {
+		return nil, errors.New("p2p: payload of the previous piece not read")
+	}
+	n, err := binary.ReadUvarint(f.r)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, io.EOF
+		}
+		return nil, fmt.Errorf("p2p: frame length: %w", err)
+	}
+	if n == 0 || n > maxHeader {
+		return nil, violation("header of %d bytes", n)
+	}
+	if cap(f.buf) < int(n) {
+		f.buf = make([]byte, maxHeader)
+	}
+	b := f.buf[:n]
+	if _, err := io.ReadFull(f.r, b); err != nil {
+		return nil, fmt.Errorf("p2p: header: %w", noEOF(err))
+	}
+	m := &shoalpb.PieceMessage{}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return nil, violation("header: %v", err)
+	}
+	if err := f.check(m); err != nil {
+		return nil, err
+	}
+	if p := m.GetPiece(); p != nil {
+		f.pending = int(p.GetLength())
+	}
+	return m, nil
+}
+
+func (f *FrameReader) index(i uint32) error {
+	if int64(i) >= int64(f.pieces) {
+		return violation("piece %d of a blob with %d pieces", i, f.pieces)
+	}
+	return nil
+}
+
+func (f *FrameReader) check(m *shoalpb.PieceMessage) error {
+	switch msg := m.GetMsg().(type) {
+	case *shoalpb.PieceMessage_Handshake:
+		h := msg.Handshake
+		if _, err := digest.Parse(h.GetDigest()); err != nil {
+			return violation("handshake digest: %v", err)
+		}
+		if len(h.GetMetainfoHash()) != 32 {
+			return violation("metainfo hash of %d bytes", len(h.GetMetainfoHash()))
+		}
+		if len(h.GetBitfield()) > maxBitfield {
+			return violation("bitfield of %d bytes", len(h.GetBitfield()))
+		}
+		if h.GetHave() == nil {
+			return violation("handshake says neither bitfield nor complete")
+		}
+	case *shoalpb.PieceMessage_Have:
+		return f.index(msg.Have.GetIndex())
+	case *shoalpb.PieceMessage_Request:
+		return f.index(msg.Request.GetIndex())
+	case *shoalpb.PieceMessage_Cancel:
+		return f.index(msg.Cancel.GetIndex())
+	case *shoalpb.PieceMessage_Piece:
+		if err := f.index(msg.Piece.GetIndex()); err != nil {
+			return err
+		}
+		if n := msg.Piece.GetLength(); n == 0 || int64(n) > int64(f.maxPayload) {
+			return violation("piece of %d bytes (limit %d)", n, f.maxPayload)
+		}
+	case *shoalpb.PieceMessage_Error:
+		if len(msg.Error.GetCode()) > 64 || len(msg.Error.GetMessage()) > maxErrorText {
+			return violation("oversized error")
+		}
+	default:
+		return violation("empty or unknown message")
+	}
+	return nil
+}
+
+// PayloadLen is the length of the piece payload to read next, or 0.
+func (f *FrameReader) PayloadLen() int { return f.pending }
+
+// ReadPayload reads the pending piece payload into dst, which must be
+// exactly PayloadLen bytes: straight from the stream, no copy through
+// protobuf.
+func (f *FrameReader) ReadPayload(dst []byte) error {
+	if len(dst) != f.pending {
+		return fmt.Errorf("p2p: payload buffer of %d bytes for a %d byte piece", len(dst), f.pending)
+	}
+	f.pending = 0
+	if _, err := io.ReadFull(f.r, dst); err != nil {
+		return fmt.Errorf("p2p: piece payload: %w", noEOF(err))
+	}
+	return nil
+}
+
+func noEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// FrameWriter writes frames to a peer. It is not safe for concurrent use.
+type FrameWriter struct {
+	w   *bufio.Writer
+	buf []byte
+}
+
+// NewFrameWriter writes frames to w.
+func NewFrameWriter(w io.Writer) *FrameWriter {
+	return &FrameWriter{w: bufio.NewWriterSize(w, 64<<10)}
+}
+
+// Write buffers one message; Flush sends.
+func (f *FrameWriter) Write(m *shoalpb.PieceMessage) error {
+	b, err := proto.MarshalOptions{}.MarshalAppend(f.buf[:0], m)
+	if err != nil {
+		return fmt.Errorf("p2p: marshal: %w", err)
+	}
+	f.buf = b
+	if len(b) > maxHeader {
+		return fmt.Errorf("p2p: header of %d bytes over the limit", len(b))
+	}
+	var lb [binary.MaxVarintLen64]byte
+	if _, err := f.w.Write(lb[:binary.PutUvarint(lb[:], uint64(len(b)))]); err != nil {
+		return err
+	}
+	_, err = f.w.Write(b)
+	return err
+}
+
+// WritePiece sends a Piece header and its payload and flushes. A payload
+// larger than the buffer goes to the stream directly, not through it.
+func (f *FrameWriter) WritePiece(index uint32, data []byte) error {
+	if len(data) == 0 || len(data) > MaxPieceBytes {
+		return fmt.Errorf("p2p: piece of %d bytes", len(data))
+	}
+	err := f.Write(&shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Piece{Piece: &shoalpb.Piece{Index: index, Length: uint32(len(data))}}})
+	if err != nil {
+		return err
+	}
+	if _, err := f.w.Write(data); err != nil {
+		return err
+	}
+	return f.w.Flush()
+}
+
+// Flush sends what is buffered.
+func (f *FrameWriter) Flush() error { return f.w.Flush() }
