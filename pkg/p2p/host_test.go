@@ -53,8 +53,10 @@ func serve(h host.Host, pieces [][]byte) {
 	})
 }
 
-// fetch asks for every piece on one stream and returns them.
-func fetch(ctx context.Context, t testing.TB, h host.Host, from peer.ID, n int, pieceLen int) [][]byte {
+// fetch asks for every piece on one stream and returns them; with reuse it
+// reads every piece into one buffer, as an agent writing pieces to disk
+// would, and returns nothing.
+func fetch(ctx context.Context, t testing.TB, h host.Host, from peer.ID, n int, pieceLen int, reuse ...bool) [][]byte {
 	t.Helper()
 	s, err := h.NewStream(ctx, from, p2p.Protocol)
 	if err != nil {
@@ -70,16 +72,20 @@ func fetch(ctx context.Context, t testing.TB, h host.Host, from peer.ID, n int, 
 		t.Fatal(err)
 	}
 	out := make([][]byte, n)
+	scratch := make([]byte, pieceLen)
 	for range n {
 		m, err := r.Next()
 		if err != nil {
 			t.Fatal(err)
 		}
-		buf := make([]byte, r.PayloadLen())
+		buf := scratch[:r.PayloadLen()]
+		if len(reuse) == 0 {
+			buf = make([]byte, r.PayloadLen())
+			out[m.GetPiece().GetIndex()] = buf
+		}
 		if err := r.ReadPayload(buf); err != nil {
 			t.Fatal(err)
 		}
-		out[m.GetPiece().GetIndex()] = buf
 	}
 	return out
 }
