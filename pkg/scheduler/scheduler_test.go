@@ -1,0 +1,252 @@
+package scheduler
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+var t0 = time.Unix(1_700_000_000, 0)
+
+func bits(n int, set ...int) []byte {
+	b := make([]byte, (n+7)/8)
+	for _, i := range set {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return b
+}
+
+func newTest(n int, cfg Config) *Scheduler {
+	return New(cfg, n, 4<<20, nil, rand.New(rand.NewPCG(1, 2)))
+}
+
+func byPeer(reqs []Request) map[PeerID][]int {
+	out := map[PeerID][]int{}
+	for _, r := range reqs {
+		out[r.Peer] = append(out[r.Peer], r.Piece)
+	}
+	for _, v := range out {
+		slices.Sort(v)
+	}
+	return out
+}
+
+func TestPick(t *testing.T) {
+	tests := []struct {
+		name   string
+		n      int
+		cfg    Config
+		peers  map[PeerID][]int // nil slice: complete
+		have   []int
+		stream int
+		want   map[PeerID][]int
+	}{
+		{"rarest first", 3, Config{PerPeer: 1},
+			map[PeerID][]int{"a": {0, 1, 2}, "b": {1, 2}, "c": {2}}, nil, -1,
+			map[PeerID][]int{"a": {0}, "b": {1}, "c": {2}}},
+		{"pipelining up to PerPeer", 10, Config{PerPeer: 3},
+			map[PeerID][]int{"a": nil}, nil, -1, map[PeerID][]int{"a": {-3}}}, // any 3: equally rare
+		{"streaming window first, in order", 10, Config{PerPeer: 2, Window: 2},
+			map[PeerID][]int{"a": nil}, nil, 5, map[PeerID][]int{"a": {5, 6}}},
+		{"window skips held pieces", 10, Config{PerPeer: 2, Window: 3},
+			map[PeerID][]int{"a": nil}, []int{5, 6}, 5, map[PeerID][]int{"a": {7, 0}}},
+		{"held pieces are not asked", 3, Config{},
+			map[PeerID][]int{"a": nil}, []int{0, 2}, -1, map[PeerID][]int{"a": {1}}},
+		{"nobody has it", 2, Config{}, map[PeerID][]int{"a": {}}, nil, -1, map[PeerID][]int{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			have := make([]bool, tt.n)
+			for _, i := range tt.have {
+				have[i] = true
+			}
+			s := New(tt.cfg, tt.n, 4<<20, have, rand.New(rand.NewPCG(1, 2)))
+			for id, ps := range tt.peers {
+				s.AddPeer(id, bits(tt.n, ps...), ps == nil, t0)
+			}
+			s.SetStream(tt.stream)
+			got := byPeer(s.Next(t0))
+			if tt.name == "window skips held pieces" {
+				// 7 from the window, then any rarest piece.
+				if len(got["a"]) != 2 || !slices.Contains(got["a"], 7) {
+					t.Fatalf("got %v", got)
+				}
+				return
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+			for id, w := range tt.want {
+				if len(w) == 1 && w[0] < 0 {
+					if len(got[id]) != -w[0] {
+						t.Fatalf("got %v, want %d requests", got, -w[0])
+					}
+					continue
+				}
+				if !slices.Equal(got[id], w) {
+					t.Fatalf("got %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestEndGameAndCancel(t *testing.T) {
+	s := newTest(2, Config{PerPeer: 4})
+	s.AddPeer("a", nil, true, t0)
+	s.AddPeer("b", nil, true, t0)
+	first := s.Next(t0)
+	if len(first) != 2 {
+		t.Fatalf("first round %v: each piece once", first)
+	}
+	dups := s.Next(t0)
+	if len(dups) != 2 || dups[0].Peer == first[0].Peer {
+		t.Fatalf("end game round %v after %v: the other peer gets both", dups, first)
+	}
+	if more := s.Next(t0); len(more) != 0 {
+		t.Fatalf("beyond EndGameCopies: %v", more)
+	}
+	cancel := s.Received(first[0].Peer, first[0].Piece, true, t0)
+	if len(cancel) != 1 || cancel[0].Peer == first[0].Peer || cancel[0].Piece != first[0].Piece {
+		t.Fatalf("cancel %v after %v delivered", cancel, first[0])
+	}
+	other := 1 - first[0].Piece
+	s.Received(dups[0].Peer, other, true, t0)
+	if !s.Done() {
+		t.Fatal("not done")
+	}
+	if s.Next(t0) != nil {
+		t.Fatal("requests after done")
+	}
+}
+
+func TestBadPieceBans(t *testing.T) {
+	s := newTest(4, Config{PerPeer: 2})
+	s.AddPeer("liar", nil, true, t0)
+	reqs := s.Next(t0)
+	s.Received("liar", reqs[0].Piece, false, t0)
+	if s.Have(reqs[0].Piece) {
+		t.Fatal("bad piece kept")
+	}
+	s.AddPeer("liar", nil, true, t0) // re-announced by the tracker
+	s.PeerHas("liar", 3)
+	if r := s.Next(t0); len(r) != 0 {
+		t.Fatalf("banned peer asked again: %v", r)
+	}
+	s.AddPeer("honest", nil, true, t0)
+	r := s.Next(t0)
+	if len(r) != 2 || r[0].Peer != "honest" {
+		t.Fatalf("after ban: %v", r)
+	}
+	if s.Peers() != 1 {
+		t.Fatalf("usable peers %d", s.Peers())
+	}
+}
+
+func TestExpireAndStall(t *testing.T) {
+	s := newTest(2, Config{PerPeer: 1, BaseTimeout: time.Second, MinRate: 4 << 20}) // 2s per 4 MiB piece
+	s.AddPeer("slow", nil, true, t0)
+	r := s.Next(t0)
+	if len(r) != 1 {
+		t.Fatal(r)
+	}
+	if e := s.Expire(t0.Add(1900 * time.Millisecond)); len(e) != 0 {
+		t.Fatalf("expired early: %v", e)
+	}
+	if st := s.Stalled(t0.Add(1900*time.Millisecond), 5*time.Second); len(st) != 0 {
+		t.Fatalf("stalled early: %v", st)
+	}
+	if st := s.Stalled(t0.Add(6*time.Second), 5*time.Second); len(st) != 1 {
+		t.Fatalf("stall not seen: %v", st)
+	}
+	e := s.Expire(t0.Add(2100 * time.Millisecond))
+	if len(e) != 1 || e[0] != r[0] {
+		t.Fatalf("expired %v, want %v", e, r)
+	}
+	s.RemovePeer("slow")
+	s.AddPeer("fast", nil, true, t0)
+	if r2 := s.Next(t0); len(r2) != 1 || r2[0].Peer != "fast" {
+		t.Fatalf("reassigned %v", r2)
+	}
+}
+
+// TestSwarmSimulation downloads a 64-piece blob from ten simulated peers
+// on a fake clock: partial and complete peers with different speeds, one
+// that never answers and one that sends corrupt pieces. The download must
+// finish, ban the liar, route around the silent peer, and fetch each
+// piece about once.
+func TestSwarmSimulation(t *testing.T) {
+	const n = 64
+	rnd := rand.New(rand.NewPCG(7, 8))
+	s := New(Config{PerPeer: 3, BaseTimeout: time.Second, MinRate: 4 << 20}, n, 4<<20, nil, rnd)
+	type sim struct {
+		latency time.Duration
+		silent  bool
+		liar    bool
+	}
+	peers := map[PeerID]sim{}
+	for i := range 8 {
+		id := PeerID(rune('a' + i))
+		var set []int
+		for p := range n {
+			if rnd.IntN(3) == 0 {
+				set = append(set, p)
+			}
+		}
+		peers[id] = sim{latency: time.Duration(50+50*i) * time.Millisecond}
+		s.AddPeer(id, bits(n, set...), false, t0)
+	}
+	peers["seed"] = sim{latency: 300 * time.Millisecond}
+	s.AddPeer("seed", nil, true, t0)
+	peers["silent"] = sim{silent: true}
+	s.AddPeer("silent", nil, true, t0)
+	peers["liar"] = sim{latency: 10 * time.Millisecond, liar: true}
+	s.AddPeer("liar", nil, true, t0)
+
+	type delivery struct {
+		at time.Time
+		r  Request
+	}
+	var pending []delivery
+	now := t0
+	requested, cancelled := 0, 0
+	liarBanned := false
+	for step := 0; !s.Done(); step++ {
+		if step > 10_000 {
+			t.Fatal("no progress")
+		}
+		for _, r := range s.Next(now) {
+			requested++
+			if r.Peer == "liar" && liarBanned {
+				t.Fatal("asked the banned liar")
+			}
+			if p := peers[r.Peer]; !p.silent {
+				pending = append(pending, delivery{now.Add(p.latency), r})
+			}
+		}
+		now = now.Add(10 * time.Millisecond)
+		s.Expire(now)
+		kept := pending[:0]
+		for _, d := range pending {
+			if d.at.After(now) {
+				kept = append(kept, d)
+				continue
+			}
+			liar := peers[d.r.Peer].liar
+			cancelled += len(s.Received(d.r.Peer, d.r.Piece, !liar, now))
+			liarBanned = liarBanned || liar
+		}
+		pending = kept
+		for _, id := range s.Stalled(now, 3*time.Second) {
+			s.RemovePeer(id)
+		}
+	}
+	if s.Peers() >= len(peers) {
+		t.Fatal("the liar and the silent peer are still in use")
+	}
+	t.Logf("64 pieces: %d requests (%d cancelled in end game), done at +%s", requested, cancelled, now.Sub(t0))
+	if requested > 2*n {
+		t.Fatalf("%d requests for %d pieces", requested, n)
+	}
+}
