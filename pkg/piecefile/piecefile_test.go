@@ -1,0 +1,195 @@
+package piecefile_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/piecefile"
+)
+
+// blob returns random bytes and a metainfo with small pieces, so tests
+// have many of them.
+func blob(t *testing.T, size int, pieceLen int64) ([]byte, *metainfo.MetaInfo) {
+	t.Helper()
+	b := make([]byte, size)
+	rand.Read(b)
+	mi := &metainfo.MetaInfo{Digest: digest.FromBytes(b), Size: int64(size), PieceLength: pieceLen}
+	for off := int64(0); off < int64(size); off += pieceLen {
+		mi.Pieces = append(mi.Pieces, sha256.Sum256(b[off:min(off+pieceLen, int64(size))]))
+	}
+	return b, mi
+}
+
+func piece(b []byte, mi *metainfo.MetaInfo, i int) []byte {
+	off, n := mi.PieceSpan(i)
+	return b[off : off+n]
+}
+
+func TestOutOfOrderDownload(t *testing.T) {
+	b, mi := blob(t, 10_000, 1024) // 10 pieces, the last short
+	p, err := piecefile.Open(t.TempDir(), mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	order := []int{9, 3, 0, 1, 2, 8, 4, 5, 7, 6}
+	for k, i := range order {
+		if p.Complete() {
+			t.Fatal("complete early")
+		}
+		if err := p.WritePiece(i, piece(b, mi, i)); err != nil {
+			t.Fatal(err)
+		}
+		if k == 0 && !bytes.Equal(p.Bitfield(), []byte{0, 0x40}) {
+			t.Fatalf("bitfield %08b", p.Bitfield())
+		}
+	}
+	if !p.Complete() {
+		t.Fatal("not complete")
+	}
+	if err := p.WritePiece(3, piece(b, mi, 3)); err != nil {
+		t.Fatalf("duplicate piece: %v", err)
+	}
+	got, err := os.ReadFile(p.Path())
+	if err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("data file differs: %v", err)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	b, mi := blob(t, 4096, 1024)
+	p, err := piecefile.Open(t.TempDir(), mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	bad := bytes.Clone(piece(b, mi, 1))
+	bad[0] ^= 1
+	tests := []struct {
+		name string
+		i    int
+		data []byte
+	}{
+		{"flipped bit", 1, bad},
+		{"short", 1, piece(b, mi, 1)[:100]},
+		{"long", 1, append(bytes.Clone(piece(b, mi, 1)), 0)},
+		{"another piece's bytes", 2, piece(b, mi, 1)},
+		{"index out of range", 4, piece(b, mi, 1)},
+		{"negative index", -1, piece(b, mi, 1)},
+	}
+	for _, tt := range tests {
+		if err := p.WritePiece(tt.i, tt.data); !errors.Is(err, piecefile.ErrBadPiece) {
+			t.Errorf("%s: %v, want ErrBadPiece", tt.name, err)
+		}
+	}
+	if p.Have(1) || p.Have(2) {
+		t.Fatal("a bad piece was kept")
+	}
+}
+
+// A restart keeps verified pieces; a piece torn on disk is fetched again.
+func TestResume(t *testing.T) {
+	dir := t.TempDir()
+	b, mi := blob(t, 16*1024, 1024)
+	p, err := piecefile.Open(dir, mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := p.WritePiece(i, piece(b, mi, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Close()
+	// Tear piece 4 as a crash mid-write would.
+	f, _ := os.OpenFile(p.Path(), os.O_RDWR, 0)
+	f.WriteAt([]byte("torn"), 4*1024+10)
+	f.Close()
+
+	p, err = piecefile.Open(dir, mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for i := range 16 {
+		if want := i < 10 && i != 4; p.Have(i) != want {
+			t.Fatalf("after resume Have(%d) = %v, want %v", i, p.Have(i), want)
+		}
+	}
+	for i := range 16 {
+		if !p.Have(i) {
+			if err := p.WritePiece(i, piece(b, mi, i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !p.Complete() {
+		t.Fatal("resumed download did not complete")
+	}
+}
+
+// Pieces that match lying piece hashes still fail the whole digest.
+func TestWholeDigestChecked(t *testing.T) {
+	b, mi := blob(t, 3000, 1024)
+	mi.Digest = digest.FromBytes([]byte("something else"))
+	p, err := piecefile.Open(t.TempDir(), mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Remove()
+	var last error
+	for i := range 3 {
+		last = p.WritePiece(i, piece(b, mi, i))
+	}
+	if !errors.Is(last, piecefile.ErrDigestMismatch) || p.Complete() {
+		t.Fatalf("last write %v, complete %v", last, p.Complete())
+	}
+}
+
+func TestWaitAndRead(t *testing.T) {
+	b, mi := blob(t, 3000, 1024)
+	p, err := piecefile.Open(t.TempDir(), mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	if _, err := p.ReadAt(buf, 0); err == nil {
+		t.Fatal("read of a piece not held")
+	}
+	got := make(chan error, 1)
+	go func() { got <- p.Wait(context.Background(), 2) }()
+	select {
+	case <-got:
+		t.Fatal("Wait returned before the piece")
+	case <-time.After(50 * time.Millisecond):
+	}
+	p.WritePiece(2, piece(b, mi, 2))
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	// The last piece is short: a read past the end says EOF.
+	n, err := p.ReadAt(make([]byte, 2000), 2048)
+	if n != 3000-2048 || err != io.EOF {
+		t.Fatalf("ReadAt at the tail = %d, %v", n, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Wait(ctx, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait with a cancelled context: %v", err)
+	}
+	go func() { got <- p.Wait(context.Background(), 0) }()
+	time.Sleep(20 * time.Millisecond)
+	p.Close()
+	if err := <-got; !errors.Is(err, piecefile.ErrClosed) {
+		t.Fatalf("Wait across Close: %v", err)
+	}
+}
