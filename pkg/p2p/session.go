@@ -1,0 +1,307 @@
+package p2p
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
+
+	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/metainfo"
+	shoalpb "github.com/shoal-project/shoal/proto"
+)
+
+// Blob is a blob a peer can serve pieces of: complete in its cache, or
+// partly downloaded.
+type Blob interface {
+	MetaInfo() *metainfo.MetaInfo
+	// Bitfield is what is held (MSB first); complete means all of it.
+	Bitfield() (bits []byte, complete bool)
+	// ReadAt reads held bytes.
+	ReadAt(p []byte, off int64) (int, error)
+}
+
+// Blobs finds what this peer can serve.
+type Blobs interface {
+	// Lookup returns the blob, or false if nothing of it is held.
+	Lookup(d digest.Digest) (Blob, bool)
+}
+
+// MetaInfoHash identifies a blob's piece layout in handshakes, so two
+// peers never exchange pieces cut differently.
+func MetaInfoHash(mi *metainfo.MetaInfo) ([]byte, error) {
+	b, err := mi.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256(b)
+	return h[:], nil
+}
+
+// Seeder answers /shoal/pieces/1 streams from blobs, paced by an upload
+// limiter shared by all streams.
+type Seeder struct {
+	blobs  Blobs
+	upload *rate.Limiter // nil: unlimited
+	log    *slog.Logger
+	// IdleTimeout ends a stream with no request for this long.
+	IdleTimeout time.Duration
+	// Uploaded, if set, is told of every piece payload sent.
+	Uploaded func(bytes int)
+}
+
+// NewSeeder serves blobs on h. upload bounds bytes per second over all
+// streams (nil: unlimited).
+func NewSeeder(h host.Host, blobs Blobs, upload *rate.Limiter, log *slog.Logger) *Seeder {
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Seeder{blobs: blobs, upload: upload, log: log, IdleTimeout: time.Minute}
+	h.SetStreamHandler(Protocol, s.handle)
+	return s
+}
+
+func (s *Seeder) handle(st network.Stream) {
+	defer st.Close()
+	remote := st.Conn().RemotePeer()
+	if err := s.serve(st); err != nil && !errors.Is(err, io.EOF) {
+		s.log.Debug("piece stream ended", "peer", remote, "err", err)
+		if errors.Is(err, ErrProtocol) {
+			// A peer that breaks the protocol loses its connection, not
+			// just the stream.
+			st.Conn().Close()
+		}
+	}
+}
+
+func (s *Seeder) serve(st network.Stream) error {
+	r, w := NewFrameReader(st), NewFrameWriter(st)
+	st.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+	m, err := r.Next()
+	if err != nil {
+		return err
+	}
+	hs := m.GetHandshake()
+	if hs == nil {
+		return violation("first frame is not a handshake")
+	}
+	d := digest.Digest(hs.GetDigest())
+	blob, ok := s.blobs.Lookup(d)
+	if !ok {
+		return sendError(w, "not_found", fmt.Sprintf("%s not held", d))
+	}
+	mi := blob.MetaInfo()
+	mih, err := MetaInfoHash(mi)
+	if err != nil {
+		return err
+	}
+	if string(mih) != string(hs.GetMetainfoHash()) {
+		return sendError(w, "metainfo_mismatch", "different piece layout")
+	}
+	r.SetBlob(mi.NumPieces(), mi.PieceLength)
+	if err := w.Write(handshake(d, mih, blob)); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	buf := make([]byte, mi.PieceLength)
+	for {
+		st.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+		m, err := r.Next()
+		if err != nil {
+			return err
+		}
+		req := m.GetRequest()
+		if req == nil {
+			continue // have / cancel: requests are served in order, nothing to withdraw
+		}
+		i := int(req.GetIndex())
+		off, n := mi.PieceSpan(i)
+		p := buf[:n]
+		if _, err := blob.ReadAt(p, off); err != nil && !errors.Is(err, io.EOF) {
+			return sendError(w, "unavailable", fmt.Sprintf("piece %d: %v", i, err))
+		}
+		if err := s.pace(context.Background(), int(n)); err != nil {
+			return err
+		}
+		if err := w.WritePiece(uint32(i), p); err != nil {
+			return err
+		}
+		if s.Uploaded != nil {
+			s.Uploaded(int(n))
+		}
+	}
+}
+
+// pace waits for n bytes of upload budget, in steps no larger than the
+// limiter's burst.
+func (s *Seeder) pace(ctx context.Context, n int) error {
+	if s.upload == nil {
+		return nil
+	}
+	for n > 0 {
+		step := min(n, s.upload.Burst())
+		if err := s.upload.WaitN(ctx, step); err != nil {
+			return err
+		}
+		n -= step
+	}
+	return nil
+}
+
+func handshake(d digest.Digest, mih []byte, b Blob) *shoalpb.PieceMessage {
+	hs := &shoalpb.Handshake{Digest: d.String(), MetainfoHash: mih}
+	if bits, complete := b.Bitfield(); complete {
+		hs.Have = &shoalpb.Handshake_Complete{Complete: true}
+	} else {
+		hs.Have = &shoalpb.Handshake_Bitfield{Bitfield: bits}
+	}
+	return &shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Handshake{Handshake: hs}}
+}
+
+func sendError(w *FrameWriter, code, msg string) error {
+	w.Write(&shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Error{Error: &shoalpb.Error{Code: code, Message: msg}}})
+	w.Flush()
+	return fmt.Errorf("p2p: %s: %s", code, msg)
+}
+
+// Conn is the downloading side of one stream: requests go out, pieces and
+// haves come back.
+type Conn struct {
+	Peer peer.ID
+	// Bitfield and Complete are what the peer held at the handshake.
+	Bitfield []byte
+	Complete bool
+
+	st  network.Stream
+	r   *FrameReader
+	wmu sync.Mutex
+	w   *FrameWriter
+}
+
+// ErrRemote is an error frame from the peer.
+var ErrRemote = errors.New("p2p: peer refused")
+
+// Dial opens a piece stream to p for blob mi, announcing what we hold.
+func Dial(ctx context.Context, h host.Host, p peer.AddrInfo, mi *metainfo.MetaInfo, have Blob) (*Conn, error) {
+	if len(p.Addrs) > 0 {
+		h.Peerstore().AddAddrs(p.ID, p.Addrs, time.Hour)
+	}
+	st, err := h.NewStream(ctx, p.ID, Protocol)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: open stream to %s: %w", p.ID, err)
+	}
+	c := &Conn{Peer: p.ID, st: st, r: NewFrameReader(st), w: NewFrameWriter(st)}
+	if err := c.handshake(ctx, mi, have); err != nil {
+		st.Reset()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Conn) handshake(ctx context.Context, mi *metainfo.MetaInfo, have Blob) error {
+	mih, err := MetaInfoHash(mi)
+	if err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.st.SetDeadline(dl)
+		defer c.st.SetDeadline(time.Time{})
+	}
+	if err := c.w.Write(handshake(mi.Digest, mih, have)); err != nil {
+		return err
+	}
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	c.r.SetBlob(mi.NumPieces(), mi.PieceLength)
+	m, err := c.r.Next()
+	if err != nil {
+		return fmt.Errorf("p2p: handshake from %s: %w", c.Peer, err)
+	}
+	if e := m.GetError(); e != nil {
+		return fmt.Errorf("%w: %s: %s", ErrRemote, e.GetCode(), e.GetMessage())
+	}
+	hs := m.GetHandshake()
+	if hs == nil || hs.GetDigest() != mi.Digest.String() || string(hs.GetMetainfoHash()) != string(mih) {
+		return violation("handshake for another blob")
+	}
+	c.Bitfield, c.Complete = hs.GetBitfield(), hs.GetComplete()
+	return nil
+}
+
+func (c *Conn) send(m *shoalpb.PieceMessage) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.w.Write(m); err != nil {
+		return err
+	}
+	return c.w.Flush()
+}
+
+// Request asks for piece i.
+func (c *Conn) Request(i int) error {
+	return c.send(&shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Request{Request: &shoalpb.Request{Index: uint32(i)}}})
+}
+
+// Cancel withdraws a request.
+func (c *Conn) Cancel(i int) error {
+	return c.send(&shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Cancel{Cancel: &shoalpb.Cancel{Index: uint32(i)}}})
+}
+
+// Have tells the peer we now hold piece i.
+func (c *Conn) Have(i int) error {
+	return c.send(&shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Have{Have: &shoalpb.Have{Index: uint32(i)}}})
+}
+
+// Event is what Next read: a piece (Data set, valid until the next call),
+// or a have.
+type Event struct {
+	Piece int
+	Data  []byte
+	Have  bool
+}
+
+// Next reads the next piece or have, reading piece payloads into buf
+// (which must hold a whole piece). Calls must not overlap.
+func (c *Conn) Next(buf []byte) (Event, error) {
+	for {
+		m, err := c.r.Next()
+		if err != nil {
+			return Event{}, err
+		}
+		switch msg := m.GetMsg().(type) {
+		case *shoalpb.PieceMessage_Piece:
+			n := c.r.PayloadLen()
+			if n > len(buf) {
+				return Event{}, violation("piece of %d bytes for a %d byte buffer", n, len(buf))
+			}
+			if err := c.r.ReadPayload(buf[:n]); err != nil {
+				return Event{}, err
+			}
+			return Event{Piece: int(msg.Piece.GetIndex()), Data: buf[:n]}, nil
+		case *shoalpb.PieceMessage_Have:
+			return Event{Piece: int(msg.Have.GetIndex()), Have: true}, nil
+		case *shoalpb.PieceMessage_Error:
+			return Event{}, fmt.Errorf("%w: %s: %s", ErrRemote, msg.Error.GetCode(), msg.Error.GetMessage())
+		case *shoalpb.PieceMessage_Handshake:
+			return Event{}, violation("second handshake")
+		}
+	}
+}
+
+// Close ends the stream.
+func (c *Conn) Close() error { return c.st.Close() }
+
+// Reset aborts the stream (a peer that misbehaved).
+func (c *Conn) Reset() error { return c.st.Reset() }
