@@ -13,21 +13,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/p2p/p2ptest"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
-func newHost(t testing.TB, cfg p2p.HostConfig) host.Host {
-	t.Helper()
-	if cfg.ListenAddrs == nil {
-		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
-	}
-	h, err := p2p.NewHost(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
-}
+func newHost(t testing.TB, cfg p2p.HostConfig) host.Host { return p2ptest.NewHost(t, cfg) }
 
 func connect(ctx context.Context, a, b host.Host) error {
 	return a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()})

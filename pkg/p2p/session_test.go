@@ -3,8 +3,6 @@ package p2p_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -13,58 +11,27 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"golang.org/x/time/rate"
 
-	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/p2p/p2ptest"
 	"github.com/shoal-project/shoal/pkg/piecefile"
 )
 
-// memBlob is a complete blob in memory.
-type memBlob struct {
-	data []byte
-	mi   *metainfo.MetaInfo
-}
-
-func newMemBlob(t testing.TB, size int, pieceLen int64) *memBlob {
-	b := make([]byte, size)
-	rand.Read(b)
-	mi := &metainfo.MetaInfo{Digest: digest.FromBytes(b), Size: int64(size), PieceLength: pieceLen}
-	for off := int64(0); off < int64(size); off += pieceLen {
-		mi.Pieces = append(mi.Pieces, sha256.Sum256(b[off:min(off+pieceLen, int64(size))]))
-	}
-	return &memBlob{b, mi}
-}
-
-func (m *memBlob) MetaInfo() *metainfo.MetaInfo            { return m.mi }
-func (m *memBlob) Bitfield() ([]byte, bool)                { return nil, true }
-func (m *memBlob) ReadAt(p []byte, off int64) (int, error) { return copy(p, m.data[off:]), nil }
-
-type blobSet map[digest.Digest]p2p.Blob
-
-func (s blobSet) Lookup(d digest.Digest) (p2p.Blob, bool) { b, ok := s[d]; return b, ok }
-
-// empty is what a leecher with nothing yet announces.
-type empty struct{ mi *metainfo.MetaInfo }
-
-func (e empty) MetaInfo() *metainfo.MetaInfo      { return e.mi }
-func (e empty) Bitfield() ([]byte, bool)          { return make([]byte, (e.mi.NumPieces()+7)/8), false }
-func (e empty) ReadAt([]byte, int64) (int, error) { return 0, errors.New("nothing held") }
-
-func seederAndLeecher(t *testing.T, blobs blobSet, upload *rate.Limiter) (*p2p.Seeder, peer.AddrInfo, func(context.Context, *metainfo.MetaInfo) (*p2p.Conn, error)) {
+func seederAndLeecher(t *testing.T, blobs p2ptest.Blobs, upload *rate.Limiter) (*p2p.Seeder, peer.AddrInfo, func(context.Context, *metainfo.MetaInfo) (*p2p.Conn, error)) {
 	seedHost, leechHost := newHost(t, p2p.HostConfig{}), newHost(t, p2p.HostConfig{})
 	s := p2p.NewSeeder(seedHost, blobs, upload, nil)
 	info := peer.AddrInfo{ID: seedHost.ID(), Addrs: seedHost.Addrs()}
 	return s, info, func(ctx context.Context, mi *metainfo.MetaInfo) (*p2p.Conn, error) {
-		return p2p.Dial(ctx, leechHost, info, mi, empty{mi})
+		return p2p.Dial(ctx, leechHost, info, mi, p2ptest.Empty{MI: mi})
 	}
 }
 
 func TestDownloadOverSession(t *testing.T) {
-	blob := newMemBlob(t, 1<<20+123, 64<<10)
-	_, _, dial := seederAndLeecher(t, blobSet{blob.mi.Digest: blob}, nil)
+	blob := p2ptest.NewBlob(1<<20+123, 64<<10)
+	_, _, dial := seederAndLeecher(t, p2ptest.Blobs{blob.MI.Digest: blob}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := dial(ctx, blob.mi)
+	c, err := dial(ctx, blob.MI)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,18 +39,18 @@ func TestDownloadOverSession(t *testing.T) {
 	if !c.Complete {
 		t.Fatal("seeder did not say complete")
 	}
-	pf, err := piecefile.Open(t.TempDir(), blob.mi)
+	pf, err := piecefile.Open(t.TempDir(), blob.MI)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pf.Close()
-	for i := range blob.mi.NumPieces() {
+	for i := range blob.MI.NumPieces() {
 		if err := c.Request(i); err != nil {
 			t.Fatal(err)
 		}
 	}
-	buf := make([]byte, blob.mi.PieceLength)
-	for range blob.mi.NumPieces() {
+	buf := make([]byte, blob.MI.PieceLength)
+	for range blob.MI.NumPieces() {
 		ev, err := c.Next(buf)
 		if err != nil {
 			t.Fatal(err)
@@ -98,17 +65,17 @@ func TestDownloadOverSession(t *testing.T) {
 }
 
 func TestSessionRefusals(t *testing.T) {
-	blob := newMemBlob(t, 300_000, 64<<10)
-	_, _, dial := seederAndLeecher(t, blobSet{blob.mi.Digest: blob}, nil)
-	other := newMemBlob(t, 1000, 64<<10)
-	relaid := *blob.mi
+	blob := p2ptest.NewBlob(300_000, 64<<10)
+	_, _, dial := seederAndLeecher(t, p2ptest.Blobs{blob.MI.Digest: blob}, nil)
+	other := p2ptest.NewBlob(1000, 64<<10)
+	relaid := *blob.MI
 	relaid.PieceLength = 32 << 10 // same blob, different cut
 	tests := []struct {
 		name string
 		mi   *metainfo.MetaInfo
 		code string
 	}{
-		{"blob not held", other.mi, "not_found"},
+		{"blob not held", other.MI, "not_found"},
 		{"different piece layout", &relaid, "metainfo_mismatch"},
 	}
 	for _, tt := range tests {
@@ -124,7 +91,7 @@ func TestSessionRefusals(t *testing.T) {
 	// The seeder still serves after refusing.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := dial(ctx, blob.mi)
+	c, err := dial(ctx, blob.MI)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,15 +101,15 @@ func TestSessionRefusals(t *testing.T) {
 // The upload limiter paces a seeder: 1 MiB at 4 MiB/s takes at least
 // about a quarter second (less what refills while the stream opens).
 func TestUploadPaced(t *testing.T) {
-	blob := newMemBlob(t, 2<<20, 256<<10)
+	blob := p2ptest.NewBlob(2<<20, 256<<10)
 	lim := rate.NewLimiter(4<<20, 1<<20)
 	lim.WaitN(context.Background(), 1<<20) // spend the burst
 	var sent atomic.Int64
-	s, _, dial := seederAndLeecher(t, blobSet{blob.mi.Digest: blob}, lim)
+	s, _, dial := seederAndLeecher(t, p2ptest.Blobs{blob.MI.Digest: blob}, lim)
 	s.Uploaded = func(n int) { sent.Add(int64(n)) }
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := dial(ctx, blob.mi)
+	c, err := dial(ctx, blob.MI)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +118,7 @@ func TestUploadPaced(t *testing.T) {
 	for i := range 4 {
 		c.Request(i)
 	}
-	buf := make([]byte, blob.mi.PieceLength)
+	buf := make([]byte, blob.MI.PieceLength)
 	for range 4 {
 		if _, err := c.Next(buf); err != nil {
 			t.Fatal(err)
@@ -167,9 +134,9 @@ func TestUploadPaced(t *testing.T) {
 
 // A peer that breaks the protocol loses its connection.
 func TestSeederDropsViolators(t *testing.T) {
-	blob := newMemBlob(t, 100_000, 64<<10)
+	blob := p2ptest.NewBlob(100_000, 64<<10)
 	seedHost, rogue := newHost(t, p2p.HostConfig{}), newHost(t, p2p.HostConfig{})
-	p2p.NewSeeder(seedHost, blobSet{blob.mi.Digest: blob}, nil, nil)
+	p2p.NewSeeder(seedHost, p2ptest.Blobs{blob.MI.Digest: blob}, nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := connect(ctx, rogue, seedHost); err != nil {

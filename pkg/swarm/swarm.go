@@ -1,0 +1,360 @@
+// Package swarm downloads one blob from its swarm: it announces to the
+// tracker, connects to the peers it hands out, lets the scheduler choose
+// which piece to ask of whom, verifies every piece into a piecefile, and
+// falls back to the origin when the swarm cannot deliver.
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/piecefile"
+	"github.com/shoal-project/shoal/pkg/scheduler"
+	shoalpb "github.com/shoal-project/shoal/proto"
+)
+
+// Origin reads byte ranges of the blob from an origin, the fallback when
+// the swarm cannot deliver.
+type Origin interface {
+	ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error)
+}
+
+// Config tunes a download. Zero values take defaults.
+type Config struct {
+	Scheduler scheduler.Config
+	// MaxConns bounds the peers one download talks to (default 16).
+	MaxConns int
+	// StallTimeout: no piece from the swarm for this long sends the rest
+	// of the download to the origin (default 10s). A peer with requests
+	// out and nothing delivered for half of it is replaced.
+	StallTimeout time.Duration
+	// DialTimeout bounds connecting to one peer (default 5s).
+	DialTimeout time.Duration
+	// AnnounceTimeout bounds one tracker call (default 3s).
+	AnnounceTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxConns <= 0 {
+		c.MaxConns = 16
+	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = 10 * time.Second
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.AnnounceTimeout <= 0 {
+		c.AnnounceTimeout = 3 * time.Second
+	}
+	return c
+}
+
+// Stats say where a download's bytes came from. FromPeers counts piece
+// bytes received from peers, end-game duplicates and bad pieces included.
+type Stats struct {
+	FromPeers, FromOrigin int64
+	BadPieces             int
+	Peers                 int
+}
+
+// Downloader fetches blobs for one node.
+type Downloader struct {
+	Host    host.Host
+	Tracker shoalpb.TrackerClient
+	// Self is this node as announced: addrs and labels; the ID is the
+	// host's.
+	Self *shoalpb.Peer
+	Cfg  Config
+	Log  *slog.Logger
+}
+
+type event struct {
+	peer  peer.ID
+	conn  *p2p.Conn
+	piece int
+	ok    bool  // piece verified and stored
+	err   error // connection over (dial failure or stream error)
+	dial  bool  // the outcome of a dial
+}
+
+type download struct {
+	d      *Downloader
+	cfg    Config
+	mi     *metainfo.MetaInfo
+	pf     *piecefile.File
+	sched  *scheduler.Scheduler
+	conns  map[peer.ID]*p2p.Conn
+	tried  map[peer.ID]bool
+	events chan event
+	// received counts piece bytes from peers; readers add to it, since the
+	// last pieces may land after the main loop has seen the blob complete.
+	received atomic.Int64
+	// dialing counts dials in flight, against MaxConns.
+	dialing int
+	stats   Stats
+	log     *slog.Logger
+}
+
+// Fetch downloads mi's blob into pf until it is complete, announcing as it
+// goes. A client streaming the blob reports its position with
+// setStream, if given.
+func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piecefile.File, origin Origin, stream <-chan int) (Stats, error) {
+	log := d.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	dl := &download{
+		d: d, cfg: d.Cfg.withDefaults(), mi: mi, pf: pf,
+		sched:  scheduler.New(d.Cfg.Scheduler, mi.NumPieces(), mi.PieceLength, pf.Held(), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
+		conns:  map[peer.ID]*p2p.Conn{},
+		tried:  map[peer.ID]bool{d.Host.ID(): true},
+		events: make(chan event, 64),
+		log:    log.With("digest", mi.Digest),
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	err := dl.run(ctx, origin, stream)
+	for _, c := range dl.conns {
+		c.Close()
+	}
+	dl.stats.FromPeers = dl.received.Load()
+	return dl.stats, err
+}
+
+func (dl *download) run(ctx context.Context, origin Origin, stream <-chan int) error {
+	nextAnnounce := time.Now()
+	lastPiece := time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !dl.pf.Complete() {
+		now := time.Now()
+		if !now.Before(nextAnnounce) {
+			interval, err := dl.announce(ctx, false)
+			if err != nil {
+				dl.log.Warn("tracker unreachable; fetching from the origin", "err", err)
+				return dl.fromOrigin(ctx, origin)
+			}
+			nextAnnounce = now.Add(interval)
+		}
+		if now.Sub(lastPiece) > dl.cfg.StallTimeout {
+			dl.log.Warn("no progress from the swarm; fetching from the origin", "peers", len(dl.conns))
+			return dl.fromOrigin(ctx, origin)
+		}
+		for _, r := range dl.sched.Next(now) {
+			if c := dl.conns[peer.ID(r.Peer)]; c == nil || c.Request(r.Piece) != nil {
+				dl.sched.RemovePeer(r.Peer)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case pos := <-stream:
+			dl.sched.SetStream(pos)
+		case ev := <-dl.events:
+			if dl.handle(ev) {
+				lastPiece = time.Now()
+			}
+		case <-tick.C:
+			for _, r := range dl.sched.Expire(now) {
+				if c := dl.conns[peer.ID(r.Peer)]; c != nil {
+					c.Cancel(r.Piece)
+				}
+			}
+			for _, id := range dl.sched.Stalled(now, dl.cfg.StallTimeout/2) {
+				dl.drop(peer.ID(id), "stalled")
+			}
+		}
+	}
+	if _, err := dl.announce(ctx, true); err != nil {
+		dl.log.Debug("final announce", "err", err)
+	}
+	return nil
+}
+
+// handle applies one event; it reports whether a new piece landed.
+func (dl *download) handle(ev event) bool {
+	id := scheduler.PeerID(ev.peer)
+	if ev.dial {
+		dl.dialing--
+	}
+	switch {
+	case ev.conn != nil:
+		dl.conns[ev.peer] = ev.conn
+		dl.stats.Peers++
+		dl.sched.AddPeer(id, ev.conn.Bitfield, ev.conn.Complete, time.Now())
+	case ev.err != nil:
+		if c := dl.conns[ev.peer]; c != nil {
+			c.Close()
+			delete(dl.conns, ev.peer)
+		}
+		dl.sched.RemovePeer(id)
+	case !ev.ok:
+		dl.stats.BadPieces++
+		dl.sched.Received(id, ev.piece, false, time.Now())
+		dl.drop(ev.peer, "bad piece")
+	default:
+		for _, r := range dl.sched.Received(id, ev.piece, true, time.Now()) {
+			if c := dl.conns[peer.ID(r.Peer)]; c != nil {
+				c.Cancel(r.Piece)
+			}
+		}
+		return true
+	}
+	return false
+}
+
+func (dl *download) drop(id peer.ID, why string) {
+	dl.log.Debug("dropping peer", "peer", id, "why", why)
+	if c := dl.conns[id]; c != nil {
+		c.Reset()
+		delete(dl.conns, id)
+	}
+	dl.sched.RemovePeer(scheduler.PeerID(id))
+}
+
+// announce tells the tracker what we hold and connects to new peers.
+func (dl *download) announce(ctx context.Context, complete bool) (time.Duration, error) {
+	req := &shoalpb.AnnounceRequest{
+		Digest: dl.mi.Digest.String(),
+		Peer:   &shoalpb.Peer{Id: dl.d.Host.ID().String(), Addrs: dl.d.Self.GetAddrs(), Labels: dl.d.Self.GetLabels()},
+	}
+	if complete {
+		req.Have = &shoalpb.AnnounceRequest_Complete{Complete: true}
+	} else {
+		req.Have = &shoalpb.AnnounceRequest_Bitfield{Bitfield: dl.pf.Bitfield()}
+	}
+	actx, cancel := context.WithTimeout(ctx, dl.cfg.AnnounceTimeout)
+	defer cancel()
+	resp, err := dl.d.Tracker.Announce(actx, req)
+	if err != nil {
+		return 0, fmt.Errorf("announce: %w", err)
+	}
+	if !complete {
+		for _, p := range resp.GetPeers() {
+			if len(dl.conns)+dl.dialing >= dl.cfg.MaxConns {
+				break
+			}
+			dl.dial(ctx, p)
+		}
+	}
+	return time.Duration(max(1, resp.GetIntervalSeconds())) * time.Second, nil
+}
+
+func (dl *download) dial(ctx context.Context, p *shoalpb.Peer) {
+	id, err := peer.Decode(p.GetId())
+	if err != nil || dl.tried[id] {
+		return
+	}
+	dl.tried[id] = true
+	dl.dialing++
+	var addrs []ma.Multiaddr
+	for _, a := range p.GetAddrs() {
+		if m, err := ma.NewMultiaddr(a); err == nil {
+			addrs = append(addrs, m)
+		}
+	}
+	go func() {
+		dctx, cancel := context.WithTimeout(ctx, dl.cfg.DialTimeout)
+		c, err := p2p.Dial(dctx, dl.d.Host, peer.AddrInfo{ID: id, Addrs: addrs}, dl.mi, held{dl.pf, dl.mi})
+		cancel()
+		if err != nil {
+			dl.send(ctx, event{peer: id, err: err, dial: true})
+			return
+		}
+		if !dl.send(ctx, event{peer: id, conn: c, dial: true}) {
+			c.Close()
+			return
+		}
+		dl.read(ctx, id, c)
+	}()
+}
+
+func (dl *download) send(ctx context.Context, ev event) bool {
+	select {
+	case dl.events <- ev:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// read verifies and stores every piece c delivers, until it fails.
+func (dl *download) read(ctx context.Context, id peer.ID, c *p2p.Conn) {
+	buf := make([]byte, dl.mi.PieceLength)
+	for {
+		ev, err := c.Next(buf)
+		if err != nil {
+			dl.send(ctx, event{peer: id, err: err})
+			return
+		}
+		if ev.Have {
+			continue // the scheduler learns new pieces at the next announce
+		}
+		dl.received.Add(int64(len(ev.Data)))
+		werr := dl.pf.WritePiece(ev.Piece, ev.Data)
+		if werr != nil && !errors.Is(werr, piecefile.ErrBadPiece) {
+			dl.send(ctx, event{peer: id, err: werr})
+			return
+		}
+		if !dl.send(ctx, event{peer: id, piece: ev.Piece, ok: werr == nil}) {
+			return
+		}
+		if werr != nil {
+			return
+		}
+	}
+}
+
+// fromOrigin fetches every missing piece from the origin, in order.
+func (dl *download) fromOrigin(ctx context.Context, origin Origin) error {
+	if origin == nil {
+		return errors.New("swarm: no progress and no origin to fall back to")
+	}
+	buf := make([]byte, dl.mi.PieceLength)
+	for i := range dl.mi.NumPieces() {
+		if dl.pf.Have(i) {
+			continue
+		}
+		off, n := dl.mi.PieceSpan(i)
+		rc, err := origin.ReadRange(ctx, off, n)
+		if err != nil {
+			return fmt.Errorf("origin fallback: %w", err)
+		}
+		_, err = io.ReadFull(rc, buf[:n])
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("origin fallback piece %d: %w", i, err)
+		}
+		if err := dl.pf.WritePiece(i, buf[:n]); err != nil {
+			return fmt.Errorf("origin fallback piece %d: %w", i, err)
+		}
+		dl.stats.FromOrigin += n
+	}
+	if !dl.pf.Complete() {
+		return errors.New("origin fallback: blob incomplete")
+	}
+	return nil
+}
+
+// held adapts a piecefile to what a handshake announces.
+type held struct {
+	pf *piecefile.File
+	mi *metainfo.MetaInfo
+}
+
+func (h held) MetaInfo() *metainfo.MetaInfo            { return h.mi }
+func (h held) Bitfield() ([]byte, bool)                { return h.pf.Bitfield(), h.pf.Complete() }
+func (h held) ReadAt(p []byte, off int64) (int, error) { return h.pf.ReadAt(p, off) }

@@ -1,0 +1,162 @@
+package swarm_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/p2p/p2ptest"
+	"github.com/shoal-project/shoal/pkg/piecefile"
+	"github.com/shoal-project/shoal/pkg/swarm"
+	"github.com/shoal-project/shoal/pkg/tracker"
+	"github.com/shoal-project/shoal/pkg/tracker/trackertest"
+	shoalpb "github.com/shoal-project/shoal/proto"
+)
+
+func addrs(h host.Host) []string {
+	var out []string
+	for _, a := range h.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// seed starts a host serving blob and announces it complete.
+func seed(t *testing.T, tr shoalpb.TrackerClient, blob *p2ptest.Blob) host.Host {
+	t.Helper()
+	h := p2ptest.NewHost(t, p2p.HostConfig{})
+	p2p.NewSeeder(h, p2ptest.Blobs{blob.MI.Digest: blob}, nil, nil)
+	_, err := tr.Announce(context.Background(), &shoalpb.AnnounceRequest{
+		Digest: blob.MI.Digest.String(),
+		Peer:   &shoalpb.Peer{Id: h.ID().String(), Addrs: addrs(h)},
+		Have:   &shoalpb.AnnounceRequest_Complete{Complete: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// memOrigin serves ranges of a blob; it counts what it sent.
+type memOrigin struct {
+	data []byte
+	sent int64
+}
+
+func (o *memOrigin) ReadRange(_ context.Context, off, n int64) (io.ReadCloser, error) {
+	o.sent += n
+	return io.NopCloser(bytes.NewReader(o.data[off : off+n])), nil
+}
+
+func fetch(t *testing.T, tr shoalpb.TrackerClient, blob *p2ptest.Blob, origin swarm.Origin, cfg swarm.Config) (swarm.Stats, error) {
+	t.Helper()
+	h := p2ptest.NewHost(t, p2p.HostConfig{})
+	d := &swarm.Downloader{Host: h, Tracker: tr, Self: &shoalpb.Peer{Addrs: addrs(h)}, Cfg: cfg}
+	pf, err := piecefile.Open(t.TempDir(), blob.MI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := d.Fetch(ctx, blob.MI, pf, origin, nil)
+	if err == nil {
+		got, _ := os.ReadFile(pf.Path())
+		if !bytes.Equal(got, blob.Data) {
+			t.Fatal("downloaded bytes differ")
+		}
+	}
+	return st, err
+}
+
+func newTracker(t *testing.T) shoalpb.TrackerClient {
+	return trackertest.Start(t, nil, tracker.Config{Interval: time.Second}, nil).Client
+}
+
+// From three seeders at once, all from peers, none from the origin.
+func TestFetchFromSwarm(t *testing.T) {
+	tr := newTracker(t)
+	blob := p2ptest.NewBlob(3<<20+5, 256<<10)
+	for range 3 {
+		seed(t, tr, blob)
+	}
+	origin := &memOrigin{data: blob.Data}
+	st, err := fetch(t, tr, blob, origin, swarm.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.FromPeers < blob.MI.Size || st.FromOrigin != 0 || origin.sent != 0 || st.Peers != 3 {
+		t.Fatalf("stats %+v, origin sent %d", st, origin.sent)
+	}
+}
+
+// A lying seeder is banned at its first bad piece; the honest ones finish.
+func TestFetchBansLiar(t *testing.T) {
+	tr := newTracker(t)
+	blob := p2ptest.NewBlob(2<<20, 128<<10)
+	liar := *blob
+	liar.Corrupt = true
+	seed(t, tr, &liar)
+	seed(t, tr, blob)
+	st, err := fetch(t, tr, blob, nil, swarm.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.BadPieces > 4 { // at most the requests in flight when the first bad one landed
+		t.Fatalf("%d bad pieces taken from the liar", st.BadPieces)
+	}
+	t.Logf("stats %+v", st)
+}
+
+// Only a liar in the swarm: no progress, so the origin delivers.
+func TestFetchFallsBackWhenStalled(t *testing.T) {
+	tr := newTracker(t)
+	blob := p2ptest.NewBlob(1<<20, 128<<10)
+	liar := *blob
+	liar.Corrupt = true
+	seed(t, tr, &liar)
+	origin := &memOrigin{data: blob.Data}
+	st, err := fetch(t, tr, blob, origin, swarm.Config{StallTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.BadPieces == 0 || st.FromOrigin != blob.MI.Size {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// No tracker: straight to the origin; no origin either: an error, soon.
+func TestFetchWithoutTracker(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	conn, err := grpc.NewClient(dead, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tr := shoalpb.NewTrackerClient(conn)
+	blob := p2ptest.NewBlob(500_000, 64<<10)
+	origin := &memOrigin{data: blob.Data}
+	st, err := fetch(t, tr, blob, origin, swarm.Config{AnnounceTimeout: time.Second})
+	if err != nil || st.FromOrigin != blob.MI.Size {
+		t.Fatalf("stats %+v, err %v", st, err)
+	}
+	start := time.Now()
+	if _, err := fetch(t, tr, blob, nil, swarm.Config{AnnounceTimeout: time.Second}); err == nil {
+		t.Fatal("no tracker and no origin, yet no error")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("failing took %s", d)
+	}
+}
+
