@@ -159,4 +159,3 @@ func TestFetchWithoutTracker(t *testing.T) {
 		t.Fatalf("failing took %s", d)
 	}
 }
-
