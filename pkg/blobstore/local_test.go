@@ -10,6 +10,7 @@ import (
 
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/blobstore/storetest"
+	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 )
 
@@ -71,4 +72,38 @@ func TestLocalMetaInfoRebuilt(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestAdopt(t *testing.T) {
+	dir := t.TempDir()
+	s, err := blobstore.NewLocal(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("piece"), 1000)
+	mi, err := metainfo.Compute(digest.FromBytes(data), bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := filepath.Join(dir, "download.part")
+	os.WriteFile(part, data[:100], 0o644)
+	if err := s.Adopt(context.Background(), part, mi); !errors.Is(err, blobstore.ErrSizeMismatch) {
+		t.Fatalf("short file adopted: %v", err)
+	}
+	os.WriteFile(part, data, 0o644)
+	if err := s.Adopt(context.Background(), part, mi); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(part); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("adopted file still at its old path")
+	}
+	got, err := s.MetaInfo(context.Background(), mi.Digest)
+	if err != nil || got.Digest != mi.Digest || len(got.Pieces) != len(mi.Pieces) {
+		t.Fatalf("metainfo after adopt: %v %v", got, err)
+	}
+	rd, err := s.Open(context.Background(), mi.Digest)
+	if err != nil || rd.Size() != int64(len(data)) {
+		t.Fatalf("open after adopt: %v", err)
+	}
+	rd.Close()
 }
