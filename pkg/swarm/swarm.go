@@ -127,6 +127,12 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	err := dl.run(ctx, origin, stream)
+	if err == nil {
+		// Seed from now on: the tracker hands this node out as complete.
+		if _, aerr := dl.announce(ctx, true); aerr != nil {
+			dl.log.Debug("announcing complete", "err", aerr)
+		}
+	}
 	for _, c := range dl.conns {
 		c.Close()
 	}
@@ -135,16 +141,23 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 }
 
 func (dl *download) run(ctx context.Context, origin Origin, stream <-chan int) error {
-	nextAnnounce := time.Now()
+	var nextAnnounce time.Time
 	lastPiece := time.Now()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for !dl.pf.Complete() {
 		now := time.Now()
 		if !now.Before(nextAnnounce) {
+			first := nextAnnounce.IsZero()
 			interval, err := dl.announce(ctx, false)
 			if err != nil {
 				dl.log.Warn("tracker unreachable; fetching from the origin", "err", err)
+				return dl.fromOrigin(ctx, origin)
+			}
+			if first && len(dl.tried) == 1 && origin != nil {
+				// Nobody else has it yet: the first node of a rollout
+				// reads the origin rather than wait for a swarm.
+				dl.log.Debug("no peers; fetching from the origin")
 				return dl.fromOrigin(ctx, origin)
 			}
 			nextAnnounce = now.Add(interval)
@@ -177,9 +190,6 @@ func (dl *download) run(ctx context.Context, origin Origin, stream <-chan int) e
 				dl.drop(peer.ID(id), "stalled")
 			}
 		}
-	}
-	if _, err := dl.announce(ctx, true); err != nil {
-		dl.log.Debug("final announce", "err", err)
 	}
 	return nil
 }
