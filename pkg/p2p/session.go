@@ -21,7 +21,8 @@ import (
 )
 
 // Blob is a blob a peer can serve pieces of: complete in its cache, or
-// partly downloaded.
+// partly downloaded. If it is also an io.Closer, the seeder closes it when
+// the stream ends.
 type Blob interface {
 	MetaInfo() *metainfo.MetaInfo
 	// Bitfield is what is held (MSB first); complete means all of it.
@@ -98,6 +99,9 @@ func (s *Seeder) serve(st network.Stream) error {
 	blob, ok := s.blobs.Lookup(d)
 	if !ok {
 		return sendError(w, "not_found", fmt.Sprintf("%s not held", d))
+	}
+	if c, ok := blob.(io.Closer); ok {
+		defer c.Close() // a cached blob stays pinned while it is served
 	}
 	mi := blob.MetaInfo()
 	mih, err := MetaInfoHash(mi)

@@ -126,8 +126,13 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	err := dl.run(ctx, origin, stream)
-	if err == nil {
+	var err error
+	if d.Tracker == nil {
+		err = dl.fromOrigin(ctx, origin) // no tracker configured: a plain pull-through cache
+	} else {
+		err = dl.run(ctx, origin, stream)
+	}
+	if err == nil && d.Tracker != nil {
 		// Seed from now on: the tracker hands this node out as complete.
 		if _, aerr := dl.announce(ctx, true); aerr != nil {
 			dl.log.Debug("announcing complete", "err", aerr)

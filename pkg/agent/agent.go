@@ -1,0 +1,395 @@
+// Package agent is the node-local half of Shoal: a read-only registry
+// mirror for containerd that fetches blobs from the swarm, streams them to
+// the client as verified pieces arrive, caches them and seeds them.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+
+	"github.com/shoal-project/shoal/pkg/blobstore"
+	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/piecefile"
+	"github.com/shoal-project/shoal/pkg/swarm"
+	shoalpb "github.com/shoal-project/shoal/proto"
+)
+
+// Upstream is the origin cluster behind one registry name.
+type Upstream struct {
+	// Origins are base URLs (http://host:port), tried in order.
+	Origins []string `yaml:"origins"`
+}
+
+// Config configures an agent. Zero values take defaults.
+type Config struct {
+	// Addr serves /v2 to containerd, /metrics and health (default
+	// 127.0.0.1:5080: the node's own containerd only).
+	Addr string `yaml:"addr"`
+	// DataDir holds the cache, downloads in progress and the peer key.
+	DataDir string `yaml:"data_dir"`
+	// CacheBytes bounds the blob cache (default 20 GiB).
+	CacheBytes int64 `yaml:"cache_bytes"`
+	// Registries maps the registry containerd asks for (its ?ns=) to an
+	// origin cluster; "" is used when no ns is given.
+	Registries map[string]Upstream `yaml:"registries"`
+	// Tracker is the tracker's gRPC host:port.
+	Tracker string `yaml:"tracker"`
+	// TagTTL is how long a resolved tag is trusted (default 5s).
+	TagTTL time.Duration `yaml:"tag_ttl"`
+	// Zone, Rack and Node place this node for the hand-out policy.
+	Zone string `yaml:"zone"`
+	Rack string `yaml:"rack"`
+	Node string `yaml:"node"`
+	// P2P is the libp2p host; its key defaults to DataDir/peer.key.
+	P2P p2p.HostConfig `yaml:"p2p"`
+	// UploadRate bounds seeding, in bytes per second (0: unlimited).
+	UploadRate int64 `yaml:"upload_rate"`
+	// SeedInterval is how often complete blobs are announced (default 30s).
+	SeedInterval time.Duration `yaml:"seed_interval"`
+	// Swarm tunes downloads.
+	Swarm swarm.Config `yaml:"swarm"`
+	// OriginTimeout bounds a metadata call to an origin (default 10s).
+	OriginTimeout time.Duration `yaml:"origin_timeout"`
+}
+
+func (c Config) withDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:5080"
+	}
+	if c.CacheBytes <= 0 {
+		c.CacheBytes = 20 << 30
+	}
+	if c.TagTTL <= 0 {
+		c.TagTTL = 5 * time.Second
+	}
+	if c.SeedInterval <= 0 {
+		c.SeedInterval = 30 * time.Second
+	}
+	if c.OriginTimeout <= 0 {
+		c.OriginTimeout = 10 * time.Second
+	}
+	if c.P2P.KeyFile == "" && c.DataDir != "" {
+		c.P2P.KeyFile = filepath.Join(c.DataDir, "peer.key")
+	}
+	return c
+}
+
+// Agent is one node's mirror and seeder.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	host    host.Host
+	tracker shoalpb.TrackerClient
+	conn    *grpc.ClientConn
+	cache   *cache
+	dl      *swarm.Downloader
+	http    *http.Client
+	metrics *metrics
+	gather  prometheus.Gatherer
+	tags    *tagCache
+
+	// ctx bounds downloads: they outlive the request that started them
+	// (other clients may be waiting) but not the agent.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[digest.Digest]*inflight
+}
+
+// New starts an agent's host and cache; serve it with Run.
+func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error) {
+	cfg = cfg.withDefaults()
+	if cfg.DataDir == "" {
+		return nil, errors.New("agent: data_dir is required")
+	}
+	if len(cfg.Registries) == 0 {
+		return nil, errors.New("agent: no registries configured")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	store, err := blobstore.NewLocal(filepath.Join(cfg.DataDir, "cache"))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c, err := newCache(ctx, store, cfg.CacheBytes, log)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	h, err := p2p.NewHost(cfg.P2P, reg)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	a := &Agent{
+		cfg: cfg, log: log, host: h, cache: c, ctx: ctx, cancel: cancel,
+		http:     &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, ResponseHeaderTimeout: cfg.OriginTimeout}},
+		metrics:  newMetrics(reg),
+		gather:   reg,
+		tags:     newTagCache(cfg.TagTTL),
+		inflight: map[digest.Digest]*inflight{},
+	}
+	if cfg.Tracker != "" {
+		conn, err := dialTracker(cfg.Tracker)
+		if err != nil {
+			h.Close()
+			cancel()
+			return nil, err
+		}
+		a.conn, a.tracker = conn, shoalpb.NewTrackerClient(conn)
+	}
+	var upload *rate.Limiter
+	if cfg.UploadRate > 0 {
+		upload = rate.NewLimiter(rate.Limit(cfg.UploadRate), int(min(cfg.UploadRate, 16<<20)))
+	}
+	seeder := p2p.NewSeeder(h, a, upload, log)
+	seeder.Uploaded = func(n int) { a.metrics.uploaded.Add(float64(n)) }
+	a.dl = &swarm.Downloader{
+		Host: h, Tracker: a.tracker, Cfg: cfg.Swarm, Log: log,
+		Self: &shoalpb.Peer{Addrs: hostAddrs(h), Labels: &shoalpb.Labels{Zone: cfg.Zone, Rack: cfg.Rack, Node: cfg.Node}},
+	}
+	return a, nil
+}
+
+func hostAddrs(h host.Host) []string {
+	var out []string
+	for _, a := range h.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// PeerID is this agent's libp2p identity.
+func (a *Agent) PeerID() string { return a.host.ID().String() }
+
+// Run serves on ln (or cfg.Addr) until ctx ends, then stops downloads and
+// the host.
+func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", a.cfg.Addr); err != nil {
+			return fmt.Errorf("agent: listen: %w", err)
+		}
+	}
+	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	a.wg.Go(func() { a.seedLoop(a.ctx) })
+	a.log.Info("agent serving", "addr", ln.Addr().String(), "peer", a.host.ID(), "p2p", hostAddrs(a.host),
+		"tracker", a.cfg.Tracker, "cache_bytes", a.cfg.CacheBytes)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	a.cancel()
+	a.wg.Wait()
+	if a.conn != nil {
+		a.conn.Close()
+	}
+	a.host.Close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Handler serves /v2 (read-only), /metrics, /healthz and /readyz.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.gather, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/v2/", a.serveV2)
+	return mux
+}
+
+// seedLoop announces every cached blob as complete, so the tracker keeps
+// handing this node out.
+func (a *Agent) seedLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.SeedInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.metrics.cacheBytes.Set(float64(a.cache.bytes()))
+		if a.tracker == nil {
+			continue
+		}
+		ds := a.cache.digests()
+		for len(ds) > 0 {
+			n := min(len(ds), 500)
+			batch := &shoalpb.AnnounceBatchRequest{}
+			for _, d := range ds[:n] {
+				batch.Announces = append(batch.Announces, &shoalpb.AnnounceRequest{
+					Digest: d.String(), Peer: a.self(), Have: &shoalpb.AnnounceRequest_Complete{Complete: true}})
+			}
+			ds = ds[n:]
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := a.tracker.AnnounceBatch(actx, batch)
+			cancel()
+			if err != nil {
+				a.log.Debug("seed announce", "err", err)
+				break
+			}
+		}
+	}
+}
+
+func (a *Agent) self() *shoalpb.Peer {
+	return &shoalpb.Peer{Id: a.host.ID().String(), Addrs: hostAddrs(a.host),
+		Labels: &shoalpb.Labels{Zone: a.cfg.Zone, Rack: a.cfg.Rack, Node: a.cfg.Node}}
+}
+
+// Lookup implements p2p.Blobs: cached blobs, and downloads in progress for
+// the pieces they hold.
+func (a *Agent) Lookup(d digest.Digest) (p2p.Blob, bool) {
+	if rd, release, ok := a.cache.open(a.ctx, d); ok {
+		mi, err := a.cache.metaInfo(a.ctx, d)
+		if err != nil {
+			release()
+			return nil, false
+		}
+		return &cachedBlob{mi: mi, rd: rd, release: release}, true
+	}
+	a.mu.Lock()
+	f := a.inflight[d]
+	a.mu.Unlock()
+	if f == nil {
+		return nil, false
+	}
+	select {
+	case <-f.ready:
+	default:
+		return nil, false
+	}
+	if f.prepErr != nil {
+		return nil, false
+	}
+	return partialBlob{f}, true
+}
+
+type cachedBlob struct {
+	mi      *metainfo.MetaInfo
+	rd      blobstore.Reader
+	release func()
+}
+
+func (b *cachedBlob) MetaInfo() *metainfo.MetaInfo            { return b.mi }
+func (b *cachedBlob) Bitfield() ([]byte, bool)                { return nil, true }
+func (b *cachedBlob) ReadAt(p []byte, off int64) (int, error) { return b.rd.ReadAt(p, off) }
+func (b *cachedBlob) Close() error                            { b.release(); return nil }
+
+type partialBlob struct{ f *inflight }
+
+func (b partialBlob) MetaInfo() *metainfo.MetaInfo            { return b.f.mi }
+func (b partialBlob) Bitfield() ([]byte, bool)                { return b.f.pf.Bitfield(), false }
+func (b partialBlob) ReadAt(p []byte, off int64) (int, error) { return b.f.pf.ReadAt(p, off) }
+
+// inflight is one blob being downloaded; every client asking for it
+// shares it.
+type inflight struct {
+	ready chan struct{} // mi and pf are set, or prepErr
+	done  chan struct{} // the download ended; err says how
+	mi    *metainfo.MetaInfo
+	pf    *piecefile.File
+	// prepErr is read after ready, err after done.
+	prepErr error
+	err     error
+}
+
+// fetch returns the download of d, starting it if needed.
+func (a *Agent) fetch(d digest.Digest, repo string, up Upstream) *inflight {
+	a.mu.Lock()
+	if f := a.inflight[d]; f != nil {
+		a.mu.Unlock()
+		return f
+	}
+	f := &inflight{ready: make(chan struct{}), done: make(chan struct{})}
+	a.inflight[d] = f
+	a.mu.Unlock()
+	a.metrics.downloads.Inc()
+	a.wg.Go(func() {
+		defer func() {
+			a.mu.Lock()
+			delete(a.inflight, d)
+			a.mu.Unlock()
+			a.metrics.downloads.Dec()
+			close(f.done)
+		}()
+		f.err = a.download(f, d, repo, up)
+		if f.err != nil {
+			a.log.Warn("download failed", "digest", d, "err", f.err)
+		}
+	})
+	return f
+}
+
+func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream) error {
+	mi, err := a.metaInfo(a.ctx, d, up)
+	if err == nil {
+		f.mi = mi
+		f.pf, err = piecefile.Open(filepath.Join(a.cfg.DataDir, "downloads"), mi)
+	}
+	if err != nil {
+		f.prepErr = err
+		close(f.ready)
+		return err
+	}
+	close(f.ready)
+	org := &originReader{a: a, up: up, repo: repo, d: d}
+	start := time.Now()
+	st, err := a.dl.Fetch(a.ctx, mi, f.pf, org, nil)
+	a.metrics.fromPeers.Add(float64(st.FromPeers))
+	a.metrics.fromOrigin.Add(float64(st.FromOrigin))
+	if err != nil {
+		if errors.Is(err, piecefile.ErrDigestMismatch) {
+			f.pf.Remove()
+		} else {
+			f.pf.Close() // keep verified pieces for the next attempt
+		}
+		return err
+	}
+	if err := f.pf.Sync(); err != nil {
+		f.pf.Close()
+		return err
+	}
+	if err := a.cache.adopt(a.ctx, f.pf.Path(), mi); err != nil {
+		f.pf.Close()
+		return err
+	}
+	f.pf.Remove() // the data moved into the cache; this drops the state file
+	a.log.Info("blob downloaded", "digest", d, "bytes", mi.Size, "from_peers", st.FromPeers,
+		"from_origin", st.FromOrigin, "peers", st.Peers, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}

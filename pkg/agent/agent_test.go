@@ -1,0 +1,242 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-project/shoal/pkg/agent"
+	"github.com/shoal-project/shoal/pkg/origin"
+	"github.com/shoal-project/shoal/pkg/origin/origintest"
+	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/ring"
+	"github.com/shoal-project/shoal/pkg/tracker"
+	"github.com/shoal-project/shoal/pkg/tracker/trackertest"
+)
+
+func sha(b []byte) string { s := sha256.Sum256(b); return "sha256:" + hex.EncodeToString(s[:]) }
+
+func do(t *testing.T, method, url string, hdr map[string]string, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: body: %v", method, url, err)
+	}
+	return resp, b
+}
+
+// image pushes a config and layers to the origin and tags a manifest.
+func image(t *testing.T, base string, layers ...[]byte) (manifest []byte, mt string) {
+	t.Helper()
+	push := func(b []byte) string {
+		resp, body := do(t, "POST", base+"/v2/team/app/blobs/uploads/?digest="+sha(b), map[string]string{"Content-Type": "application/octet-stream"}, b)
+		if resp.StatusCode != 201 {
+			t.Fatalf("push: %d %s", resp.StatusCode, body)
+		}
+		return sha(b)
+	}
+	cfg := []byte(`{"architecture":"amd64","os":"linux"}`)
+	type desc struct {
+		MediaType string `json:"mediaType"`
+		Digest    string `json:"digest"`
+		Size      int    `json:"size"`
+	}
+	m := map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+		"config": desc{"application/vnd.oci.image.config.v1+json", push(cfg), len(cfg)}}
+	var ls []desc
+	for _, l := range layers {
+		ls = append(ls, desc{"application/vnd.oci.image.layer.v1.tar+gzip", push(l), len(l)})
+	}
+	m["layers"] = ls
+	manifest, _ = json.Marshal(m)
+	mt = "application/vnd.oci.image.manifest.v1+json"
+	resp, body := do(t, "PUT", base+"/v2/team/app/manifests/v1", map[string]string{"Content-Type": mt}, manifest)
+	if resp.StatusCode != 201 {
+		t.Fatalf("manifest: %d %s", resp.StatusCode, body)
+	}
+	return manifest, mt
+}
+
+type testAgent struct {
+	*agent.Agent
+	url string
+	reg *prometheus.Registry
+}
+
+func startAgent(t *testing.T, trackerAddr, originURL string, cfg agent.Config) testAgent {
+	t.Helper()
+	cfg.DataDir = t.TempDir()
+	cfg.Tracker = trackerAddr
+	cfg.Registries = map[string]agent.Upstream{"": {Origins: []string{originURL}}, "registry.example.com": {Origins: []string{originURL}}}
+	cfg.P2P = p2p.HostConfig{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}}
+	log := slog.New(slog.DiscardHandler)
+	if os.Getenv("SHOAL_TEST_LOG") == "1" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	reg := prometheus.NewRegistry()
+	a, err := agent.New(cfg, log, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent: %v", err)
+		}
+	})
+	return testAgent{a, "http://" + ln.Addr().String(), reg}
+}
+
+func (a testAgent) counter(t *testing.T, name string) float64 {
+	t.Helper()
+	fams, _ := a.reg.Gather()
+	for _, f := range fams {
+		if f.GetName() == name {
+			var sum float64
+			for _, m := range f.GetMetric() {
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+			return sum
+		}
+	}
+	return 0
+}
+
+func random(n int) []byte { b := make([]byte, n); rand.Read(b); return b }
+
+// TestPullThroughAgents: the first agent of a rollout reads the origin; the
+// second gets the layer from the first over libp2p and nothing from the
+// origin; manifests resolve through both; Range, HEAD and bad requests
+// answer like a registry.
+func TestPullThroughAgents(t *testing.T) {
+	o := origintest.Start(t, origin.Config{})
+	tr := trackertest.Start(t, nil, tracker.Config{}, []tracker.Option{
+		tracker.WithOrigins(ring.New([]ring.Member{{ID: "origin", Addr: o.Host}}))})
+	layer := random(5<<20 + 17)
+	manifest, mt := image(t, o.URL, layer, random(1000))
+
+	first := startAgent(t, tr.Addr, o.URL, agent.Config{})
+	resp, body := do(t, "GET", first.url+"/v2/team/app/manifests/v1?ns=registry.example.com", map[string]string{"Accept": mt}, nil)
+	if resp.StatusCode != 200 || !bytes.Equal(body, manifest) || resp.Header.Get("Docker-Content-Digest") != sha(manifest) ||
+		resp.Header.Get("Content-Type") != mt {
+		t.Fatalf("manifest by tag: %d %s %v", resp.StatusCode, body, resp.Header)
+	}
+	resp, body = do(t, "GET", first.url+"/v2/team/app/blobs/"+sha(layer)+"?ns=registry.example.com", nil, nil)
+	if resp.StatusCode != 200 || !bytes.Equal(body, layer) {
+		t.Fatalf("layer from the first agent: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if got := first.counter(t, "shoal_agent_origin_bytes_total"); got != float64(len(layer)) {
+		t.Fatalf("first agent read %v bytes from the origin, want %d", got, len(layer))
+	}
+
+	second := startAgent(t, tr.Addr, o.URL, agent.Config{})
+	resp, body = do(t, "GET", second.url+"/v2/team/app/blobs/"+sha(layer), nil, nil)
+	if resp.StatusCode != 200 || !bytes.Equal(body, layer) {
+		t.Fatalf("layer from the second agent: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if fromOrigin, fromPeers := second.counter(t, "shoal_agent_origin_bytes_total"), second.counter(t, "shoal_agent_peer_bytes_total"); fromOrigin != 0 || fromPeers < float64(len(layer)) {
+		t.Fatalf("second agent: %v bytes from the origin, %v from peers", fromOrigin, fromPeers)
+	}
+	if up := first.counter(t, "shoal_agent_uploaded_bytes_total"); up < float64(len(layer)) {
+		t.Fatalf("first agent seeded %v bytes", up)
+	}
+
+	tests := []struct {
+		name   string
+		method string
+		path   string
+		hdr    map[string]string
+		status int
+		check  func([]byte, *http.Response) bool
+	}{
+		{"cached range", "GET", "/v2/team/app/blobs/" + sha(layer), map[string]string{"Range": "bytes=100-199"}, 206,
+			func(b []byte, _ *http.Response) bool { return bytes.Equal(b, layer[100:200]) }},
+		{"head", "HEAD", "/v2/team/app/blobs/" + sha(layer), nil, 200,
+			func(_ []byte, r *http.Response) bool { return r.ContentLength == int64(len(layer)) }},
+		{"manifest by digest", "GET", "/v2/team/app/manifests/" + sha(manifest), nil, 200,
+			func(b []byte, _ *http.Response) bool { return bytes.Equal(b, manifest) }},
+		{"base", "GET", "/v2/", nil, 200, nil},
+		{"unknown registry", "GET", "/v2/team/app/manifests/v1?ns=elsewhere.io", nil, 404,
+			func(b []byte, _ *http.Response) bool { return strings.Contains(string(b), "NAME_UNKNOWN") }},
+		{"unknown manifest", "GET", "/v2/team/app/manifests/v9", nil, 404,
+			func(b []byte, _ *http.Response) bool { return strings.Contains(string(b), "MANIFEST_UNKNOWN") }},
+		{"unknown blob", "GET", "/v2/team/app/blobs/" + sha([]byte("nope")), nil, 404,
+			func(b []byte, _ *http.Response) bool { return strings.Contains(string(b), "BLOB_UNKNOWN") }},
+		{"bad digest", "GET", "/v2/team/app/blobs/sha256:xyz", nil, 400, nil},
+		{"bad name", "GET", "/v2/Team/app/manifests/v1", nil, 400, nil},
+		{"push refused", "PUT", "/v2/team/app/manifests/v2", nil, 405, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := do(t, tt.method, second.url+tt.path, tt.hdr, nil)
+			if resp.StatusCode != tt.status || (tt.check != nil && !tt.check(body, resp)) {
+				t.Fatalf("%s %s: %d %.200s", tt.method, tt.path, resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// Many clients asking a fresh agent for one blob at once share one
+// download and all get the right bytes.
+func TestConcurrentClientsShareOneDownload(t *testing.T) {
+	o := origintest.Start(t, origin.Config{})
+	tr := trackertest.Start(t, nil, tracker.Config{}, []tracker.Option{
+		tracker.WithOrigins(ring.New([]ring.Member{{ID: "origin", Addr: o.Host}}))})
+	layer := random(3 << 20)
+	image(t, o.URL, layer)
+	a := startAgent(t, tr.Addr, o.URL, agent.Config{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			resp, err := http.Get(a.url + "/v2/team/app/blobs/" + sha(layer))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || !bytes.Equal(b, layer) {
+				errs <- fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, len(b), err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := a.counter(t, "shoal_agent_origin_bytes_total"); got != float64(len(layer)) {
+		t.Fatalf("8 clients cost the origin %v bytes, want one copy (%d)", got, len(layer))
+	}
+}

@@ -1,0 +1,320 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/httprange"
+	"github.com/shoal-project/shoal/pkg/manifest"
+	"github.com/shoal-project/shoal/pkg/ocierr"
+	"github.com/shoal-project/shoal/pkg/piecefile"
+	"github.com/shoal-project/shoal/pkg/reference"
+)
+
+// acceptAll is what the agent asks origins for when a client sends no
+// Accept header: every manifest type Shoal stores.
+const acceptAll = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, " +
+	"application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json"
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(c int) {
+	if w.code == 0 {
+		w.code = c
+	}
+	w.ResponseWriter.WriteHeader(c)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// serveV2 is the read-only registry containerd pulls from.
+func (a *Agent) serveV2(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w}
+	kind := "other"
+	defer func() {
+		code := sw.code
+		if code == 0 {
+			code = http.StatusOK
+		}
+		a.metrics.requests.WithLabelValues(kind, strconv.Itoa(code)).Inc()
+	}()
+	sw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	err := a.route(sw, r, &kind)
+	if err == nil {
+		return
+	}
+	if sw.code != 0 {
+		// Part of a body is out: only a broken connection tells the
+		// client it is wrong. Never end a wrong body cleanly.
+		a.log.Warn("aborting a response", "path", r.URL.Path, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	var oe *ocierr.Error
+	if !errors.As(err, &oe) {
+		a.log.Warn("request failed", "path", r.URL.Path, "err", err)
+		err = ocierr.New(ocierr.Unavailable, "%v", err).WithStatus(http.StatusServiceUnavailable)
+	}
+	ocierr.Write(sw, r, err)
+}
+
+func (a *Agent) route(w http.ResponseWriter, r *http.Request, kind *string) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return ocierr.New(ocierr.Unsupported, "the agent is read-only").WithStatus(http.StatusMethodNotAllowed)
+	}
+	path := r.URL.EscapedPath()
+	if path == "/v2/" || path == "/v2" {
+		*kind = "base"
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, "{}")
+		return nil
+	}
+	ns := r.URL.Query().Get("ns")
+	up, ok := a.cfg.Registries[ns]
+	if !ok {
+		// Fast, so containerd moves on to its next host.
+		return ocierr.New(ocierr.NameUnknown, "registry %q is not mirrored here", ns)
+	}
+	rest := strings.TrimPrefix(path, "/v2/")
+	if i := strings.LastIndex(rest, "/manifests/"); i > 0 {
+		*kind = "manifest"
+		return a.serveManifest(w, r, ns, up, rest[:i], rest[i+len("/manifests/"):])
+	}
+	if i := strings.LastIndex(rest, "/blobs/"); i > 0 {
+		*kind = "blob"
+		name := rest[:i]
+		if err := reference.ValidateName(name); err != nil {
+			return ocierr.Wrap(ocierr.NameInvalid, err)
+		}
+		d, err := digest.Parse(rest[i+len("/blobs/"):])
+		if err != nil {
+			return ocierr.Wrap(ocierr.DigestInvalid, err)
+		}
+		return a.serveBlob(w, r, up, name, d)
+	}
+	return ocierr.New(ocierr.Unsupported, "no endpoint at %s on the agent", r.URL.Path).WithStatus(http.StatusNotFound)
+}
+
+func (a *Agent) serveManifest(w http.ResponseWriter, r *http.Request, ns string, up Upstream, name, refStr string) error {
+	if err := reference.ValidateName(name); err != nil {
+		return ocierr.Wrap(ocierr.NameInvalid, err)
+	}
+	ref, err := reference.ParseRef(refStr)
+	if err != nil {
+		return ocierr.Wrap(ocierr.ManifestInvalid, err)
+	}
+	key := ns + "/" + name + "@" + refStr
+	m, ok := a.tags.get(key, time.Now())
+	if !ok {
+		if m, err = a.fetchManifest(r.Context(), up, name, ref, r.Header.Get("Accept")); err != nil {
+			return err
+		}
+		if ref.IsDigest() {
+			a.tags.put(key, m)
+		} else {
+			m.expires = time.Now().Add(a.cfg.TagTTL)
+			a.tags.put(key, m)
+			a.tags.put(ns+"/"+name+"@"+m.digest.String(), cachedManifest{body: m.body, mediaType: m.mediaType, digest: m.digest})
+		}
+	}
+	h := w.Header()
+	h.Set("Content-Type", m.mediaType)
+	h.Set("Docker-Content-Digest", m.digest.String())
+	h.Set("Content-Length", strconv.Itoa(len(m.body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		w.Write(m.body)
+	}
+	return nil
+}
+
+// fetchManifest reads a manifest from the origins and checks its digest.
+func (a *Agent) fetchManifest(ctx context.Context, up Upstream, name string, ref reference.Ref, accept string) (cachedManifest, error) {
+	if accept == "" {
+		accept = acceptAll
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.OriginTimeout)
+	defer cancel()
+	resp, err := a.originGet(ctx, up, http.MethodGet, "/v2/"+name+"/manifests/"+ref.String(), http.Header{"Accept": {accept}})
+	if errors.Is(err, errNotFound) {
+		return cachedManifest{}, ocierr.New(ocierr.ManifestUnknown, "%s:%s", name, ref)
+	}
+	if err != nil {
+		return cachedManifest{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return cachedManifest{}, fmt.Errorf("manifest %s:%s: origin said %s", name, ref, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, manifest.MaxSize+1))
+	if err != nil {
+		return cachedManifest{}, fmt.Errorf("manifest %s:%s: %w", name, ref, err)
+	}
+	if len(body) > manifest.MaxSize {
+		return cachedManifest{}, fmt.Errorf("manifest %s:%s over %d bytes", name, ref, manifest.MaxSize)
+	}
+	sum := sha256.Sum256(body)
+	got := digest.Digest("sha256:" + hex.EncodeToString(sum[:]))
+	want := ref.Digest
+	if want == "" {
+		want = digest.Digest(resp.Header.Get("Docker-Content-Digest"))
+	}
+	if want != "" && want.Algorithm() == digest.SHA256 && got != want {
+		return cachedManifest{}, fmt.Errorf("manifest %s:%s hashes to %s, not %s", name, ref, got, want)
+	}
+	return cachedManifest{body: body, mediaType: resp.Header.Get("Content-Type"), digest: got}, nil
+}
+
+func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, name string, d digest.Digest) error {
+	h := w.Header()
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("ETag", `"`+d.String()+`"`)
+	if rd, release, ok := a.cache.open(r.Context(), d); ok {
+		defer release()
+		cw := &countingWriter{ResponseWriter: w}
+		http.ServeContent(cw, r, "", time.Time{}, io.NewSectionReader(rd, 0, rd.Size()))
+		a.metrics.served.Add(float64(cw.n))
+		return nil
+	}
+	f := a.fetch(d, name, up)
+	select {
+	case <-f.ready:
+	case <-r.Context().Done():
+		return r.Context().Err()
+	}
+	if f.prepErr != nil {
+		if errors.Is(f.prepErr, errNotFound) {
+			return ocierr.New(ocierr.BlobUnknown, "%s", d)
+		}
+		return f.prepErr
+	}
+	size := f.mi.Size
+	span := httprange.Span{Start: 0, Length: size}
+	status := http.StatusOK
+	if rg := r.Header.Get("Range"); rg != "" {
+		sp, err := httprange.ParseRange(rg, size)
+		switch {
+		case err == nil:
+			span, status = sp, http.StatusPartialContent
+			h.Set("Content-Range", sp.ContentRange(size))
+		case errors.Is(err, httprange.ErrUnsatisfiable):
+			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+			return ocierr.Wrap(ocierr.RangeInvalid, err)
+		}
+	}
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Length", strconv.FormatInt(span.Length, 10))
+	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
+		return nil
+	}
+	return a.stream(r.Context(), w, f, d, span, status)
+}
+
+// stream writes span of a blob under download as its pieces are verified.
+// The piece holding the blob's last byte waits for the whole-digest
+// verdict, so a body that does not match its digest never ends cleanly.
+func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, d digest.Digest, span httprange.Span, status int) error {
+	mi := f.mi
+	buf := make([]byte, mi.PieceLength)
+	last := mi.NumPieces() - 1
+	wrote := false
+	for off, end := span.Start, span.Start+span.Length; off < end; {
+		i := int(off / mi.PieceLength)
+		if err := a.waitPiece(ctx, f, i, i == last); err != nil {
+			return err
+		}
+		if !wrote {
+			w.WriteHeader(status)
+			wrote = true
+		}
+		pieceEnd := min(int64(i+1)*mi.PieceLength, end)
+		n, err := a.readBlob(ctx, f, d, buf[:pieceEnd-off], off)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(buf[:n]); err != nil {
+			return nil // the client went away
+		}
+		a.metrics.served.Add(float64(n))
+		off += int64(n)
+	}
+	return nil
+}
+
+// waitPiece blocks until piece i can be read: verified in the piecefile,
+// or the download finished and the blob is in the cache. final waits for
+// the whole download.
+func (a *Agent) waitPiece(ctx context.Context, f *inflight, i int, final bool) error {
+	if !final {
+		err := f.pf.Wait(ctx, i)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, piecefile.ErrClosed) {
+			return err
+		}
+	}
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// readBlob reads from the piecefile, or from the cache once the download
+// has moved there.
+func (a *Agent) readBlob(ctx context.Context, f *inflight, d digest.Digest, p []byte, off int64) (int, error) {
+	n, err := f.pf.ReadAt(p, off)
+	if err == nil || (errors.Is(err, io.EOF) && n == len(p)) {
+		return n, nil
+	}
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	if f.err != nil {
+		return 0, f.err
+	}
+	rd, release, ok := a.cache.open(ctx, d)
+	if !ok {
+		return 0, fmt.Errorf("blob %s left the cache while being served", d)
+	}
+	defer release()
+	n, err = rd.ReadAt(p, off)
+	if errors.Is(err, io.EOF) && n == len(p) {
+		err = nil
+	}
+	return n, err
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (w *countingWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,169 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/metainfo"
+	shoalpb "github.com/shoal-project/shoal/proto"
+)
+
+func dialTracker(addr string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("agent: tracker %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// errNotFound: every origin answered 404.
+var errNotFound = errors.New("not found on the origin")
+
+// originGet sends req-like GETs to each origin of up in turn until one
+// answers with a status other than a server error. The caller closes the
+// body.
+func (a *Agent) originGet(ctx context.Context, up Upstream, method, path string, hdr http.Header) (*http.Response, error) {
+	var errs []error
+	for _, base := range up.Origins {
+		req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		resp, err := a.http.Do(req)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if resp.StatusCode >= 500 {
+			resp.Body.Close()
+			errs = append(errs, fmt.Errorf("%s: %s", base, resp.Status))
+			continue
+		}
+		if resp.StatusCode == http.StatusNotFound {
+			resp.Body.Close()
+			return nil, errNotFound
+		}
+		return resp, nil
+	}
+	if len(errs) == 0 {
+		return nil, errors.New("no origins configured")
+	}
+	return nil, fmt.Errorf("origins unreachable: %w", errors.Join(errs...))
+}
+
+// metaInfo asks the tracker (which caches it for the whole swarm), then
+// the origins.
+func (a *Agent) metaInfo(ctx context.Context, d digest.Digest, up Upstream) (*metainfo.MetaInfo, error) {
+	if a.tracker != nil {
+		tctx, cancel := context.WithTimeout(ctx, a.cfg.OriginTimeout)
+		resp, err := a.tracker.GetMetaInfo(tctx, &shoalpb.GetMetaInfoRequest{Digest: d.String()})
+		cancel()
+		if err == nil {
+			mi, err := metainfo.FromProto(resp.GetMetainfo())
+			if err == nil && mi.Digest == d {
+				return mi, nil
+			}
+			a.log.Warn("tracker sent bad metainfo", "digest", d, "err", err)
+		} else {
+			a.log.Debug("metainfo from tracker", "digest", d, "err", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.OriginTimeout)
+	defer cancel()
+	resp, err := a.originGet(ctx, up, http.MethodGet, metainfo.HTTPPath+d.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("metainfo of %s: %w", d, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metainfo of %s: origin said %s", d, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("metainfo of %s: %w", d, err)
+	}
+	mi, err := metainfo.Unmarshal(b)
+	if err != nil || mi.Digest != d {
+		return nil, fmt.Errorf("metainfo of %s: malformed or for another blob: %v", d, err)
+	}
+	return mi, nil
+}
+
+// originReader reads ranges of one blob from the origins.
+type originReader struct {
+	a    *Agent
+	up   Upstream
+	repo string
+	d    digest.Digest
+}
+
+func (o *originReader) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	hdr := http.Header{"Range": {fmt.Sprintf("bytes=%d-%d", off, off+n-1)}}
+	resp, err := o.a.originGet(ctx, o.up, http.MethodGet, "/v2/"+o.repo+"/blobs/"+o.d.String(), hdr)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusPartialContent && !(resp.StatusCode == http.StatusOK && off == 0) {
+		resp.Body.Close()
+		return nil, fmt.Errorf("origin range %d+%d of %s: %s", off, n, o.d, resp.Status)
+	}
+	return resp.Body, nil
+}
+
+// tagCache remembers tag → manifest for a short time; manifests by digest
+// never change and are kept in a bounded map.
+type tagCache struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[string]cachedManifest
+}
+
+type cachedManifest struct {
+	body      []byte
+	mediaType string
+	digest    digest.Digest
+	expires   time.Time // zero for digest references: forever
+}
+
+const maxManifests = 4096
+
+func newTagCache(ttl time.Duration) *tagCache {
+	return &tagCache{ttl: ttl, m: map[string]cachedManifest{}}
+}
+
+func (c *tagCache) get(key string, now time.Time) (cachedManifest, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.m[key]
+	if ok && !m.expires.IsZero() && now.After(m.expires) {
+		delete(c.m, key)
+		return cachedManifest{}, false
+	}
+	return m, ok
+}
+
+func (c *tagCache) put(key string, m cachedManifest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxManifests {
+		// Cheap bound: drop an arbitrary entry; misses cost one origin
+		// round trip.
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[key] = m
+}
