@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/shoal-project/shoal/pkg/origin"
+	"github.com/shoal-project/shoal/pkg/origin/origintest"
+	"github.com/shoal-project/shoal/pkg/proctest"
+)
+
+func TestExampleConfigParses(t *testing.T) {
+	fc, err := parse([]string{"--config", "../../deploy/config/agent.yaml", "--zone", "z1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc.Addr != "127.0.0.1:5080" || fc.Zone != "z1" || fc.TagTTL != 5*time.Second ||
+		len(fc.Registries["registry.example.com"].Origins) != 1 || fc.P2P.ListenAddrs[0] != "/ip4/0.0.0.0/tcp/4001" {
+		t.Fatalf("parsed %+v", fc)
+	}
+	if _, err := parse([]string{"--config", "../../deploy/config/agent.yaml", "--nope"}); err == nil {
+		t.Fatal("unknown flag accepted")
+	}
+}
+
+// The real binary as a plain pull-through cache (no tracker): a blob comes
+// through it from the origin, and SIGTERM ends it cleanly.
+func TestBinaryPullThrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	o := origintest.Start(t, origin.Config{})
+	blob := bytes.Repeat([]byte("layer "), 200_000)
+	sum := sha256.Sum256(blob)
+	d := "sha256:" + hex.EncodeToString(sum[:])
+	resp, err := http.Post(o.URL+"/v2/app/blobs/uploads/?digest="+d, "application/octet-stream", bytes.NewReader(blob))
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("push: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	addr := proctest.FreeAddr(t)
+	p := proctest.Start(t, proctest.Binary(t, "agent"), "--addr", addr, "--data-dir", t.TempDir(),
+		"--origins", o.URL, "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--log-format", "json")
+	p.WaitReady("http://"+addr+"/readyz", 20*time.Second)
+	resp, err = http.Get("http://" + addr + "/v2/app/blobs/" + d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(got, blob) {
+		t.Fatalf("through the agent: %d, %d bytes\n%s", resp.StatusCode, len(got), p.Logs())
+	}
+	if err := p.Stop(20 * time.Second); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, p.Logs())
+	}
+}
