@@ -15,12 +15,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/config"
 	"github.com/shoal-project/shoal/pkg/membership"
 	"github.com/shoal-project/shoal/pkg/origin"
+	"github.com/shoal-project/shoal/pkg/p2p"
 	"github.com/shoal-project/shoal/pkg/repostore"
 	"github.com/shoal-project/shoal/pkg/ring"
+	"golang.org/x/time/rate"
 )
 
 // fileConfig is the YAML file: the origin's config plus process settings.
@@ -34,7 +37,11 @@ type fileConfig struct {
 	// Etcd makes the origin one of a cluster; no endpoints runs it alone.
 	Etcd membership.EtcdConfig `yaml:"etcd"`
 	// MemberTTL is how long a crashed origin stays on the ring.
-	MemberTTL      time.Duration `yaml:"member_ttl"`
+	MemberTTL time.Duration `yaml:"member_ttl"`
+	// P2P makes the origin a seeder in the swarms (off without listen
+	// addresses); UploadRate caps what it seeds, in bytes per second.
+	P2P            p2p.HostConfig `yaml:"p2p"`
+	UploadRate     int64          `yaml:"upload_rate"`
 	config.Logging `yaml:",inline"`
 }
 
@@ -60,6 +67,8 @@ func parse(args []string) (fileConfig, error) {
 	fs.IntVar(&fc.Cluster.Replicas, "replicas", 3, "origins that own each blob")
 	fs.StringVar(&fc.Cluster.Replication, "replication", "sync", "sync: push returns after the owners have the blob; async: after this origin has it")
 	fs.StringVar(&fc.Cluster.Secret, "cluster-secret", "", "bearer token origins present to each other's internal endpoints")
+	config.ListVar(fs, &fc.P2P.ListenAddrs, "p2p-listen", "libp2p multiaddrs to seed pieces on (empty: no seeding)")
+	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "seeding limit in bytes/s (0: unlimited)")
 	fc.Logging.Flags(fs)
 	err := config.Parse(fs, args, &fc)
 	return fc, err
@@ -82,8 +91,18 @@ func run(args []string) error {
 	}
 	defer ln.Close()
 	opts := []origin.Option{origin.WithLogger(log)}
+	var h host.Host
+	if len(fc.P2P.ListenAddrs) > 0 {
+		if fc.P2P.KeyFile == "" && fc.DataDir != "" {
+			fc.P2P.KeyFile = filepath.Join(fc.DataDir, "peer.key")
+		}
+		if h, err = p2p.NewHost(fc.P2P, nil); err != nil {
+			return err
+		}
+		defer h.Close()
+	}
 	if len(fc.Etcd.Endpoints) > 0 {
-		leave, clusterOpts, err := joinCluster(ctx, fc, ln.Addr(), log)
+		leave, clusterOpts, err := joinCluster(ctx, fc, ln.Addr(), h, log)
 		if err != nil {
 			return err
 		}
@@ -96,12 +115,20 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	if h != nil {
+		var upload *rate.Limiter
+		if fc.UploadRate > 0 {
+			upload = rate.NewLimiter(rate.Limit(fc.UploadRate), int(min(fc.UploadRate, 16<<20)))
+		}
+		p2p.NewSeeder(h, srv.Seedable(), upload, log)
+		log.Info("origin seeding", "peer", h.ID(), "addrs", h.Addrs(), "upload_rate", fc.UploadRate)
+	}
 	return srv.Run(ctx, ln)
 }
 
 // joinCluster registers the origin in etcd and returns the options that
 // make it share blobs and the index with the other origins.
-func joinCluster(ctx context.Context, fc fileConfig, bound net.Addr, log *slog.Logger) (func(), []origin.Option, error) {
+func joinCluster(ctx context.Context, fc fileConfig, bound net.Addr, h host.Host, log *slog.Logger) (func(), []origin.Option, error) {
 	if fc.ID == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -122,7 +149,7 @@ func joinCluster(ctx context.Context, fc fileConfig, bound net.Addr, log *slog.L
 	}
 	group, err := membership.Join(ctx, cli, membership.Config{
 		Prefix: membership.OriginPrefix,
-		Self:   &ring.Member{ID: fc.ID, Addr: advertise},
+		Self:   self(fc.ID, advertise, h),
 		TTL:    fc.MemberTTL,
 		Logger: log,
 	})
@@ -148,4 +175,17 @@ func joinCluster(ctx context.Context, fc fileConfig, bound net.Addr, log *slog.L
 		origin.WithStores(blobs, repostore.NewEtcd(cli, repostore.EtcdConfig{})),
 		origin.WithCluster(origin.Peers{Members: group, Self: fc.ID}),
 	}, nil
+}
+
+// self is the origin's ring entry; with a p2p host, the tracker can hand
+// it out as a seeder.
+func self(id, addr string, h host.Host) *ring.Member {
+	m := &ring.Member{ID: id, Addr: addr}
+	if h != nil {
+		m.PeerID = h.ID().String()
+		for _, a := range h.Addrs() {
+			m.P2PAddrs = append(m.P2PAddrs, a.String())
+		}
+	}
+	return m
 }

@@ -112,11 +112,17 @@ func (s *Seeder) serve(st network.Stream) error {
 		return sendError(w, "metainfo_mismatch", "different piece layout")
 	}
 	r.SetBlob(mi.NumPieces(), mi.PieceLength)
-	if err := w.Write(handshake(d, mih, blob)); err != nil {
+	hs0 := handshake(d, mih, blob)
+	sw := &syncWriter{w: w}
+	if err := sw.send(hs0); err != nil {
 		return err
 	}
-	if err := w.Flush(); err != nil {
-		return err
+	if bits := hs0.GetHandshake().GetBitfield(); bits != nil {
+		// A partial blob grows while we serve it: tell the peer about
+		// each new piece, or it would only ever ask for the first ones.
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go s.sendHaves(ctx, sw, blob, bits)
 	}
 	buf := make([]byte, mi.PieceLength)
 	for {
@@ -138,13 +144,68 @@ func (s *Seeder) serve(st network.Stream) error {
 		if err := s.pace(context.Background(), int(n)); err != nil {
 			return err
 		}
-		if err := w.WritePiece(uint32(i), p); err != nil {
+		if err := sw.piece(uint32(i), p); err != nil {
 			return err
 		}
 		if s.Uploaded != nil {
 			s.Uploaded(int(n))
 		}
 	}
+}
+
+// haveInterval is how often a seeder of a partial blob looks for new
+// pieces to announce.
+const haveInterval = 100 * time.Millisecond
+
+func (s *Seeder) sendHaves(ctx context.Context, sw *syncWriter, blob Blob, sent []byte) {
+	sent = append([]byte(nil), sent...)
+	t := time.NewTicker(haveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now, complete := blob.Bitfield()
+		for i := range len(sent) * 8 {
+			bit := byte(0x80 >> (i % 8))
+			has := complete || (i/8 < len(now) && now[i/8]&bit != 0)
+			if has && sent[i/8]&bit == 0 {
+				if i >= blob.MetaInfo().NumPieces() {
+					break
+				}
+				sent[i/8] |= bit
+				if sw.send(&shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Have{Have: &shoalpb.Have{Index: uint32(i)}}}) != nil {
+					return
+				}
+			}
+		}
+		if complete {
+			return
+		}
+	}
+}
+
+// syncWriter lets the request loop and the have announcer share a stream.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *FrameWriter
+}
+
+func (s *syncWriter) send(m *shoalpb.PieceMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.w.Write(m); err != nil {
+		return err
+	}
+	return s.w.Flush()
+}
+
+func (s *syncWriter) piece(i uint32, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.WritePiece(i, data)
 }
 
 // pace waits for n bytes of upload budget, in steps no larger than the

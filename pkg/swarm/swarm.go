@@ -88,6 +88,7 @@ type event struct {
 	ok    bool  // piece verified and stored
 	err   error // connection over (dial failure or stream error)
 	dial  bool  // the outcome of a dial
+	have  bool  // the peer announced a new piece
 }
 
 type download struct {
@@ -206,6 +207,8 @@ func (dl *download) handle(ev event) bool {
 		dl.dialing--
 	}
 	switch {
+	case ev.have:
+		dl.sched.PeerHas(id, ev.piece)
 	case ev.conn != nil:
 		dl.conns[ev.peer] = ev.conn
 		dl.stats.Peers++
@@ -316,7 +319,10 @@ func (dl *download) read(ctx context.Context, id peer.ID, c *p2p.Conn) {
 			return
 		}
 		if ev.Have {
-			continue // the scheduler learns new pieces at the next announce
+			if !dl.send(ctx, event{peer: id, piece: ev.Piece, have: true}) {
+				return
+			}
+			continue
 		}
 		dl.received.Add(int64(len(ev.Data)))
 		werr := dl.pf.WritePiece(ev.Piece, ev.Data)

@@ -1,0 +1,41 @@
+package origin
+
+import (
+	"context"
+
+	"github.com/shoal-project/shoal/pkg/blobstore"
+	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/p2p"
+)
+
+// Seedable is the origin's store as the piece protocol sees it: every
+// blob held here, complete. Serve it with p2p.NewSeeder on the origin's
+// own host and upload limit; the tracker hands the origin out only while
+// agents that could seed instead are scarce.
+func (s *Server) Seedable() p2p.Blobs { return seedable{s} }
+
+type seedable struct{ s *Server }
+
+func (o seedable) Lookup(d digest.Digest) (p2p.Blob, bool) {
+	ctx := context.Background()
+	mi, err := o.s.blobs.MetaInfo(ctx, d)
+	if err != nil {
+		return nil, false
+	}
+	rd, err := o.s.blobs.Open(ctx, d)
+	if err != nil {
+		return nil, false
+	}
+	return &seedBlob{mi: mi, rd: rd}, true
+}
+
+type seedBlob struct {
+	mi *metainfo.MetaInfo
+	rd blobstore.Reader
+}
+
+func (b *seedBlob) MetaInfo() *metainfo.MetaInfo            { return b.mi }
+func (b *seedBlob) Bitfield() ([]byte, bool)                { return nil, true }
+func (b *seedBlob) ReadAt(p []byte, off int64) (int, error) { return b.rd.ReadAt(p, off) }
+func (b *seedBlob) Close() error                            { return b.rd.Close() }
