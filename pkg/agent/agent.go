@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
@@ -167,11 +168,27 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	}
 	seeder := p2p.NewSeeder(h, a, upload, log)
 	seeder.Uploaded = func(n int) { a.metrics.uploaded.Add(float64(n)) }
+	seeder.OnPeer = a.peerSeen
 	a.dl = &swarm.Downloader{
 		Host: h, Tracker: a.tracker, Cfg: cfg.Swarm, Log: log,
 		Self: &shoalpb.Peer{Addrs: hostAddrs(h), Labels: &shoalpb.Labels{Zone: cfg.Zone, Rack: cfg.Rack, Node: cfg.Node}},
 	}
 	return a, nil
+}
+
+// peerSeen passes a peer that asked us for d to d's download, if any: the
+// connection it opened works both ways.
+func (a *Agent) peerSeen(d digest.Digest, p peer.ID) {
+	a.mu.Lock()
+	f := a.inflight[d]
+	a.mu.Unlock()
+	if f == nil {
+		return
+	}
+	select {
+	case f.peers <- peer.AddrInfo{ID: p}:
+	default: // the download is busy; the tracker will hand the peer out anyway
+	}
 }
 
 func hostAddrs(h host.Host) []string {
@@ -319,8 +336,9 @@ func (b partialBlob) ReadAt(p []byte, off int64) (int, error) { return b.f.pf.Re
 // inflight is one blob being downloaded; every client asking for it
 // shares it.
 type inflight struct {
-	ready chan struct{} // mi and pf are set, or prepErr
-	done  chan struct{} // the download ended; err says how
+	peers chan peer.AddrInfo // peers that asked us for this blob
+	ready chan struct{}      // mi and pf are set, or prepErr
+	done  chan struct{}      // the download ended; err says how
 	mi    *metainfo.MetaInfo
 	pf    *piecefile.File
 	// prepErr is read after ready, err after done.
@@ -335,7 +353,7 @@ func (a *Agent) fetch(d digest.Digest, repo string, up Upstream) *inflight {
 		a.mu.Unlock()
 		return f
 	}
-	f := &inflight{ready: make(chan struct{}), done: make(chan struct{})}
+	f := &inflight{ready: make(chan struct{}), done: make(chan struct{}), peers: make(chan peer.AddrInfo, 32)}
 	a.inflight[d] = f
 	a.mu.Unlock()
 	a.metrics.downloads.Inc()
@@ -369,7 +387,7 @@ func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream)
 	close(f.ready)
 	org := &originReader{a: a, up: up, repo: repo, d: d}
 	start := time.Now()
-	st, err := a.dl.Fetch(a.ctx, mi, f.pf, org, nil)
+	st, err := a.dl.Fetch(a.ctx, mi, f.pf, org, swarm.Hints{Peers: f.peers})
 	a.metrics.fromPeers.Add(float64(st.FromPeers))
 	a.metrics.fromOrigin.Add(float64(st.FromOrigin))
 	if err != nil {

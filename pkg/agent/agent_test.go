@@ -15,7 +15,9 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,7 +25,10 @@ import (
 	"github.com/shoal-project/shoal/pkg/origin"
 	"github.com/shoal-project/shoal/pkg/origin/origintest"
 	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/p2p/p2ptest"
 	"github.com/shoal-project/shoal/pkg/ring"
+	"github.com/shoal-project/shoal/pkg/scheduler"
+	"github.com/shoal-project/shoal/pkg/swarm"
 	"github.com/shoal-project/shoal/pkg/tracker"
 	"github.com/shoal-project/shoal/pkg/tracker/trackertest"
 )
@@ -238,5 +243,89 @@ func TestConcurrentClientsShareOneDownload(t *testing.T) {
 	}
 	if got := a.counter(t, "shoal_agent_origin_bytes_total"); got != float64(len(layer)) {
 		t.Fatalf("8 clients cost the origin %v bytes, want one copy (%d)", got, len(layer))
+	}
+}
+
+// seedingOrigin starts an origin that also seeds over libp2p, and a
+// tracker that knows it as a seeder. upload counts what the origin seeds.
+func seedingOrigin(t *testing.T) (o *origintest.Origin, trackerAddr string, upload *atomic.Int64) {
+	t.Helper()
+	o = origintest.Start(t, origin.Config{})
+	h := p2ptest.NewHost(t, p2p.HostConfig{})
+	s := p2p.NewSeeder(h, o.Server.Seedable(), nil, nil)
+	s.EnableSuperSeeding()
+	upload = &atomic.Int64{}
+	s.Uploaded = func(n int) { upload.Add(int64(n)) }
+	var addrs []string
+	for _, a := range h.Addrs() {
+		addrs = append(addrs, a.String())
+	}
+	tr := trackertest.Start(t, nil, tracker.Config{Interval: time.Second}, []tracker.Option{
+		tracker.WithOrigins(ring.New([]ring.Member{{ID: "origin", Addr: o.Host, PeerID: h.ID().String(), P2PAddrs: addrs}}))})
+	return o, tr.Addr, upload
+}
+
+// originEgress is every byte the origin sent: pieces seeded plus blob
+// bodies over HTTP.
+func originEgress(t *testing.T, o *origintest.Origin, upload *atomic.Int64) int64 {
+	fams, _ := o.Registry.Gather()
+	var httpOut float64
+	for _, f := range fams {
+		if f.GetName() == "shoal_origin_bytes_sent_total" {
+			httpOut = f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return upload.Load() + int64(httpOut)
+}
+
+// TestSwarmRollout: ten agents ask for one 16 MiB layer at the same
+// moment. Every one gets it right, and the origin sends less than two
+// copies: the agents serve each other the rest. Timeouts are generous so
+// the race detector's slowdown does not turn into origin fallbacks.
+func TestSwarmRollout(t *testing.T) {
+	o, trAddr, upload := seedingOrigin(t)
+	layer := random(16 << 20)
+	image(t, o.URL, layer)
+	const agents = 10
+	nodes := make([]testAgent, agents)
+	patient := agent.Config{Swarm: swarm.Config{StallTimeout: time.Minute,
+		Scheduler: scheduler.Config{BaseTimeout: 30 * time.Second}}}
+	for i := range nodes {
+		nodes[i] = startAgent(t, trAddr, o.URL, patient)
+	}
+	before := originEgress(t, o, upload)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, agents)
+	for _, n := range nodes {
+		wg.Go(func() {
+			resp, err := http.Get(n.url + "/v2/team/app/blobs/" + sha(layer))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || !bytes.Equal(b, layer) {
+				errs <- fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, len(b), err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	egress := originEgress(t, o, upload) - before
+	var peers, fallback float64
+	for _, n := range nodes {
+		peers += n.counter(t, "shoal_agent_peer_bytes_total")
+		fallback += n.counter(t, "shoal_agent_origin_bytes_total")
+	}
+	t.Logf("%d agents × %d MiB in %s: origin sent %.2f copies (%.2f over HTTP fallback), agents received %.2f copies from peers",
+		agents, len(layer)>>20, time.Since(start).Round(time.Millisecond), float64(egress)/float64(len(layer)),
+		fallback/float64(len(layer)), peers/float64(len(layer)))
+	if egress >= 2*int64(len(layer)) {
+		t.Fatalf("origin sent %.2f copies of the blob", float64(egress)/float64(len(layer)))
 	}
 }

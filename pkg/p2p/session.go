@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -58,6 +59,87 @@ type Seeder struct {
 	IdleTimeout time.Duration
 	// Uploaded, if set, is told of every piece payload sent.
 	Uploaded func(bytes int)
+	// OnPeer, if set, is told of each peer that opens a stream for a
+	// blob we hold: it is in that blob's swarm, and while we download the
+	// blob too we can fetch from it over the same connection.
+	OnPeer func(d digest.Digest, p peer.ID)
+
+	// superSeed: see EnableSuperSeeding.
+	superSeed bool
+	servedMu  sync.Mutex
+	served    map[digest.Digest][]int // pieces advertised, per blob, over all peers
+}
+
+// EnableSuperSeeding makes the seeder advertise to each peer only a couple
+// of pieces at a time, always those it has handed out least, and one more
+// each time it sends one. Peers that start together then fetch different
+// pieces and trade them among themselves, so each piece leaves this
+// seeder about once. It is for origins, whose uplink is the scarce one.
+func (s *Seeder) EnableSuperSeeding() {
+	s.superSeed = true
+	s.served = map[digest.Digest][]int{}
+}
+
+// superSeedPatience is how long a super-seeder waits, with nothing asked
+// of it, before offering a peer a piece already handed out: the peer is
+// not getting it from the swarm.
+const superSeedPatience = 2 * time.Second
+
+// offer picks the piece of d least handed out so far that this peer has
+// not been offered yet, or -1. With firstPass it offers only pieces never
+// handed out to anyone: once every piece has left, the swarm should carry
+// them, not the origin.
+func (s *Seeder) offer(d digest.Digest, n int, offered []bool, firstPass bool) int {
+	s.servedMu.Lock()
+	defer s.servedMu.Unlock()
+	counts := s.served[d]
+	if len(counts) != n {
+		counts = make([]int, n)
+		s.served[d] = counts
+	}
+	best := -1
+	for i := range n {
+		if !offered[i] && (best < 0 || counts[i] < counts[best]) {
+			best = i
+		}
+	}
+	if best < 0 || (firstPass && counts[best] > 0) {
+		return -1
+	}
+	counts[best]++
+	offered[best] = true
+	return best
+}
+
+// offerWhenIdle offers more pieces to a peer that has been idle for the
+// patience, until it has been offered everything.
+func (s *Seeder) offerWhenIdle(ctx context.Context, sw *syncWriter, d digest.Digest, n int, offered []bool, lastBusy *atomic.Int64) {
+	t := time.NewTicker(superSeedPatience / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, lastBusy.Load())) < superSeedPatience {
+			continue
+		}
+		sw.mu.Lock()
+		next := s.offer(d, n, offered, false)
+		sw.mu.Unlock()
+		if next < 0 {
+			return
+		}
+		lastBusy.Store(time.Now().UnixNano())
+		if sw.send(haveMsg(next)) != nil {
+			return
+		}
+	}
+}
+
+func haveMsg(i int) *shoalpb.PieceMessage {
+	return &shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Have{Have: &shoalpb.Have{Index: uint32(i)}}}
 }
 
 // NewSeeder serves blobs on h. upload bounds bytes per second over all
@@ -112,12 +194,31 @@ func (s *Seeder) serve(st network.Stream) error {
 		return sendError(w, "metainfo_mismatch", "different piece layout")
 	}
 	r.SetBlob(mi.NumPieces(), mi.PieceLength)
+	if s.OnPeer != nil {
+		s.OnPeer(d, st.Conn().RemotePeer())
+	}
 	hs0 := handshake(d, mih, blob)
 	sw := &syncWriter{w: w}
+	var offered []bool // super-seeding: what this peer was offered
+	var lastBusy atomic.Int64
+	lastBusy.Store(time.Now().UnixNano())
+	if _, complete := blob.Bitfield(); complete && s.superSeed {
+		offered = make([]bool, mi.NumPieces())
+		bits := make([]byte, (mi.NumPieces()+7)/8)
+		sw.mu.Lock()
+		if i := s.offer(d, mi.NumPieces(), offered, true); i >= 0 {
+			bits[i/8] |= 0x80 >> (i % 8)
+		}
+		sw.mu.Unlock()
+		hs0.GetHandshake().Have = &shoalpb.Handshake_Bitfield{Bitfield: bits}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go s.offerWhenIdle(ctx, sw, d, mi.NumPieces(), offered, &lastBusy)
+	}
 	if err := sw.send(hs0); err != nil {
 		return err
 	}
-	if bits := hs0.GetHandshake().GetBitfield(); bits != nil {
+	if bits := hs0.GetHandshake().GetBitfield(); bits != nil && offered == nil {
 		// A partial blob grows while we serve it: tell the peer about
 		// each new piece, or it would only ever ask for the first ones.
 		ctx, cancel := context.WithCancel(context.Background())
@@ -139,6 +240,8 @@ func (s *Seeder) serve(st network.Stream) error {
 		off, n := mi.PieceSpan(i)
 		p := buf[:n]
 		if _, err := blob.ReadAt(p, off); err != nil && !errors.Is(err, io.EOF) {
+			sw.mu.Lock()
+			defer sw.mu.Unlock()
 			return sendError(w, "unavailable", fmt.Sprintf("piece %d: %v", i, err))
 		}
 		if err := s.pace(context.Background(), int(n)); err != nil {
@@ -146,6 +249,17 @@ func (s *Seeder) serve(st network.Stream) error {
 		}
 		if err := sw.piece(uint32(i), p); err != nil {
 			return err
+		}
+		lastBusy.Store(time.Now().UnixNano())
+		if offered != nil {
+			sw.mu.Lock()
+			next := s.offer(d, mi.NumPieces(), offered, true)
+			sw.mu.Unlock()
+			if next >= 0 {
+				if err := sw.send(haveMsg(next)); err != nil {
+					return err
+				}
+			}
 		}
 		if s.Uploaded != nil {
 			s.Uploaded(int(n))
@@ -176,7 +290,7 @@ func (s *Seeder) sendHaves(ctx context.Context, sw *syncWriter, blob Blob, sent 
 					break
 				}
 				sent[i/8] |= bit
-				if sw.send(&shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Have{Have: &shoalpb.Have{Index: uint32(i)}}}) != nil {
+				if sw.send(haveMsg(i)) != nil {
 					return
 				}
 			}

@@ -12,6 +12,9 @@
 //   - Several requests in flight per peer hide the round trip.
 //   - When every missing piece is already requested (end game), the last
 //     ones are also asked of other peers, and the losers are cancelled.
+//   - An origin is asked only for pieces no other known peer holds: the
+//     origin's uplink is the scarce resource, so each piece should leave
+//     it about once and travel on between agents.
 //   - A request not answered within a timeout scaled by the piece size is
 //     withdrawn; a peer that sends a piece whose hash is wrong is banned
 //     for this blob.
@@ -69,6 +72,7 @@ type Request struct {
 type peerState struct {
 	has      []bool
 	complete bool
+	origin   bool
 	inflight map[int]time.Time // piece → deadline
 	banned   bool
 	// lastPiece is when the peer last delivered; a peer with requests
@@ -137,6 +141,14 @@ func (s *Scheduler) AddPeer(id PeerID, bitfield []byte, complete bool, now time.
 		}
 	}
 	s.peers[id] = p
+}
+
+// MarkOrigin says the peer is an origin: asked only for what no one else
+// has.
+func (s *Scheduler) MarkOrigin(id PeerID) {
+	if p, ok := s.peers[id]; ok {
+		p.origin = true
+	}
 }
 
 // PeerHas records a peer's new piece (a "have" message).
@@ -264,7 +276,13 @@ func (s *Scheduler) Next(now time.Time) []Request {
 	s.rnd.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	for _, id := range ids {
 		p := s.peers[id]
-		for len(p.inflight) < s.cfg.PerPeer {
+		limit := s.cfg.PerPeer
+		if p.origin {
+			// One piece at a time from an origin: by the time it lands,
+			// other agents' haves say which pieces are already out.
+			limit = 1
+		}
+		for len(p.inflight) < limit {
 			i := s.pick(p, endGame)
 			if i < 0 {
 				break
@@ -295,6 +313,9 @@ func (s *Scheduler) pick(p *peerState, endGame bool) int {
 		}
 		if _, mine := p.inflight[i]; mine {
 			return false
+		}
+		if p.origin && s.avail[i] > 1 {
+			return false // an agent has it: get it there
 		}
 		if endGame {
 			return s.asked[i] < s.cfg.EndGameCopies

@@ -103,27 +103,38 @@ type download struct {
 	// received counts piece bytes from peers; readers add to it, since the
 	// last pieces may land after the main loop has seen the blob complete.
 	received atomic.Int64
+	// origins are the handed-out peers that are origins.
+	origins map[peer.ID]bool
 	// dialing counts dials in flight, against MaxConns.
 	dialing int
 	stats   Stats
 	log     *slog.Logger
 }
 
+// Hints feed a running download; both channels may be nil.
+type Hints struct {
+	// Stream carries the piece a streaming client needs next.
+	Stream <-chan int
+	// Peers carries peers that contacted us about this blob: they are in
+	// its swarm, so we may fetch from them too.
+	Peers <-chan peer.AddrInfo
+}
+
 // Fetch downloads mi's blob into pf until it is complete, announcing as it
-// goes. A client streaming the blob reports its position with
-// setStream, if given.
-func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piecefile.File, origin Origin, stream <-chan int) (Stats, error) {
+// goes.
+func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piecefile.File, origin Origin, hints Hints) (Stats, error) {
 	log := d.Log
 	if log == nil {
 		log = slog.Default()
 	}
 	dl := &download{
 		d: d, cfg: d.Cfg.withDefaults(), mi: mi, pf: pf,
-		sched:  scheduler.New(d.Cfg.Scheduler, mi.NumPieces(), mi.PieceLength, pf.Held(), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
-		conns:  map[peer.ID]*p2p.Conn{},
-		tried:  map[peer.ID]bool{d.Host.ID(): true},
-		events: make(chan event, 64),
-		log:    log.With("digest", mi.Digest),
+		sched:   scheduler.New(d.Cfg.Scheduler, mi.NumPieces(), mi.PieceLength, pf.Held(), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
+		conns:   map[peer.ID]*p2p.Conn{},
+		tried:   map[peer.ID]bool{d.Host.ID(): true},
+		origins: map[peer.ID]bool{},
+		events:  make(chan event, 64),
+		log:     log.With("digest", mi.Digest),
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -131,7 +142,7 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 	if d.Tracker == nil {
 		err = dl.fromOrigin(ctx, origin) // no tracker configured: a plain pull-through cache
 	} else {
-		err = dl.run(ctx, origin, stream)
+		err = dl.run(ctx, origin, hints)
 	}
 	if err == nil && d.Tracker != nil {
 		// Seed from now on: the tracker hands this node out as complete.
@@ -146,7 +157,7 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 	return dl.stats, err
 }
 
-func (dl *download) run(ctx context.Context, origin Origin, stream <-chan int) error {
+func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 	var nextAnnounce time.Time
 	lastPiece := time.Now()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -180,10 +191,16 @@ func (dl *download) run(ctx context.Context, origin Origin, stream <-chan int) e
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case pos := <-stream:
+		case pos := <-hints.Stream:
 			dl.sched.SetStream(pos)
+		case p := <-hints.Peers:
+			if len(dl.conns)+dl.dialing < dl.cfg.MaxConns {
+				dl.dialInfo(ctx, p, false)
+			}
 		case ev := <-dl.events:
-			if dl.handle(ev) {
+			// New pieces here, or news of pieces at a peer, both mean
+			// the swarm is moving: no reason to go to the origin.
+			if dl.handle(ev) || ev.have {
 				lastPiece = time.Now()
 			}
 		case <-tick.C:
@@ -213,6 +230,9 @@ func (dl *download) handle(ev event) bool {
 		dl.conns[ev.peer] = ev.conn
 		dl.stats.Peers++
 		dl.sched.AddPeer(id, ev.conn.Bitfield, ev.conn.Complete, time.Now())
+		if dl.origins[ev.peer] {
+			dl.sched.MarkOrigin(id)
+		}
 	case ev.err != nil:
 		if c := dl.conns[ev.peer]; c != nil {
 			c.Close()
@@ -273,20 +293,29 @@ func (dl *download) announce(ctx context.Context, complete bool) (time.Duration,
 
 func (dl *download) dial(ctx context.Context, p *shoalpb.Peer) {
 	id, err := peer.Decode(p.GetId())
-	if err != nil || dl.tried[id] {
+	if err != nil {
 		return
 	}
-	dl.tried[id] = true
-	dl.dialing++
 	var addrs []ma.Multiaddr
 	for _, a := range p.GetAddrs() {
 		if m, err := ma.NewMultiaddr(a); err == nil {
 			addrs = append(addrs, m)
 		}
 	}
+	dl.dialInfo(ctx, peer.AddrInfo{ID: id, Addrs: addrs}, p.GetOrigin())
+}
+
+func (dl *download) dialInfo(ctx context.Context, info peer.AddrInfo, origin bool) {
+	id := info.ID
+	if dl.tried[id] {
+		return
+	}
+	dl.tried[id] = true
+	dl.origins[id] = origin
+	dl.dialing++
 	go func() {
 		dctx, cancel := context.WithTimeout(ctx, dl.cfg.DialTimeout)
-		c, err := p2p.Dial(dctx, dl.d.Host, peer.AddrInfo{ID: id, Addrs: addrs}, dl.mi, held{dl.pf, dl.mi})
+		c, err := p2p.Dial(dctx, dl.d.Host, info, dl.mi, held{dl.pf, dl.mi})
 		cancel()
 		if err != nil {
 			dl.send(ctx, event{peer: id, err: err, dial: true})

@@ -68,7 +68,7 @@ func fetch(t *testing.T, tr shoalpb.TrackerClient, blob *p2ptest.Blob, origin sw
 	defer pf.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st, err := d.Fetch(ctx, blob.MI, pf, origin, nil)
+	st, err := d.Fetch(ctx, blob.MI, pf, origin, swarm.Hints{})
 	if err == nil {
 		got, _ := os.ReadFile(pf.Path())
 		if !bytes.Equal(got, blob.Data) {
