@@ -120,7 +120,9 @@ func run(args []string) error {
 		if fc.UploadRate > 0 {
 			upload = rate.NewLimiter(rate.Limit(fc.UploadRate), int(min(fc.UploadRate, 16<<20)))
 		}
-		p2p.NewSeeder(h, srv.Seedable(), upload, log)
+		seeder := p2p.NewSeeder(h, srv.Seedable(), upload, log)
+		seeder.Uploaded = srv.CountSeeded
+		seeder.EnableSuperSeeding()
 		log.Info("origin seeding", "peer", h.ID(), "addrs", h.Addrs(), "upload_rate", fc.UploadRate)
 	}
 	return srv.Run(ctx, ln)

@@ -20,6 +20,7 @@ type metrics struct {
 	repairBytes      prometheus.Counter
 	proxied          *prometheus.CounterVec
 	members          prometheus.Gauge
+	seeded           prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -66,6 +67,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_origin_repair_bytes_total",
 			Help: "Bytes copied to new owners after membership changes.",
 		}),
+		seeded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_origin_seeded_bytes_total",
+			Help: "Piece bytes sent to agents over the piece protocol (origin egress besides /v2).",
+		}),
 		members: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_origin_cluster_members",
 			Help: "Origins on the ring as this origin sees it (itself included).",
@@ -76,6 +81,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.bytesIn, m.bytesOut, m.uploadDuration, m.uploadsActive, m.verifyFailures,
-		m.replications, m.replicationQueue, m.repairBytes, m.proxied, m.members)
+		m.replications, m.replicationQueue, m.repairBytes, m.proxied, m.members, m.seeded)
 	return m
 }

@@ -15,6 +15,10 @@ import (
 // agents that could seed instead are scarce.
 func (s *Server) Seedable() p2p.Blobs { return seedable{s} }
 
+// CountSeeded adds n piece bytes to the origin's seeded-bytes counter;
+// hand it to the seeder as its Uploaded hook.
+func (s *Server) CountSeeded(n int) { s.metrics.seeded.Add(float64(n)) }
+
 type seedable struct{ s *Server }
 
 func (o seedable) Lookup(d digest.Digest) (p2p.Blob, bool) {

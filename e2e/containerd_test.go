@@ -1,0 +1,223 @@
+// Package e2e runs Shoal as an operator would — the real binaries, an
+// embedded etcd in the tracker, Debian's containerd — and checks what the
+// metrics say about where the bytes came from.
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-project/shoal/pkg/proctest"
+)
+
+func sha(b []byte) string { s := sha256.Sum256(b); return "sha256:" + hex.EncodeToString(s[:]) }
+
+// layer is a gzipped tar holding one file of random (incompressible) bytes.
+func layer(t *testing.T, name string, size int) (gz []byte, diffID string) {
+	t.Helper()
+	content := make([]byte, size)
+	rand.Read(content)
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(size), Typeflag: tar.TypeReg})
+	tw.Write(content)
+	tw.Close()
+	var gzBuf bytes.Buffer
+	zw := gzip.NewWriter(&gzBuf)
+	zw.Write(tarBuf.Bytes())
+	zw.Close()
+	return gzBuf.Bytes(), sha(tarBuf.Bytes())
+}
+
+func request(t *testing.T, method, url, ctype string, body []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", ctype)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, b)
+	}
+}
+
+// pushImage pushes a runnable-shaped image of three layers and returns the
+// layers' total size.
+func pushImage(t *testing.T, origin, repo, tag string) int64 {
+	t.Helper()
+	type desc struct {
+		MediaType string `json:"mediaType"`
+		Digest    string `json:"digest"`
+		Size      int    `json:"size"`
+	}
+	var layers []desc
+	var diffIDs []string
+	var total int64
+	for i, size := range []int{6 << 20, 3 << 20, 1 << 20} {
+		gz, diffID := layer(t, fmt.Sprintf("data/file%d", i), size)
+		request(t, "POST", origin+"/v2/"+repo+"/blobs/uploads/?digest="+sha(gz), "application/octet-stream", gz)
+		layers = append(layers, desc{"application/vnd.oci.image.layer.v1.tar+gzip", sha(gz), len(gz)})
+		diffIDs = append(diffIDs, diffID)
+		total += int64(len(gz))
+	}
+	cfg, _ := json.Marshal(map[string]any{
+		"architecture": "amd64", "os": "linux",
+		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
+		"config": map[string]any{"Cmd": []string{"/bin/true"}},
+	})
+	request(t, "POST", origin+"/v2/"+repo+"/blobs/uploads/?digest="+sha(cfg), "application/octet-stream", cfg)
+	m, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+		"config": desc{"application/vnd.oci.image.config.v1+json", sha(cfg), len(cfg)},
+		"layers": layers,
+	})
+	request(t, "PUT", origin+"/v2/"+repo+"/manifests/"+tag, "application/vnd.oci.image.manifest.v1+json", m)
+	return total
+}
+
+// metric sums a counter's series from a component's /metrics.
+func metric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
+			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// containerd starts a private containerd and returns its socket.
+func containerd(t *testing.T, dir string) string {
+	t.Helper()
+	sock := filepath.Join(dir, "containerd.sock")
+	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = %q\n",
+		filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock)
+	cfgPath := filepath.Join(dir, "config.toml")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := proctest.Start(t, "containerd", "--config", cfgPath)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if err := exec.Command("ctr", "-a", sock, "version").Run(); err == nil {
+			return sock
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd did not start\n%s", p.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestContainerdPullsThroughAgents: tracker (embedded etcd), a seeding
+// origin joined to it and three agents, each the mirror of its own
+// containerd. The first pull takes the layers from the origin over the
+// piece protocol; the other two take them from the agents before them.
+func TestContainerdPullsThroughAgents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binaries and containerd")
+	}
+	for _, tool := range []string{"containerd", "ctr"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s missing; .ci/run installs Debian containerd", tool)
+			}
+			t.Skipf("%s not installed (apt install containerd)", tool)
+		}
+	}
+	dir := t.TempDir()
+	etcdURL := "http://" + proctest.FreeAddr(t)
+	trGRPC, trHTTP := proctest.FreeAddr(t), proctest.FreeAddr(t)
+	tracker := proctest.Start(t, proctest.Binary(t, "tracker"), "--id", "t0", "--grpc-addr", trGRPC, "--http-addr", trHTTP,
+		"--advertise", trGRPC, "--data-dir", filepath.Join(dir, "tracker"), "--interval", "1s",
+		"--embedded-etcd-client-url", etcdURL, "--embedded-etcd-peer-url", "http://"+proctest.FreeAddr(t))
+	tracker.WaitReady("http://"+trHTTP+"/readyz", time.Minute)
+
+	oAddr := proctest.FreeAddr(t)
+	origin := proctest.Start(t, proctest.Binary(t, "origin"), "--id", "o0", "--addr", oAddr, "--advertise", oAddr,
+		"--data-dir", filepath.Join(dir, "origin"), "--etcd-endpoints", etcdURL, "--replicas", "1",
+		"--p2p-listen", "/ip4/127.0.0.1/tcp/0")
+	origin.WaitReady("http://"+oAddr+"/readyz", 30*time.Second)
+	total := pushImage(t, "http://"+oAddr, "team/app", "v1")
+
+	const registry = "shoal.test"
+	agentBin := proctest.Binary(t, "agent")
+	pull := func(i int) (agentAddr string) {
+		t.Helper()
+		adir := filepath.Join(dir, fmt.Sprintf("agent%d", i))
+		agentAddr = proctest.FreeAddr(t)
+		cfg := fmt.Sprintf("addr: %q\ndata_dir: %q\ntracker: %q\nseed_interval: 1s\nregistries:\n  %q:\n    origins: [%q]\np2p:\n  listen_addrs: [/ip4/127.0.0.1/tcp/0]\n",
+			agentAddr, filepath.Join(adir, "data"), trGRPC, registry, "http://"+oAddr)
+		os.MkdirAll(adir, 0o755)
+		cfgPath := filepath.Join(adir, "agent.yaml")
+		os.WriteFile(cfgPath, []byte(cfg), 0o644)
+		a := proctest.Start(t, agentBin, "--config", cfgPath)
+		a.WaitReady("http://"+agentAddr+"/readyz", 30*time.Second)
+
+		hosts := filepath.Join(adir, "certs.d", registry)
+		os.MkdirAll(hosts, 0o755)
+		toml := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+oAddr, "http://"+agentAddr)
+		os.WriteFile(filepath.Join(hosts, "hosts.toml"), []byte(toml), 0o644)
+		sock := containerd(t, filepath.Join(adir, "containerd"))
+		out, err := exec.Command("ctr", "-a", sock, "-n", "e2e", "images", "pull", "--plain-http",
+			"--hosts-dir", filepath.Join(adir, "certs.d"), registry+"/team/app:v1").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ctr pull through agent %d: %v\n%s\nagent logs:\n%s", i, err, out, a.Logs())
+		}
+		// Unpacked: the image's snapshot chain exists.
+		snaps, err := exec.Command("ctr", "-a", sock, "-n", "e2e", "snapshots", "ls").CombinedOutput()
+		if err != nil || strings.Count(string(snaps), "\n") < 4 {
+			t.Fatalf("agent %d: image not unpacked: %v\n%s", i, err, snaps)
+		}
+		return agentAddr
+	}
+
+	var agents []string
+	for i := range 3 {
+		agents = append(agents, pull(i))
+		time.Sleep(1500 * time.Millisecond) // let the new seeder announce
+	}
+	seeded := metric(t, oAddr, "shoal_origin_seeded_bytes_total")
+	for i, a := range agents {
+		peers := metric(t, a, "shoal_agent_peer_bytes_total")
+		fallback := metric(t, a, "shoal_agent_origin_bytes_total")
+		up := metric(t, a, "shoal_agent_uploaded_bytes_total")
+		t.Logf("agent %d: %.0f bytes from peers, %.0f from origin /v2, %.0f seeded", i, peers, fallback, up)
+		if fallback != 0 || peers < float64(total) {
+			t.Errorf("agent %d took %.0f bytes from the origin's /v2 and %.0f from peers; want all %d from peers", i, fallback, peers, total)
+		}
+	}
+	t.Logf("layers %d bytes; origin seeded %.0f (%.2f copies) for 3 pulls", total, seeded, seeded/float64(total))
+	if seeded > 1.5*float64(total) {
+		t.Errorf("origin seeded %.2f copies of the layers for 3 agents", seeded/float64(total))
+	}
+}
