@@ -155,41 +155,20 @@ func TestContainerdPullsThroughAgents(t *testing.T) {
 		}
 	}
 	dir := t.TempDir()
-	etcdURL := "http://" + proctest.FreeAddr(t)
-	trGRPC, trHTTP := proctest.FreeAddr(t), proctest.FreeAddr(t)
-	tracker := proctest.Start(t, proctest.Binary(t, "tracker"), "--id", "t0", "--grpc-addr", trGRPC, "--http-addr", trHTTP,
-		"--advertise", trGRPC, "--data-dir", filepath.Join(dir, "tracker"), "--interval", "1s",
-		"--embedded-etcd-client-url", etcdURL, "--embedded-etcd-peer-url", "http://"+proctest.FreeAddr(t))
-	tracker.WaitReady("http://"+trHTTP+"/readyz", time.Minute)
-
-	oAddr := proctest.FreeAddr(t)
-	origin := proctest.Start(t, proctest.Binary(t, "origin"), "--id", "o0", "--addr", oAddr, "--advertise", oAddr,
-		"--data-dir", filepath.Join(dir, "origin"), "--etcd-endpoints", etcdURL, "--replicas", "1",
-		"--p2p-listen", "/ip4/127.0.0.1/tcp/0")
-	origin.WaitReady("http://"+oAddr+"/readyz", 30*time.Second)
+	tr := startTracker(t, dir)
+	oAddr := startOrigin(t, dir, tr.etcd)
 	total := pushImage(t, "http://"+oAddr, "team/app", "v1")
 
-	const registry = "shoal.test"
-	agentBin := proctest.Binary(t, "agent")
 	pull := func(i int) (agentAddr string) {
 		t.Helper()
-		adir := filepath.Join(dir, fmt.Sprintf("agent%d", i))
-		agentAddr = proctest.FreeAddr(t)
-		cfg := fmt.Sprintf("addr: %q\ndata_dir: %q\ntracker: %q\nseed_interval: 1s\nregistries:\n  %q:\n    origins: [%q]\np2p:\n  listen_addrs: [/ip4/127.0.0.1/tcp/0]\n",
-			agentAddr, filepath.Join(adir, "data"), trGRPC, registry, "http://"+oAddr)
-		os.MkdirAll(adir, 0o755)
-		cfgPath := filepath.Join(adir, "agent.yaml")
-		os.WriteFile(cfgPath, []byte(cfg), 0o644)
-		a := proctest.Start(t, agentBin, "--config", cfgPath)
-		a.WaitReady("http://"+agentAddr+"/readyz", 30*time.Second)
-
-		hosts := filepath.Join(adir, "certs.d", registry)
+		a := startAgent(t, dir, fmt.Sprintf("agent%d", i), tr.grpc, oAddr, "")
+		hosts := filepath.Join(a.dir, "certs.d", registry)
 		os.MkdirAll(hosts, 0o755)
-		toml := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+oAddr, "http://"+agentAddr)
+		toml := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+oAddr, "http://"+a.addr)
 		os.WriteFile(filepath.Join(hosts, "hosts.toml"), []byte(toml), 0o644)
-		sock := containerd(t, filepath.Join(adir, "containerd"))
+		sock := containerd(t, filepath.Join(a.dir, "containerd"))
 		out, err := exec.Command("ctr", "-a", sock, "-n", "e2e", "images", "pull", "--plain-http",
-			"--hosts-dir", filepath.Join(adir, "certs.d"), registry+"/team/app:v1").CombinedOutput()
+			"--hosts-dir", filepath.Join(a.dir, "certs.d"), registry+"/team/app:v1").CombinedOutput()
 		if err != nil {
 			t.Fatalf("ctr pull through agent %d: %v\n%s\nagent logs:\n%s", i, err, out, a.Logs())
 		}
@@ -198,7 +177,7 @@ func TestContainerdPullsThroughAgents(t *testing.T) {
 		if err != nil || strings.Count(string(snaps), "\n") < 4 {
 			t.Fatalf("agent %d: image not unpacked: %v\n%s", i, err, snaps)
 		}
-		return agentAddr
+		return a.addr
 	}
 
 	var agents []string

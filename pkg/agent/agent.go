@@ -172,6 +172,13 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	a.dl = &swarm.Downloader{
 		Host: h, Tracker: a.tracker, Cfg: cfg.Swarm, Log: log,
 		Self: &shoalpb.Peer{Addrs: hostAddrs(h), Labels: &shoalpb.Labels{Zone: cfg.Zone, Rack: cfg.Rack, Node: cfg.Node}},
+		Progress: func(fromOrigin bool, n int) {
+			if fromOrigin {
+				a.metrics.fromOrigin.Add(float64(n))
+			} else {
+				a.metrics.fromPeers.Add(float64(n))
+			}
+		},
 	}
 	return a, nil
 }
@@ -388,8 +395,6 @@ func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream)
 	org := &originReader{a: a, up: up, repo: repo, d: d}
 	start := time.Now()
 	st, err := a.dl.Fetch(a.ctx, mi, f.pf, org, swarm.Hints{Peers: f.peers})
-	a.metrics.fromPeers.Add(float64(st.FromPeers))
-	a.metrics.fromOrigin.Add(float64(st.FromOrigin))
 	if err != nil {
 		if errors.Is(err, piecefile.ErrDigestMismatch) {
 			f.pf.Remove()

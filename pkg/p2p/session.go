@@ -116,6 +116,10 @@ func (s *Seeder) offer(d digest.Digest, n int, offered []bool, firstPass bool) i
 func (s *Seeder) offerWhenIdle(ctx context.Context, sw *syncWriter, d digest.Digest, n int, offered []bool, lastBusy *atomic.Int64) {
 	t := time.NewTicker(superSeedPatience / 4)
 	defer t.Stop()
+	// Each idle spell doubles the offer: a peer alone with us (the others
+	// gone, or never there) soon gets everything, while peers trading
+	// among themselves rarely idle long enough to get more than one.
+	batch := 1
 	for {
 		select {
 		case <-ctx.Done():
@@ -125,16 +129,19 @@ func (s *Seeder) offerWhenIdle(ctx context.Context, sw *syncWriter, d digest.Dig
 		if time.Since(time.Unix(0, lastBusy.Load())) < superSeedPatience {
 			continue
 		}
-		sw.mu.Lock()
-		next := s.offer(d, n, offered, false)
-		sw.mu.Unlock()
-		if next < 0 {
-			return
-		}
 		lastBusy.Store(time.Now().UnixNano())
-		if sw.send(haveMsg(next)) != nil {
-			return
+		for range batch {
+			sw.mu.Lock()
+			next := s.offer(d, n, offered, false)
+			sw.mu.Unlock()
+			if next < 0 {
+				return
+			}
+			if sw.send(haveMsg(next)) != nil {
+				return
+			}
 		}
+		batch *= 2
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/shoal-project/shoal/pkg/atomicfile"
 	"github.com/shoal-project/shoal/pkg/digest"
@@ -48,8 +49,10 @@ type File struct {
 	next   int
 	bad    bool // all pieces held but the whole digest is wrong
 	closed bool
-	// dirty counts pieces since the state file was last written.
+	// dirty counts pieces since the state file was last written, at
+	// saved.
 	dirty int
+	saved time.Time
 }
 
 // Open starts or resumes the download of mi's blob in dir. Pieces a
@@ -167,10 +170,11 @@ func (p *File) WritePiece(i int, data []byte) error {
 	if err := p.advance(); err != nil {
 		return err
 	}
-	// Record progress every few pieces, not every one: losing the last
-	// few to a crash costs a re-download, not correctness (resume
-	// re-verifies).
-	if p.dirty >= 8 || p.count == len(p.have) {
+	// Record progress every few pieces or half second, not every piece:
+	// losing the last few to a crash costs a re-download, not
+	// correctness (resume re-verifies).
+	if p.dirty >= 8 || p.count == len(p.have) || time.Since(p.saved) > 500*time.Millisecond {
+		p.saved = time.Now()
 		if err := atomicfile.WriteFile(p.statePath, p.bitfield(), 0o644); err != nil {
 			return fmt.Errorf("piecefile: state: %w", err)
 		}

@@ -79,6 +79,9 @@ type Downloader struct {
 	Self *shoalpb.Peer
 	Cfg  Config
 	Log  *slog.Logger
+	// Progress, if set, is told of piece bytes as they arrive, from peers
+	// or the origin, for live metrics.
+	Progress func(fromOrigin bool, n int)
 }
 
 type event struct {
@@ -167,9 +170,15 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 		if !now.Before(nextAnnounce) {
 			first := nextAnnounce.IsZero()
 			interval, err := dl.announce(ctx, false)
-			if err != nil {
+			if err != nil && first {
 				dl.log.Warn("tracker unreachable; fetching from the origin", "err", err)
 				return dl.fromOrigin(ctx, origin)
+			}
+			if err != nil {
+				// Lost mid-download: keep the peers we have; the stall
+				// timeout sends us to the origin if they run dry.
+				dl.log.Warn("tracker unreachable; carrying on with known peers", "err", err)
+				interval = time.Second
 			}
 			if first && len(dl.tried) == 1 && origin != nil {
 				// Nobody else has it yet: the first node of a rollout
@@ -354,6 +363,9 @@ func (dl *download) read(ctx context.Context, id peer.ID, c *p2p.Conn) {
 			continue
 		}
 		dl.received.Add(int64(len(ev.Data)))
+		if dl.d.Progress != nil {
+			dl.d.Progress(false, len(ev.Data))
+		}
 		werr := dl.pf.WritePiece(ev.Piece, ev.Data)
 		if werr != nil && !errors.Is(werr, piecefile.ErrBadPiece) {
 			dl.send(ctx, event{peer: id, err: werr})
@@ -392,6 +404,9 @@ func (dl *download) fromOrigin(ctx context.Context, origin Origin) error {
 			return fmt.Errorf("origin fallback piece %d: %w", i, err)
 		}
 		dl.stats.FromOrigin += n
+		if dl.d.Progress != nil {
+			dl.d.Progress(true, int(n))
+		}
 	}
 	if !dl.pf.Complete() {
 		return errors.New("origin fallback: blob incomplete")
