@@ -57,6 +57,8 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 20m ./pkg/origin/
 	$(GO) test -run '^$$' -bench . -benchtime 2s -benchmem ./pkg/ring/ ./pkg/tracker/
 	SHOAL_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 3s ./cmd/tracker/
+	$(GO) test -run '^$$' -bench . -benchtime 4x ./pkg/p2p/
+	$(GO) test -run '^$$' -bench Pull1GiB -benchtime 2x -timeout 20m ./pkg/agent/
 
 ## fuzz: run every fuzz target briefly (FUZZTIME=30s by default)
 FUZZTIME ?= 30s

@@ -59,6 +59,7 @@ func TestDownloadOverSession(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	<-pf.Hashed()
 	if !pf.Complete() {
 		t.Fatal("download incomplete")
 	}

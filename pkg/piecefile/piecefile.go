@@ -43,12 +43,16 @@ type File struct {
 	f       *os.File
 	have    []bool
 	count   int
-	// The whole-blob hash advances over pieces in order; next is the
-	// first piece it has not covered.
-	whole  hash.Hash
-	next   int
-	bad    bool // all pieces held but the whole digest is wrong
-	closed bool
+	// The whole-blob hash advances over pieces in order, in its own
+	// goroutine so it overlaps the per-piece checks; next is the first
+	// piece it has not covered. hashed is closed when it covered them all,
+	// with hashErr the verdict.
+	whole   hash.Hash
+	next    int
+	hashed  chan struct{}
+	hashErr error
+	stop    chan struct{}
+	closed  bool
 	// dirty counts pieces since the state file was last written, at
 	// saved.
 	dirty int
@@ -74,11 +78,13 @@ func Open(dir string, mi *metainfo.MetaInfo) (*File, error) {
 	p := &File{
 		mi: mi, path: base + ".part", statePath: base + ".have", f: f,
 		changed: make(chan struct{}), have: make([]bool, mi.NumPieces()), whole: sha256.New(),
+		hashed: make(chan struct{}), stop: make(chan struct{}),
 	}
 	if err := p.resume(); err != nil {
 		f.Close()
 		return nil, err
 	}
+	go p.hashLoop()
 	return p, nil
 }
 
@@ -104,7 +110,7 @@ func (p *File) resume() error {
 			p.count++
 		}
 	}
-	return p.advance()
+	return nil
 }
 
 // Have reports whether piece i is held.
@@ -139,11 +145,29 @@ func (p *File) bitfield() []byte {
 }
 
 // Complete reports whether every piece is held and the whole digest has
-// been checked.
+// been checked and matches.
 func (p *File) Complete() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.next == len(p.have) && !p.bad
+	select {
+	case <-p.hashed:
+		return p.hashErr == nil
+	default:
+		return false
+	}
+}
+
+// Hashed is closed once every piece is held and the whole digest has been
+// checked; Err then says whether it matched.
+func (p *File) Hashed() <-chan struct{} { return p.hashed }
+
+// Err is the whole-digest verdict after Hashed: nil, or ErrDigestMismatch
+// (the pieces matched lying metainfo) or a read error.
+func (p *File) Err() error {
+	select {
+	case <-p.hashed:
+		return p.hashErr
+	default:
+		return nil
+	}
 }
 
 // WritePiece verifies data against piece i's hash and stores it. A piece
@@ -167,9 +191,6 @@ func (p *File) WritePiece(i int, data []byte) error {
 	p.have[i] = true
 	p.count++
 	p.dirty++
-	if err := p.advance(); err != nil {
-		return err
-	}
 	// Record progress every few pieces or half second, not every piece:
 	// losing the last few to a crash costs a re-download, not
 	// correctness (resume re-verifies).
@@ -185,26 +206,56 @@ func (p *File) WritePiece(i int, data []byte) error {
 	return nil
 }
 
-// advance feeds the whole-blob hash with the pieces now contiguous from
-// the front, reading back those that arrived out of order.
-func (p *File) advance() error {
-	var buf []byte
-	for p.next < len(p.have) && p.have[p.next] {
-		off, n := p.mi.PieceSpan(p.next)
-		if buf == nil {
-			buf = make([]byte, p.mi.PieceLength)
+// hashLoop feeds the whole-blob hash with pieces as they become
+// contiguous from the front, reading back those that arrived out of order,
+// until all are covered or the file closes.
+func (p *File) hashLoop() {
+	buf := make([]byte, p.mi.PieceLength)
+	for {
+		p.mu.Lock()
+		for p.next < len(p.have) && p.have[p.next] && !p.closed {
+			i := p.next
+			p.mu.Unlock()
+			off, n := p.mi.PieceSpan(i)
+			if _, err := p.f.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
+				p.finish(fmt.Errorf("piecefile: hash piece %d: %w", i, err))
+				return
+			}
+			p.whole.Write(buf[:n])
+			p.mu.Lock()
+			p.next++
 		}
-		if _, err := p.f.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("piecefile: hash piece %d: %w", p.next, err)
+		done, closed, ch := p.next == len(p.have), p.closed, p.changed
+		p.mu.Unlock()
+		if done {
+			var err error
+			if digest.FromHash(digest.SHA256, p.whole) != p.mi.Digest {
+				err = fmt.Errorf("%s: %w", p.mi.Digest, ErrDigestMismatch)
+			}
+			p.finish(err)
+			return
 		}
-		p.whole.Write(buf[:n])
-		p.next++
+		if closed {
+			return
+		}
+		select {
+		case <-ch:
+		case <-p.stop:
+			return
+		}
 	}
-	if p.next == len(p.have) && !p.bad && digest.FromHash(digest.SHA256, p.whole) != p.mi.Digest {
-		p.bad = true
-		return fmt.Errorf("%s: %w", p.mi.Digest, ErrDigestMismatch)
+}
+
+func (p *File) finish(err error) {
+	p.hashErr = err
+	close(p.hashed)
+	// Wake waiters: a reader blocked on the last piece wants the verdict.
+	p.mu.Lock()
+	if !p.closed {
+		close(p.changed)
+		p.changed = make(chan struct{})
 	}
-	return nil
+	p.mu.Unlock()
 }
 
 // Wait blocks until piece i is held, ctx ends or the file is closed.
@@ -268,6 +319,7 @@ func (p *File) Close() error {
 	}
 	p.closed = true
 	close(p.changed)
+	close(p.stop)
 	if p.dirty > 0 {
 		atomicfile.WriteFile(p.statePath, p.bitfield(), 0o644)
 	}

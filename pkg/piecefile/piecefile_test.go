@@ -53,6 +53,7 @@ func TestOutOfOrderDownload(t *testing.T) {
 			t.Fatalf("bitfield %08b", p.Bitfield())
 		}
 	}
+	<-p.Hashed()
 	if !p.Complete() {
 		t.Fatal("not complete")
 	}
@@ -132,6 +133,7 @@ func TestResume(t *testing.T) {
 			}
 		}
 	}
+	<-p.Hashed()
 	if !p.Complete() {
 		t.Fatal("resumed download did not complete")
 	}
@@ -146,12 +148,14 @@ func TestWholeDigestChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Remove()
-	var last error
 	for i := range 3 {
-		last = p.WritePiece(i, piece(b, mi, i))
+		if err := p.WritePiece(i, piece(b, mi, i)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if !errors.Is(last, piecefile.ErrDigestMismatch) || p.Complete() {
-		t.Fatalf("last write %v, complete %v", last, p.Complete())
+	<-p.Hashed()
+	if !errors.Is(p.Err(), piecefile.ErrDigestMismatch) || p.Complete() {
+		t.Fatalf("verdict %v, complete %v", p.Err(), p.Complete())
 	}
 }
 

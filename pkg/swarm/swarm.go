@@ -166,6 +166,9 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for !dl.pf.Complete() {
+		if err := dl.pf.Err(); err != nil {
+			return err // every piece matched, the blob did not: the metainfo lied
+		}
 		now := time.Now()
 		if !now.Before(nextAnnounce) {
 			first := nextAnnounce.IsZero()
@@ -212,6 +215,7 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 			if dl.handle(ev) || ev.have {
 				lastPiece = time.Now()
 			}
+		case <-dl.pf.Hashed():
 		case <-tick.C:
 			for _, r := range dl.sched.Expire(now) {
 				if c := dl.conns[peer.ID(r.Peer)]; c != nil {
@@ -408,10 +412,12 @@ func (dl *download) fromOrigin(ctx context.Context, origin Origin) error {
 			dl.d.Progress(true, int(n))
 		}
 	}
-	if !dl.pf.Complete() {
-		return errors.New("origin fallback: blob incomplete")
+	select {
+	case <-dl.pf.Hashed():
+		return dl.pf.Err()
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return nil
 }
 
 // held adapts a piecefile to what a handshake announces.
