@@ -4,9 +4,9 @@ package p2ptest
 
 import (
 	"crypto/rand"
-	mrand "math/rand/v2"
 	"crypto/sha256"
 	"errors"
+	mrand "math/rand/v2"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/host"
