@@ -41,6 +41,7 @@ func parse(args []string) (fileConfig, error) {
 	config.ListVar(fs, &fc.P2P.ListenAddrs, "p2p-listen", "libp2p listen multiaddrs (default /ip4/0.0.0.0/tcp/4001)")
 	fs.StringVar(&fc.P2P.PSKFile, "p2p-psk", "", "private-network key file")
 	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "seeding limit in bytes/s (0: unlimited)")
+	fs.Int64Var(&fc.DownloadRate, "download-rate", 0, "download limit in bytes/s over all blobs (0: unlimited)")
 	fs.StringVar(&fc.Zone, "zone", "", "topology zone")
 	fs.StringVar(&fc.Rack, "rack", "", "topology rack")
 	fs.StringVar(&fc.Node, "node", "", "node name")

@@ -59,8 +59,10 @@ type Config struct {
 	Node string `yaml:"node"`
 	// P2P is the libp2p host; its key defaults to DataDir/peer.key.
 	P2P p2p.HostConfig `yaml:"p2p"`
-	// UploadRate bounds seeding, in bytes per second (0: unlimited).
-	UploadRate int64 `yaml:"upload_rate"`
+	// UploadRate bounds seeding and DownloadRate fetching, in bytes per
+	// second over all blobs (0: unlimited).
+	UploadRate   int64 `yaml:"upload_rate"`
+	DownloadRate int64 `yaml:"download_rate"`
 	// SeedInterval is how often complete blobs are announced (default 30s).
 	SeedInterval time.Duration `yaml:"seed_interval"`
 	// Swarm tunes downloads.
@@ -169,8 +171,13 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	seeder := p2p.NewSeeder(h, a, upload, log)
 	seeder.Uploaded = func(n int) { a.metrics.uploaded.Add(float64(n)) }
 	seeder.OnPeer = a.peerSeen
+	var download *rate.Limiter
+	if cfg.DownloadRate > 0 {
+		download = rate.NewLimiter(rate.Limit(cfg.DownloadRate), int(min(cfg.DownloadRate, 16<<20)))
+	}
 	a.dl = &swarm.Downloader{
-		Host: h, Tracker: a.tracker, Cfg: cfg.Swarm, Log: log,
+		Limit: download,
+		Host:  h, Tracker: a.tracker, Cfg: cfg.Swarm, Log: log,
 		Self: &shoalpb.Peer{Addrs: hostAddrs(h), Labels: &shoalpb.Labels{Zone: cfg.Zone, Rack: cfg.Rack, Node: cfg.Node}},
 		Progress: func(fromOrigin bool, n int) {
 			if fromOrigin {

@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	"golang.org/x/time/rate"
 
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
@@ -82,6 +83,25 @@ type Downloader struct {
 	// Progress, if set, is told of piece bytes as they arrive, from peers
 	// or the origin, for live metrics.
 	Progress func(fromOrigin bool, n int)
+	// Limit, if set, bounds this node's download rate over all blobs:
+	// readers wait for tokens before taking the next piece, so TCP pushes
+	// back on the senders.
+	Limit *rate.Limiter
+}
+
+// pace waits for n bytes of download budget.
+func (d *Downloader) pace(ctx context.Context, n int) error {
+	if d.Limit == nil {
+		return nil
+	}
+	for n > 0 {
+		step := min(n, d.Limit.Burst())
+		if err := d.Limit.WaitN(ctx, step); err != nil {
+			return err
+		}
+		n -= step
+	}
+	return nil
 }
 
 type event struct {
@@ -366,6 +386,9 @@ func (dl *download) read(ctx context.Context, id peer.ID, c *p2p.Conn) {
 			}
 			continue
 		}
+		if err := dl.d.pace(ctx, len(ev.Data)); err != nil {
+			return
+		}
 		dl.received.Add(int64(len(ev.Data)))
 		if dl.d.Progress != nil {
 			dl.d.Progress(false, len(ev.Data))
@@ -395,6 +418,9 @@ func (dl *download) fromOrigin(ctx context.Context, origin Origin) error {
 			continue
 		}
 		off, n := dl.mi.PieceSpan(i)
+		if err := dl.d.pace(ctx, int(n)); err != nil {
+			return err
+		}
 		rc, err := origin.ReadRange(ctx, off, n)
 		if err != nil {
 			return fmt.Errorf("origin fallback: %w", err)

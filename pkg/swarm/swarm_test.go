@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -157,5 +158,29 @@ func TestFetchWithoutTracker(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("failing took %s", d)
+	}
+}
+
+// The node's download limit paces a download: 2 MiB at 4 MiB/s, with the
+// burst already spent, takes about half a second.
+func TestFetchPacedByDownloadLimit(t *testing.T) {
+	tr := newTracker(t)
+	blob := p2ptest.NewBlob(2<<20, 256<<10)
+	seed(t, tr, blob)
+	h := p2ptest.NewHost(t, p2p.HostConfig{})
+	lim := rate.NewLimiter(4<<20, 1<<20)
+	lim.WaitN(context.Background(), 1<<20)
+	d := &swarm.Downloader{Host: h, Tracker: tr, Self: &shoalpb.Peer{Addrs: addrs(h)}, Limit: lim}
+	pf, err := piecefile.Open(t.TempDir(), blob.MI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	start := time.Now()
+	if _, err := d.Fetch(context.Background(), blob.MI, pf, nil, swarm.Hints{}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Fatalf("2 MiB at 4 MiB/s took %s", took)
 	}
 }
