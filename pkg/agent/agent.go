@@ -179,6 +179,13 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		Limit: download,
 		Host:  h, Tracker: a.tracker, Cfg: cfg.Swarm, Log: log,
 		Self: &shoalpb.Peer{Addrs: hostAddrs(h), Labels: &shoalpb.Labels{Zone: cfg.Zone, Rack: cfg.Rack, Node: cfg.Node}},
+		Verified: func(ok bool) {
+			if ok {
+				a.metrics.pieces.WithLabelValues("verified").Inc()
+			} else {
+				a.metrics.pieces.WithLabelValues("failed").Inc()
+			}
+		},
 		Progress: func(fromOrigin bool, n int) {
 			if fromOrigin {
 				a.metrics.fromOrigin.Add(float64(n))
@@ -274,10 +281,11 @@ func (a *Agent) seedLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		a.metrics.cacheBytes.Set(float64(a.cache.bytes()))
+		ds := a.cache.digests()
+		a.metrics.cached.Set(float64(len(ds)))
 		if a.tracker == nil {
 			continue
 		}
-		ds := a.cache.digests()
 		for len(ds) > 0 {
 			n := min(len(ds), 500)
 			batch := &shoalpb.AnnounceBatchRequest{}

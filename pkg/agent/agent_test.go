@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +24,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-project/shoal/pkg/agent"
+	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/origin"
 	"github.com/shoal-project/shoal/pkg/origin/origintest"
 	"github.com/shoal-project/shoal/pkg/p2p"
@@ -87,8 +91,9 @@ func image(t *testing.T, base string, layers ...[]byte) (manifest []byte, mt str
 
 type testAgent struct {
 	*agent.Agent
-	url string
-	reg *prometheus.Registry
+	url     string
+	reg     *prometheus.Registry
+	dataDir string
 }
 
 func startAgent(t *testing.T, trackerAddr, originURL string, cfg agent.Config) testAgent {
@@ -119,7 +124,7 @@ func startAgent(t *testing.T, trackerAddr, originURL string, cfg agent.Config) t
 			t.Errorf("agent: %v", err)
 		}
 	})
-	return testAgent{a, "http://" + ln.Addr().String(), reg}
+	return testAgent{a, "http://" + ln.Addr().String(), reg, cfg.DataDir}
 }
 
 func (a testAgent) counter(t *testing.T, name string) float64 {
@@ -327,5 +332,50 @@ func TestSwarmRollout(t *testing.T) {
 		fallback/float64(len(layer)), peers/float64(len(layer)))
 	if egress >= 2*int64(len(layer)) {
 		t.Fatalf("origin sent %.2f copies of the blob", float64(egress)/float64(len(layer)))
+	}
+}
+
+// A hostile origin whose metainfo matches the bytes it sends but not the
+// digest asked for: every piece verifies, the blob does not. The client's
+// connection is cut before the body ends, and nothing is cached.
+func TestWrongBlobNeverEndsCleanly(t *testing.T) {
+	wanted := random(9 << 20)
+	served := random(9 << 20)
+	mi, err := metainfo.Compute(digest.FromBytes(served), bytes.NewReader(served), int64(len(served)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi.Digest = digest.Digest(sha(wanted))
+	mux := http.NewServeMux()
+	mux.HandleFunc(metainfo.HTTPPath, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := mi.Marshal()
+		w.Write(b)
+	})
+	mux.HandleFunc("/v2/", func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(served))
+	})
+	hostile := httptest.NewServer(mux)
+	defer hostile.Close()
+
+	a := startAgent(t, "", hostile.URL, agent.Config{})
+	for range 2 {
+		resp, err := http.Get(a.url + "/v2/team/app/blobs/" + sha(wanted))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode == http.StatusOK {
+			t.Fatalf("a wrong body of %d bytes ended cleanly", len(body))
+		}
+		if int64(len(body)) >= int64(len(served)) {
+			t.Fatalf("the whole wrong body (%d bytes) went out", len(body))
+		}
+	}
+	if kept, _ := filepath.Glob(filepath.Join(a.dataDir, "cache", "blobs", "*", "*", "*")); len(kept) != 0 {
+		t.Fatalf("cached: %v", kept)
+	}
+	if n := a.counter(t, "shoal_agent_pieces_total"); n != 0 {
+		t.Fatalf("%v pieces counted from peers; all came from the origin", n)
 	}
 }

@@ -10,6 +10,9 @@ type metrics struct {
 	uploaded   prometheus.Counter
 	downloads  prometheus.Gauge
 	cacheBytes prometheus.Gauge
+	cached     prometheus.Gauge
+	pieces     *prometheus.CounterVec
+	ttfb       prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,7 +38,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		cacheBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_agent_cache_bytes", Help: "Bytes held in the blob cache.",
 		}),
+		cached: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_agent_seeding_blobs", Help: "Complete blobs in the cache, seeded and announced.",
+		}),
+		pieces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_pieces_total", Help: "Pieces received from peers, by hash check result (verified, failed).",
+		}, []string{"result"}),
+		ttfb: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "shoal_agent_blob_first_byte_seconds", Help: "Time from a blob request to its first body byte.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 3, 12),
+		}),
 	}
-	reg.MustRegister(m.requests, m.served, m.fromPeers, m.fromOrigin, m.uploaded, m.downloads, m.cacheBytes)
+	reg.MustRegister(m.requests, m.served, m.fromPeers, m.fromOrigin, m.uploaded, m.downloads, m.cacheBytes,
+		m.cached, m.pieces, m.ttfb)
 	return m
 }

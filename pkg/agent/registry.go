@@ -187,8 +187,10 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("ETag", `"`+d.String()+`"`)
+	start := time.Now()
 	if rd, release, ok := a.cache.open(r.Context(), d); ok {
 		defer release()
+		a.metrics.ttfb.Observe(time.Since(start).Seconds())
 		cw := &countingWriter{ResponseWriter: w}
 		http.ServeContent(cw, r, "", time.Time{}, io.NewSectionReader(rd, 0, rd.Size()))
 		a.metrics.served.Add(float64(cw.n))
@@ -226,13 +228,13 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 		w.WriteHeader(status)
 		return nil
 	}
-	return a.stream(r.Context(), w, f, d, span, status)
+	return a.stream(r.Context(), w, f, d, span, status, start)
 }
 
 // stream writes span of a blob under download as its pieces are verified.
 // The piece holding the blob's last byte waits for the whole-digest
 // verdict, so a body that does not match its digest never ends cleanly.
-func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, d digest.Digest, span httprange.Span, status int) error {
+func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, d digest.Digest, span httprange.Span, status int, start time.Time) error {
 	mi := f.mi
 	buf := make([]byte, mi.PieceLength)
 	last := mi.NumPieces() - 1
@@ -244,6 +246,7 @@ func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, 
 		}
 		if !wrote {
 			w.WriteHeader(status)
+			a.metrics.ttfb.Observe(time.Since(start).Seconds())
 			wrote = true
 		}
 		pieceEnd := min(int64(i+1)*mi.PieceLength, end)

@@ -83,6 +83,8 @@ type Downloader struct {
 	// Progress, if set, is told of piece bytes as they arrive, from peers
 	// or the origin, for live metrics.
 	Progress func(fromOrigin bool, n int)
+	// Verified, if set, is told of every piece checked against its hash.
+	Verified func(ok bool)
 	// Limit, if set, bounds this node's download rate over all blobs:
 	// readers wait for tokens before taking the next piece, so TCP pushes
 	// back on the senders.
@@ -394,6 +396,9 @@ func (dl *download) read(ctx context.Context, id peer.ID, c *p2p.Conn) {
 			dl.d.Progress(false, len(ev.Data))
 		}
 		werr := dl.pf.WritePiece(ev.Piece, ev.Data)
+		if dl.d.Verified != nil && (werr == nil || errors.Is(werr, piecefile.ErrBadPiece)) {
+			dl.d.Verified(werr == nil)
+		}
 		if werr != nil && !errors.Is(werr, piecefile.ErrBadPiece) {
 			dl.send(ctx, event{peer: id, err: werr})
 			return
