@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -46,8 +48,9 @@ func (plainWriter) Write(p []byte) (int, error) { return len(p), nil }
 // run, a raw loopback copy and a raw copy hashed at the receiver.
 func BenchmarkPull1GiB(b *testing.B) {
 	blob := p2ptest.NewBlob(benchSize, 4<<20)
-	b.Run("raw-tcp", func(b *testing.B) { rawCopy(b, blob.Data, false) })
-	b.Run("raw-tcp+sha256", func(b *testing.B) { rawCopy(b, blob.Data, true) })
+	b.Run("raw-tcp", func(b *testing.B) { rawCopy(b, blob.Data, false, false) })
+	b.Run("raw-tcp+sha256", func(b *testing.B) { rawCopy(b, blob.Data, true, false) })
+	b.Run("raw-tcp+sha256+file", func(b *testing.B) { rawCopy(b, blob.Data, true, true) })
 	b.Run("agent", func(b *testing.B) {
 		tr := trackertest.Start(b, nil, tracker.Config{}, nil)
 		seeder := p2ptest.NewHost(b, p2p.HostConfig{})
@@ -113,7 +116,9 @@ func startBenchAgent(b *testing.B, trackerAddr string, blob *p2ptest.Blob) strin
 	return "http://" + aln.Addr().String()
 }
 
-func rawCopy(b *testing.B, data []byte, hash bool) {
+// rawCopy receives data over a plain loopback socket; hash runs it through
+// sha256, file also writes it to a file as the agent's cache must.
+func rawCopy(b *testing.B, data []byte, hash, file bool) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -140,6 +145,14 @@ func rawCopy(b *testing.B, data []byte, hash bool) {
 		h := sha256.New()
 		if hash {
 			w = h
+		}
+		if file {
+			f, err := os.Create(filepath.Join(b.TempDir(), "blob"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			w = io.MultiWriter(h, f)
 		}
 		if n, err := io.CopyBuffer(w, c, buf); err != nil || n != benchSize {
 			b.Fatal(fmt.Sprint(n, err))
