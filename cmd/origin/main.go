@@ -39,7 +39,8 @@ type fileConfig struct {
 	// MemberTTL is how long a crashed origin stays on the ring.
 	MemberTTL time.Duration `yaml:"member_ttl"`
 	// P2P makes the origin a seeder in the swarms (off without listen
-	// addresses); UploadRate caps what it seeds, in bytes per second.
+	// addresses); UploadRate caps what it sends, blob bodies and seeded
+	// pieces together, in bytes per second.
 	P2P            p2p.HostConfig `yaml:"p2p"`
 	UploadRate     int64          `yaml:"upload_rate"`
 	config.Logging `yaml:",inline"`
@@ -68,7 +69,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.Cluster.Replication, "replication", "sync", "sync: push returns after the owners have the blob; async: after this origin has it")
 	fs.StringVar(&fc.Cluster.Secret, "cluster-secret", "", "bearer token origins present to each other's internal endpoints")
 	config.ListVar(fs, &fc.P2P.ListenAddrs, "p2p-listen", "libp2p multiaddrs to seed pieces on (empty: no seeding)")
-	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "seeding limit in bytes/s (0: unlimited)")
+	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "uplink budget for blob bodies and seeded pieces, bytes/s (0: unlimited)")
 	fc.Logging.Flags(fs)
 	err := config.Parse(fs, args, &fc)
 	return fc, err
@@ -111,16 +112,19 @@ func run(args []string) error {
 		defer leave()
 		opts = append(opts, clusterOpts...)
 	}
+	// One budget for the origin's uplink: blob bodies on /v2 and pieces
+	// seeded share it.
+	var egress *rate.Limiter
+	if fc.UploadRate > 0 {
+		egress = rate.NewLimiter(rate.Limit(fc.UploadRate), int(min(fc.UploadRate, 16<<20)))
+		opts = append(opts, origin.WithEgressLimit(egress))
+	}
 	srv, err := origin.New(fc.Config, opts...)
 	if err != nil {
 		return err
 	}
 	if h != nil {
-		var upload *rate.Limiter
-		if fc.UploadRate > 0 {
-			upload = rate.NewLimiter(rate.Limit(fc.UploadRate), int(min(fc.UploadRate, 16<<20)))
-		}
-		seeder := p2p.NewSeeder(h, srv.Seedable(), upload, log)
+		seeder := p2p.NewSeeder(h, srv.Seedable(), egress, log)
 		seeder.Uploaded = srv.CountSeeded
 		seeder.EnableSuperSeeding()
 		log.Info("origin seeding", "peer", h.ID(), "addrs", h.Addrs(), "upload_rate", fc.UploadRate)

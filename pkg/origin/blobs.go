@@ -97,7 +97,11 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Dige
 	if r.Method == http.MethodHead || span.Length == 0 {
 		return nil
 	}
-	n, err := s.sendBlob(r.Context(), w, rd, d, span)
+	var out io.Writer = w
+	if s.egress != nil {
+		out = &pacedWriter{ctx: r.Context(), w: w, lim: s.egress}
+	}
+	n, err := s.sendBlob(r.Context(), out, rd, d, span)
 	s.metrics.bytesOut.Add(float64(n))
 	if errors.Is(err, errCorrupt) {
 		// Headers are out; only a broken connection tells the client the

@@ -273,28 +273,6 @@ func (s *Server) copyToOwners(ctx context.Context, d digest.Digest, cause string
 	return errors.Join(errs...)
 }
 
-// pacedReader takes tokens for every read from a shared limiter.
-type pacedReader struct {
-	ctx   context.Context
-	r     io.Reader
-	lim   *rate.Limiter
-	count func(float64)
-}
-
-func (p *pacedReader) Read(b []byte) (int, error) {
-	if len(b) > 1<<20 {
-		b = b[:1<<20]
-	}
-	n, err := p.r.Read(b)
-	if n > 0 {
-		p.count(float64(n))
-		if werr := p.lim.WaitN(p.ctx, n); werr != nil {
-			return n, werr
-		}
-	}
-	return n, err
-}
-
 // runCluster drains the replication queue and repairs placement after
 // membership changes, until ctx ends.
 func (s *Server) runCluster(ctx context.Context) {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 
 	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/blobstore"
@@ -45,7 +46,8 @@ type Server struct {
 	// they are served (see serveBlob).
 	verified sync.Map
 
-	cluster *cluster // nil for an origin alone
+	cluster *cluster      // nil for an origin alone
+	egress  *rate.Limiter // nil: blob bodies go out unpaced
 
 	ready chan struct{} // closed once Run listens
 }
@@ -61,6 +63,10 @@ func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 func WithRegistry(reg *prometheus.Registry) Option {
 	return func(s *Server) { s.gather = reg; s.metrics = newMetrics(reg) }
 }
+
+// WithEgressLimit paces blob bodies sent on /v2 with lim, which the origin's
+// seeder may share: the origin's uplink is one budget.
+func WithEgressLimit(lim *rate.Limiter) Option { return func(s *Server) { s.egress = lim } }
 
 // WithStores replaces the blob store and index (default: local stores
 // under DataDir).
