@@ -1,0 +1,153 @@
+// Command loadtest runs a Shoal fleet — tracker with embedded etcd, a
+// seeding origin, N agents, all separate processes — pushes a generated
+// image, has every agent pull it at the same moment the way containerd
+// does, and reports completion times, origin egress and the distance to
+// the bandwidth bound. With --baseline direct the same fleet then pulls
+// straight from the origin with the same caps.
+//
+//	go run ./loadtest --agents 8 --image 256MiB --layers 4 --link 200Mbit
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	agents := fs.Int("agents", 8, "agent processes")
+	image := fs.String("image", "256MiB", "total layer bytes (KiB, MiB, GiB suffixes)")
+	layers := fs.Int("layers", 4, "layers in the image")
+	link := fs.String("link", "200Mbit", "per-process uplink and downlink cap (Mbit, Gbit; 0: uncapped)")
+	baseline := fs.String("baseline", "direct", "also run the fleet pulling straight from the origin: direct, or none")
+	bin := fs.String("bin", "bin", "directory with shoal-tracker, shoal-origin, shoal-agent")
+	out := fs.String("out", "", "report directory (default: a new temp dir)")
+	timeout := fs.Duration("timeout", 10*time.Minute, "bound on one fleet's pull")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	size, err := parseBytes(*image)
+	if err != nil {
+		return err
+	}
+	bps, err := parseRate(*link)
+	if err != nil {
+		return err
+	}
+	if *agents < 1 || *agents > 500 || *layers < 1 || *layers > 128 {
+		return errors.New("--agents must be 1..500 and --layers 1..128")
+	}
+	if *baseline != "direct" && *baseline != "none" {
+		return fmt.Errorf("--baseline %q: want direct or none", *baseline)
+	}
+	o := options{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps, Baseline: *baseline == "direct",
+		Bin: *bin, Out: *out, Timeout: *timeout, Progress: os.Stderr}
+	if err := checkDisk(o); err != nil {
+		return err
+	}
+	if o.Out == "" {
+		if o.Out, err = os.MkdirTemp("", "shoal-report-"); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	r, err := fleetRun(ctx, o)
+	if err != nil {
+		return err
+	}
+	r.text(os.Stdout)
+	return nil
+}
+
+// fleetRun runs the p2p phase and, if asked, the direct baseline, and
+// writes the report.
+func fleetRun(ctx context.Context, o options) (*report, error) {
+	abs, err := filepath.Abs(o.Bin)
+	if err != nil {
+		return nil, err
+	}
+	o.Bin = abs
+	modes := []string{"p2p"}
+	if o.Baseline {
+		modes = append(modes, "direct")
+	}
+	var phases []*phase
+	for _, m := range modes {
+		ph, err := runPhase(ctx, o, m)
+		if err != nil {
+			return nil, fmt.Errorf("%s phase: %w", m, err)
+		}
+		phases = append(phases, ph)
+	}
+	r := buildReport(o, phases)
+	return r, r.write(o.Out)
+}
+
+// checkDisk refuses a fleet whose caches would not fit: every agent keeps
+// a copy, and the origin one.
+func checkDisk(o options) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(os.TempDir(), &st); err != nil {
+		return err
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	need := (int64(o.Agents) + 2) * o.Image * 11 / 10
+	if need > free {
+		return fmt.Errorf("needs about %s free in %s for the fleet's caches, has %s", mib(need), os.TempDir(), mib(free))
+	}
+	return nil
+}
+
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			n, err := strconv.ParseFloat(num, 64)
+			if err != nil || n <= 0 {
+				return 0, fmt.Errorf("size %q", s)
+			}
+			return int64(n * float64(u.mult)), nil
+		}
+	}
+	return 0, fmt.Errorf("size %q: use a KiB, MiB or GiB suffix", s)
+}
+
+// parseRate turns "100Mbit" into bytes per second.
+func parseRate(s string) (int64, error) {
+	if s == "0" {
+		return 0, nil
+	}
+	for _, u := range []struct {
+		suffix string
+		bits   float64
+	}{{"Gbit", 1e9}, {"Mbit", 1e6}, {"Kbit", 1e3}} {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			n, err := strconv.ParseFloat(num, 64)
+			if err != nil || n <= 0 {
+				return 0, fmt.Errorf("rate %q", s)
+			}
+			return int64(n * u.bits / 8), nil
+		}
+	}
+	return 0, fmt.Errorf("rate %q: use Kbit, Mbit or Gbit", s)
+}

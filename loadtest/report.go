@@ -1,0 +1,235 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+type summary struct {
+	Mode         string  `json:"mode"`
+	P50          float64 `json:"p50_seconds"`
+	P90          float64 `json:"p90_seconds"`
+	P99          float64 `json:"p99_seconds"`
+	Max          float64 `json:"max_seconds"`
+	FirstByteP50 float64 `json:"first_byte_p50_seconds"`
+	FirstByteP99 float64 `json:"first_byte_p99_seconds"`
+	OriginEgress int64   `json:"origin_egress_bytes"`
+	EgressCopies float64 `json:"origin_egress_copies"` // ÷ image size
+	PeerBytes    int64   `json:"peer_bytes"`
+	P99OverBound float64 `json:"p99_over_bound,omitempty"`
+	Failed       int     `json:"failed_agents"`
+}
+
+type report struct {
+	Agents       int       `json:"agents"`
+	ImageBytes   int64     `json:"image_bytes"`
+	Layers       int       `json:"layers"`
+	LinkBps      int64     `json:"link_bytes_per_second"`
+	BoundSeconds float64   `json:"bound_seconds,omitempty"` // image ÷ link: the physical floor
+	Summaries    []summary `json:"summaries"`
+	P2PVsDirect  float64   `json:"p99_p2p_over_direct,omitempty"`
+	Phases       []*phase  `json:"phases"`
+	Files        [2]string `json:"-"`
+}
+
+// percentile of sorted xs (nearest rank).
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(len(xs)))) - 1
+	return xs[max(0, min(i, len(xs)-1))]
+}
+
+func summarize(o options, ph *phase, bound float64) summary {
+	s := summary{Mode: ph.Mode, OriginEgress: ph.OriginEgress, PeerBytes: ph.PeerBytes}
+	var done, fb []float64
+	for _, a := range ph.Agents {
+		if a.Error != "" {
+			s.Failed++
+			continue
+		}
+		done = append(done, a.Done-a.Start)
+		fb = append(fb, a.FirstByte-a.Start)
+	}
+	slices.Sort(done)
+	slices.Sort(fb)
+	s.P50, s.P90, s.P99 = percentile(done, 50), percentile(done, 90), percentile(done, 99)
+	if len(done) > 0 {
+		s.Max = done[len(done)-1]
+	}
+	s.FirstByteP50, s.FirstByteP99 = percentile(fb, 50), percentile(fb, 99)
+	s.EgressCopies = float64(ph.OriginEgress) / float64(o.Image)
+	if bound > 0 {
+		s.P99OverBound = s.P99 / bound
+	}
+	return s
+}
+
+func buildReport(o options, phases []*phase) *report {
+	r := &report{Agents: o.Agents, ImageBytes: o.Image, Layers: o.Layers, LinkBps: o.LinkBps, Phases: phases}
+	if o.LinkBps > 0 {
+		r.BoundSeconds = float64(o.Image) / float64(o.LinkBps)
+	}
+	for _, ph := range phases {
+		r.Summaries = append(r.Summaries, summarize(o, ph, r.BoundSeconds))
+	}
+	if len(r.Summaries) == 2 && r.Summaries[1].P99 > 0 {
+		r.P2PVsDirect = r.Summaries[0].P99 / r.Summaries[1].P99
+	}
+	return r
+}
+
+func (r *report) text(w io.Writer) {
+	fmt.Fprintf(w, "\nShoal load test: %d agents pulling a %s image in %d layers", r.Agents, mib(r.ImageBytes), r.Layers)
+	if r.LinkBps > 0 {
+		fmt.Fprintf(w, ", every link capped at %.0f Mbit/s (bound: image ÷ link = %.1fs)", float64(r.LinkBps)*8/1e6, r.BoundSeconds)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\n%-7s %8s %8s %8s %8s %10s %10s %14s %8s %12s %6s\n",
+		"mode", "p50", "p90", "p99", "max", "ttfb p50", "ttfb p99", "origin egress", "copies", "from peers", "failed")
+	for _, s := range r.Summaries {
+		fmt.Fprintf(w, "%-7s %7.2fs %7.2fs %7.2fs %7.2fs %9.3fs %9.3fs %14s %7.2fx %12s %6d\n",
+			s.Mode, s.P50, s.P90, s.P99, s.Max, s.FirstByteP50, s.FirstByteP99, mib(s.OriginEgress), s.EgressCopies, mib(s.PeerBytes), s.Failed)
+	}
+	for _, s := range r.Summaries {
+		if s.P99OverBound > 0 {
+			fmt.Fprintf(w, "%s: p99 is %.2f × the bound\n", s.Mode, s.P99OverBound)
+		}
+	}
+	if r.P2PVsDirect > 0 {
+		fmt.Fprintf(w, "p2p p99 ÷ direct p99 = %.2f\n", r.P2PVsDirect)
+	}
+	if r.Files[0] != "" {
+		fmt.Fprintf(w, "\nJSON: %s\nHTML: %s\n", r.Files[0], r.Files[1])
+	}
+}
+
+// write saves the JSON and the HTML report in dir.
+func (r *report) write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	j, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	r.Files = [2]string{filepath.Join(dir, "report.json"), filepath.Join(dir, "report.html")}
+	if err := os.WriteFile(r.Files[0], j, 0o644); err != nil {
+		return err
+	}
+	f, err := os.Create(r.Files[1])
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return page.Execute(f, r.view())
+}
+
+// The HTML is self-contained: inline SVG, no scripts, no network.
+type series struct {
+	Mode    string
+	Color   string
+	Points  string // SVG polyline points of the completion-time CDF
+	LegendY float64
+}
+
+type bar struct {
+	Y, X0, X1, X2 float64
+	Label         string
+	Color         string
+	Failed        bool
+}
+
+type view struct {
+	*report
+	Text     string
+	Series   []series
+	Bars     []bar
+	Width    float64
+	Height   float64
+	MaxT     float64
+	Ticks    []float64
+	TLHeight float64
+}
+
+func (r *report) view() view {
+	var sb strings.Builder
+	r.text(&sb)
+	v := view{report: r, Text: sb.String(), Width: 640, Height: 320}
+	colors := map[string]string{"p2p": "#1f77b4", "direct": "#d62728"}
+	for _, ph := range r.Phases {
+		for _, a := range ph.Agents {
+			v.MaxT = max(v.MaxT, a.Done)
+		}
+	}
+	v.MaxT = max(v.MaxT, r.BoundSeconds, 0.001) * 1.05
+	x := func(t float64) float64 { return 50 + t/v.MaxT*(v.Width-70) }
+	for i := 0; i <= 4; i++ {
+		v.Ticks = append(v.Ticks, v.MaxT*float64(i)/4)
+	}
+	for _, ph := range r.Phases {
+		var done []float64
+		for _, a := range ph.Agents {
+			if a.Error == "" {
+				done = append(done, a.Done-a.Start)
+			}
+		}
+		slices.Sort(done)
+		var pts []string
+		pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(0), v.Height-30))
+		for i, d := range done {
+			y := v.Height - 30 - float64(i+1)/float64(len(ph.Agents))*(v.Height-50)
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(d), v.Height-30-float64(i)/float64(len(ph.Agents))*(v.Height-50)), fmt.Sprintf("%.1f,%.1f", x(d), y))
+		}
+		v.Series = append(v.Series, series{Mode: ph.Mode, Color: colors[ph.Mode], Points: strings.Join(pts, " "),
+			LegendY: 34 + 16*float64(len(v.Series))})
+	}
+	row := 0.0
+	for _, ph := range r.Phases {
+		for _, a := range ph.Agents {
+			v.Bars = append(v.Bars, bar{Y: 20 + row*14, X0: x(a.Start), X1: x(max(a.FirstByte, a.Start)), X2: x(a.Done),
+				Label: ph.Mode + " " + a.Name, Color: colors[ph.Mode], Failed: a.Error != ""})
+			row++
+		}
+	}
+	v.TLHeight = 40 + row*14
+	return v
+}
+
+func (v view) X(t float64) float64 { return 50 + t/v.MaxT*(v.Width-70) }
+
+var page = template.Must(template.New("report").Funcs(template.FuncMap{
+	"sub": func(a, b float64) float64 { return a - b },
+}).Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Shoal load test</title>
+<style>body{font:14px sans-serif;margin:24px;color:#222} pre{background:#f6f6f6;padding:12px} svg{background:#fff;border:1px solid #ddd}</style>
+</head><body>
+<h1>Shoal load test</h1>
+<pre>{{.Text}}</pre>
+<h2>Completion time CDF</h2>
+<svg id="cdf" width="{{.Width}}" height="{{.Height}}" xmlns="http://www.w3.org/2000/svg">
+<line x1="50" y1="{{sub .Height 30}}" x2="{{sub .Width 20}}" y2="{{sub .Height 30}}" stroke="#444"/>
+<line x1="50" y1="20" x2="50" y2="{{sub .Height 30}}" stroke="#444"/>
+{{range .Ticks}}<text x="{{$.X .}}" y="{{sub $.Height 12}}" font-size="11" text-anchor="middle">{{printf "%.1fs" .}}</text>{{end}}
+<text x="14" y="24" font-size="11">100%</text><text x="20" y="{{sub .Height 30}}" font-size="11">0%</text>
+{{if .BoundSeconds}}<line x1="{{.X .BoundSeconds}}" y1="20" x2="{{.X .BoundSeconds}}" y2="{{sub .Height 30}}" stroke="#999" stroke-dasharray="4"/><text x="{{.X .BoundSeconds}}" y="16" font-size="11" text-anchor="middle">bound</text>{{end}}
+{{range .Series}}<polyline fill="none" stroke="{{.Color}}" stroke-width="2" points="{{.Points}}"><title>{{.Mode}}</title></polyline>{{end}}
+{{range .Series}}<text x="{{sub $.Width 120}}" y="{{.LegendY}}" fill="{{.Color}}" font-size="12">{{.Mode}}</text>{{end}}
+</svg>
+<h2>Per-agent timeline</h2>
+<p>Thin: waiting for the first byte. Thick: downloading. Red outline: failed.</p>
+<svg id="timeline" width="{{.Width}}" height="{{.TLHeight}}" xmlns="http://www.w3.org/2000/svg">
+{{range .Bars}}<text x="4" y="{{.Y}}" font-size="9" dy="4">{{.Label}}</text>
+<line x1="{{.X0}}" y1="{{.Y}}" x2="{{.X1}}" y2="{{.Y}}" stroke="{{.Color}}" stroke-width="2"/>
+<rect x="{{.X1}}" y="{{sub .Y 5}}" width="{{sub .X2 .X1}}" height="10" fill="{{.Color}}"{{if .Failed}} stroke="red"{{end}}/>
+{{end}}</svg>
+</body></html>
+`))

@@ -1,0 +1,394 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// options say what fleet to run.
+type options struct {
+	Agents   int
+	Image    int64 // total layer bytes
+	Layers   int
+	LinkBps  int64 // per-process uplink and downlink, bytes/s; 0: uncapped
+	Baseline bool  // also run the same fleet pulling straight from the origin
+	Bin      string
+	Out      string // where the report goes
+	Timeout  time.Duration
+	Progress io.Writer // live progress; nil: none
+}
+
+// phase is one fleet's pull, measured.
+type phase struct {
+	Mode         string        `json:"mode"` // "p2p" or "direct"
+	Agents       []agentResult `json:"agents"`
+	OriginEgress int64         `json:"origin_egress_bytes"`
+	PeerBytes    int64         `json:"peer_bytes"`
+	Wall         float64       `json:"wall_seconds"`
+}
+
+type agentResult struct {
+	Name        string  `json:"name"`
+	Start       float64 `json:"start_seconds"` // since the phase began
+	FirstByte   float64 `json:"first_byte_seconds"`
+	Done        float64 `json:"done_seconds"`
+	FromPeers   int64   `json:"from_peers_bytes"`
+	FromOrigin  int64   `json:"from_origin_bytes"`
+	Uploaded    int64   `json:"uploaded_bytes"`
+	Error       string  `json:"error,omitempty"`
+	ReceivedAll int64   `json:"received_bytes"`
+}
+
+type layerDesc struct {
+	MediaType string `json:"mediaType"`
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+}
+
+// runPhase starts tracker, origin and agents, pushes the image, has every
+// agent pull it at once, and measures.
+func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
+	dir, err := os.MkdirTemp("", "shoal-loadtest-"+mode+"-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	f := &fleet{bin: o.Bin, dir: dir}
+	defer f.stopAll()
+
+	addrs := map[string]string{}
+	for _, k := range []string{"tracker-grpc", "tracker-http", "etcd", "etcd-peer", "origin"} {
+		if addrs[k], err = freeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	tr, err := f.start("tracker", "tracker", "--id", "t0", "--grpc-addr", addrs["tracker-grpc"], "--http-addr", addrs["tracker-http"],
+		"--advertise", addrs["tracker-grpc"], "--data-dir", filepath.Join(dir, "tracker"), "--interval", "1s",
+		"--embedded-etcd-client-url", "http://"+addrs["etcd"], "--embedded-etcd-peer-url", "http://"+addrs["etcd-peer"],
+		"--log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, tr, "http://"+addrs["tracker-http"]+"/readyz"); err != nil {
+		return nil, err
+	}
+	originArgs := []string{"--id", "o0", "--addr", addrs["origin"], "--advertise", addrs["origin"],
+		"--data-dir", filepath.Join(dir, "origin"), "--etcd-endpoints", "http://" + addrs["etcd"], "--replicas", "1",
+		"--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--log-level", "warn"}
+	if o.LinkBps > 0 {
+		originArgs = append(originArgs, "--upload-rate", strconv.FormatInt(o.LinkBps, 10))
+	}
+	org, err := f.start("origin", "origin", originArgs...)
+	if err != nil {
+		return nil, err
+	}
+	originURL := "http://" + addrs["origin"]
+	if err := waitReady(ctx, org, originURL+"/readyz"); err != nil {
+		return nil, err
+	}
+	layers, err := pushImage(ctx, originURL, o.Image, o.Layers)
+	if err != nil {
+		return nil, fmt.Errorf("push image: %w", err)
+	}
+
+	agents := make([]string, o.Agents)
+	for i := range agents {
+		if agents[i], err = startAgent(ctx, f, i, o, mode, addrs["tracker-grpc"], originURL); err != nil {
+			return nil, err
+		}
+	}
+	egress0, err := originEgress(originURL)
+	if err != nil {
+		return nil, err
+	}
+
+	ph := &phase{Mode: mode, Agents: make([]agentResult, o.Agents)}
+	var received atomic.Int64
+	var doneCount atomic.Int32
+	stopProgress := progress(o.Progress, mode, o.Agents, int64(o.Agents)*o.Image, &doneCount, &received)
+	start := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, a := range agents {
+		wg.Go(func() {
+			r := pull(pctx, "http://"+a, layers, start, &received)
+			r.Name = fmt.Sprintf("agent%02d", i)
+			ph.Agents[i] = r
+			doneCount.Add(1)
+		})
+	}
+	wg.Wait()
+	stopProgress()
+	ph.Wall = time.Since(start).Seconds()
+
+	egress1, err := originEgress(originURL)
+	if err != nil {
+		return nil, err
+	}
+	ph.OriginEgress = egress1 - egress0
+	for i, a := range agents {
+		m, err := scrape("http://" + a + "/metrics")
+		if err != nil {
+			return nil, err
+		}
+		ph.Agents[i].FromPeers = int64(m["shoal_agent_peer_bytes_total"])
+		ph.Agents[i].FromOrigin = int64(m["shoal_agent_origin_bytes_total"])
+		ph.Agents[i].Uploaded = int64(m["shoal_agent_uploaded_bytes_total"])
+		ph.PeerBytes += ph.Agents[i].FromPeers
+	}
+	return ph, nil
+}
+
+func startAgent(ctx context.Context, f *fleet, i int, o options, mode, tracker, originURL string) (string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", err
+	}
+	name := fmt.Sprintf("agent%02d", i)
+	cfg := fmt.Sprintf("addr: %q\ndata_dir: %q\nseed_interval: 2s\nlog_level: warn\nregistries:\n  \"\":\n    origins: [%q]\np2p:\n  listen_addrs: [/ip4/127.0.0.1/tcp/0]\n",
+		addr, filepath.Join(f.dir, name), originURL)
+	if mode == "p2p" {
+		cfg += fmt.Sprintf("tracker: %q\n", tracker)
+	}
+	if o.LinkBps > 0 {
+		cfg += fmt.Sprintf("upload_rate: %d\ndownload_rate: %d\n", o.LinkBps, o.LinkBps)
+	}
+	cfgPath := filepath.Join(f.dir, name+".yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return "", err
+	}
+	p, err := f.start(name, "agent", "--config", cfgPath)
+	if err != nil {
+		return "", err
+	}
+	return addr, waitReady(ctx, p, "http://"+addr+"/readyz")
+}
+
+// pushImage pushes layers of random bytes and a manifest tagged v1, as CI
+// would, and returns the layers.
+func pushImage(ctx context.Context, origin string, total int64, n int) ([]layerDesc, error) {
+	var seed [32]byte
+	rand.Read(seed[:])
+	gen := mrand.NewChaCha8(seed)
+	var layers []layerDesc
+	put := func(b []byte) (string, error) {
+		s := sha256.Sum256(b)
+		d := "sha256:" + hex.EncodeToString(s[:])
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, origin+"/v2/loadtest/app/blobs/uploads/?digest="+d, bytes.NewReader(b))
+		req.Header.Set("Content-Type", "application/octet-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return "", fmt.Errorf("push %s: %s", d, resp.Status)
+		}
+		return d, nil
+	}
+	for i := range n {
+		size := total / int64(n)
+		if i == n-1 {
+			size = total - size*int64(n-1)
+		}
+		b := make([]byte, size)
+		gen.Read(b)
+		d, err := put(b)
+		if err != nil {
+			return nil, err
+		}
+		layers = append(layers, layerDesc{"application/vnd.oci.image.layer.v1.tar+gzip", d, size})
+	}
+	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+	cd, err := put(cfg)
+	if err != nil {
+		return nil, err
+	}
+	m, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+		"config": layerDesc{"application/vnd.oci.image.config.v1+json", cd, int64(len(cfg))}, "layers": layers})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, origin+"/v2/loadtest/app/manifests/v1", bytes.NewReader(m))
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return nil, fmt.Errorf("push manifest: %s", resp.Status)
+	}
+	return layers, nil
+}
+
+// pull does what containerd does: the manifest by tag, then every layer,
+// three at a time, each checked against its digest.
+func pull(ctx context.Context, agent string, layers []layerDesc, phaseStart time.Time, received *atomic.Int64) agentResult {
+	var r agentResult
+	since := func() float64 { return time.Since(phaseStart).Seconds() }
+	r.Start = since()
+	fail := func(err error) agentResult { r.Error = err.Error(); r.Done = since(); return r }
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, agent+"/v2/loadtest/app/manifests/v1", nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fail(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fail(fmt.Errorf("manifest: %s", resp.Status))
+	}
+	var (
+		mu        sync.Mutex
+		firstByte float64
+		errs      []error
+		wg        sync.WaitGroup
+	)
+	sem := make(chan struct{}, 3)
+	for _, l := range layers {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, agent+"/v2/loadtest/app/blobs/"+l.Digest, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil && resp.StatusCode != http.StatusOK {
+				resp.Body.Close()
+				err = fmt.Errorf("layer %s: %s", l.Digest, resp.Status)
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return
+			}
+			defer resp.Body.Close()
+			h := sha256.New()
+			buf := make([]byte, 1<<20)
+			var got int64
+			for {
+				n, err := resp.Body.Read(buf)
+				if n > 0 {
+					if got == 0 {
+						mu.Lock()
+						if firstByte == 0 {
+							firstByte = since()
+						}
+						mu.Unlock()
+					}
+					h.Write(buf[:n])
+					got += int64(n)
+					received.Add(int64(n))
+				}
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("layer %s: %w", l.Digest, err))
+					mu.Unlock()
+					return
+				}
+			}
+			if "sha256:"+hex.EncodeToString(h.Sum(nil)) != l.Digest {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("layer %s: wrong bytes", l.Digest))
+				mu.Unlock()
+			}
+			mu.Lock()
+			r.ReceivedAll += got
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	r.FirstByte, r.Done = firstByte, since()
+	if err := errors.Join(errs...); err != nil {
+		r.Error = err.Error()
+	}
+	return r
+}
+
+// originEgress is what the origin has sent: blob bodies and seeded pieces.
+func originEgress(originURL string) (int64, error) {
+	m, err := scrape(originURL + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	return int64(m["shoal_origin_bytes_sent_total"] + m["shoal_origin_seeded_bytes_total"]), nil
+}
+
+// scrape reads a Prometheus text page, summing series per metric name.
+func scrape(url string) (map[string]float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 {
+			continue
+		}
+		name := line[:sp]
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			name = name[:i]
+		}
+		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		if err == nil {
+			out[name] += v
+		}
+	}
+	return out, nil
+}
+
+// progress prints agents done and bytes moved twice a second until
+// stopped.
+func progress(w io.Writer, mode string, agents int, total int64, done *atomic.Int32, moved *atomic.Int64) func() {
+	if w == nil {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			frac := float64(moved.Load()) / float64(max(total, 1))
+			bar := strings.Repeat("#", int(frac*30)) + strings.Repeat(".", 30-int(frac*30))
+			fmt.Fprintf(w, "\r%-6s [%s] agents %d/%d  %s/%s", mode, bar, done.Load(), agents, mib(moved.Load()), mib(total))
+			select {
+			case <-stop:
+				fmt.Fprintln(w)
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(stop); <-finished }
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
