@@ -37,9 +37,10 @@ test: build
 test-short:
 	$(GO) test -short -count=1 ./...
 
-## demo: start an origin, push a generated multi-layer image with crane, pull it back
-demo: build tools
-	./scripts/demo.sh
+## demo: a local fleet (tracker, seeding origin, 8 agents) pulls a generated image
+## peer-to-peer, then straight from the origin, and prints the report
+demo: build
+	$(GO) run ./loadtest --agents 8 --image 128MiB --layers 4 --link 400Mbit --bin $(BIN)
 
 ## proto: regenerate Go from proto/*.proto (protoc from Debian protobuf-compiler)
 proto:
