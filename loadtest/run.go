@@ -372,14 +372,19 @@ func progress(w io.Writer, mode string, agents int, total int64, done *atomic.In
 	}
 	stop := make(chan struct{})
 	finished := make(chan struct{})
+	// On a terminal the bar redraws in place; in a log, a line every 2s.
+	lead, every := "\r", 500*time.Millisecond
+	if f, ok := w.(*os.File); !ok || !isTerminal(f) {
+		lead, every = "\n", 2*time.Second
+	}
 	go func() {
 		defer close(finished)
-		t := time.NewTicker(500 * time.Millisecond)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			frac := float64(moved.Load()) / float64(max(total, 1))
 			bar := strings.Repeat("#", int(frac*30)) + strings.Repeat(".", 30-int(frac*30))
-			fmt.Fprintf(w, "\r%-6s [%s] agents %d/%d  %s/%s", mode, bar, done.Load(), agents, mib(moved.Load()), mib(total))
+			fmt.Fprintf(w, "%s%-6s [%s] agents %d/%d  %s/%s", lead, mode, bar, done.Load(), agents, mib(moved.Load()), mib(total))
 			select {
 			case <-stop:
 				fmt.Fprintln(w)
@@ -392,3 +397,8 @@ func progress(w io.Writer, mode string, agents int, total int64, done *atomic.In
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
