@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"image/color"
+	"image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -106,5 +109,69 @@ func TestParse(t *testing.T) {
 		if (err != nil) != tt.bad || got != tt.want {
 			t.Errorf("%q: %d, %v", tt.in, got, err)
 		}
+	}
+}
+
+// The HTML report, opened in headless Chromium, draws both CDF curves and
+// the timeline: the screenshot holds pixels of both series' colours.
+func TestReportRendersInChromium(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("chromium missing; .ci/run installs Debian chromium")
+		}
+		t.Skip("chromium not installed (apt install chromium)")
+	}
+	o := options{Agents: 3, Image: 64 << 20, Layers: 2, LinkBps: 25 << 20}
+	mk := func(mode string, scale float64) *phase {
+		ph := &phase{Mode: mode, OriginEgress: int64(scale) * o.Image}
+		for i := range o.Agents {
+			ph.Agents = append(ph.Agents, agentResult{Name: fmt.Sprintf("agent%02d", i), Start: 0.01 * float64(i),
+				FirstByte: 0.2 + 0.05*float64(i), Done: scale * (2.8 + 0.3*float64(i)), ReceivedAll: o.Image})
+		}
+		return ph
+	}
+	r := buildReport(o, []*phase{mk("p2p", 1), mk("direct", 3)})
+	dir := t.TempDir()
+	if err := r.write(dir); err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(dir, "shot.png")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu",
+		"--screenshot="+shot, "--window-size=800,1000", "file://"+r.Files[1]).CombinedOutput()
+	if err != nil {
+		t.Fatalf("chromium: %v\n%s", err, out)
+	}
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	near := func(c color.Color, r0, g0, b0 uint32) bool {
+		r, g, b, _ := c.RGBA()
+		d := func(x, y uint32) bool { return x>>8 > y-24 && x>>8 < y+24 }
+		return d(r, r0) && d(g, g0) && d(b, b0)
+	}
+	blue, red := 0, 0
+	bounds := img.Bounds()
+	for y := bounds.Min.Y; y < bounds.Max.Y; y++ {
+		for x := bounds.Min.X; x < bounds.Max.X; x++ {
+			c := img.At(x, y)
+			if near(c, 0x1f, 0x77, 0xb4) {
+				blue++
+			} else if near(c, 0xd6, 0x27, 0x28) {
+				red++
+			}
+		}
+	}
+	// Curves and bars: a few thousand pixels of each colour.
+	if blue < 500 || red < 500 {
+		t.Fatalf("screenshot has %d p2p-blue and %d direct-red pixels: the charts did not render", blue, red)
 	}
 }

@@ -192,10 +192,12 @@ func (r *report) view() view {
 		v.Series = append(v.Series, series{Mode: ph.Mode, Color: colors[ph.Mode], Points: strings.Join(pts, " "),
 			LegendY: 34 + 16*float64(len(v.Series))})
 	}
+	// The timeline leaves room on the left for agent names.
+	tx := func(t float64) float64 { return 110 + t/v.MaxT*(v.Width-130) }
 	row := 0.0
 	for _, ph := range r.Phases {
 		for _, a := range ph.Agents {
-			v.Bars = append(v.Bars, bar{Y: 20 + row*14, X0: x(a.Start), X1: x(max(a.FirstByte, a.Start)), X2: x(a.Done),
+			v.Bars = append(v.Bars, bar{Y: 20 + row*14, X0: tx(a.Start), X1: tx(max(a.FirstByte, a.Start)), X2: tx(a.Done),
 				Label: ph.Mode + " " + a.Name, Color: colors[ph.Mode], Failed: a.Error != ""})
 			row++
 		}
