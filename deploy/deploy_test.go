@@ -1,0 +1,93 @@
+// Package deploy_test checks that what deploy/ ships runs: every systemd
+// unit's command line and example config start the real binary, healthy.
+package deploy_test
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoal-project/shoal/pkg/proctest"
+)
+
+// unit reads the ExecStart arguments and StateDirectory of a unit file.
+func unit(t *testing.T, path string) (bin string, args []string, state string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			fields := strings.Fields(v)
+			bin, args = fields[0], fields[1:]
+		}
+		if v, ok := strings.CutPrefix(line, "StateDirectory="); ok {
+			state = v
+		}
+	}
+	if bin == "" {
+		t.Fatalf("%s: no ExecStart", path)
+	}
+	return bin, args, state
+}
+
+func TestSystemdUnitsStartTheirBinaries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binaries")
+	}
+	for _, c := range []string{"origin", "tracker", "agent"} {
+		t.Run(c, func(t *testing.T) {
+			bin, args, state := unit(t, filepath.Join("systemd", "shoal-"+c+".service"))
+			if filepath.Base(bin) != "shoal-"+c || len(args) != 2 || args[0] != "--config" || args[1] != "/etc/shoal/"+c+".yaml" {
+				t.Fatalf("ExecStart %s %v: want shoal-%s --config /etc/shoal/%s.yaml", bin, args, c, c)
+			}
+			// The unit's state directory is the config's data dir.
+			example := filepath.Join("config", c+".yaml")
+			raw, err := os.ReadFile(example)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cfg struct {
+				DataDir string `yaml:"data_dir"`
+			}
+			yaml.Unmarshal(raw, &cfg)
+			if cfg.DataDir != "/var/lib/"+state {
+				t.Fatalf("unit StateDirectory=%s but %s has data_dir %s", state, example, cfg.DataDir)
+			}
+
+			// Start it as the unit would, on the example config; flags move
+			// ports and directories into the test's reach.
+			dir := t.TempDir()
+			addr := proctest.FreeAddr(t)
+			argv := []string{"--config", example, "--data-dir", dir}
+			switch c {
+			case "origin":
+				hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+				htpasswd := filepath.Join(dir, "htpasswd")
+				os.WriteFile(htpasswd, []byte("ci:"+string(hash)+"\n"), 0o600)
+				argv = append(argv, "--addr", addr, "--htpasswd", htpasswd)
+			case "tracker":
+				grpc := proctest.FreeAddr(t)
+				argv = append(argv, "--grpc-addr", grpc, "--advertise", grpc, "--http-addr", addr,
+					"--embedded-etcd-client-url", "http://"+proctest.FreeAddr(t), "--embedded-etcd-peer-url", "http://"+proctest.FreeAddr(t))
+			case "agent":
+				argv = append(argv, "--addr", addr, "--p2p-listen", "/ip4/127.0.0.1/tcp/0")
+			}
+			p := proctest.Start(t, proctest.Binary(t, c), argv...)
+			p.WaitReady("http://"+addr+"/readyz", time.Minute)
+			if err := p.Stop(30 * time.Second); err != nil {
+				t.Fatalf("SIGTERM: %v\n%s", err, p.Logs())
+			}
+		})
+	}
+}
