@@ -200,3 +200,71 @@ func TestContainerdPullsThroughAgents(t *testing.T) {
 		t.Errorf("origin seeded %.2f copies of the layers for 3 agents", seeded/float64(total))
 	}
 }
+
+// `shoal-agent containerd configure` writes hosts.toml files that a real
+// containerd pulls through, and `restore` brings back exactly the files
+// that were there before.
+func TestContainerdConfigureRestore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binaries and containerd")
+	}
+	for _, tool := range []string{"containerd", "ctr"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s missing; .ci/run installs Debian containerd", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	dir := t.TempDir()
+	tr := startTracker(t, dir)
+	oAddr := startOrigin(t, dir, tr.etcd)
+	pushImage(t, "http://"+oAddr, "team/app", "v1")
+	a := startAgent(t, dir, "agent", tr.grpc, oAddr, "")
+
+	// The node's containerd, with a registry config_path holding the
+	// operator's own hosts.toml for the registry.
+	certs := filepath.Join(dir, "certs.d")
+	own := fmt.Appendf(nil, "server = %q\n# the operator's file, kept byte for byte\n", "http://"+oAddr)
+	os.MkdirAll(filepath.Join(certs, registry), 0o755)
+	os.WriteFile(filepath.Join(certs, registry, "hosts.toml"), own, 0o644)
+	ctdDir := filepath.Join(dir, "containerd")
+	sock := containerd(t, ctdDir)
+	ctdConfig := filepath.Join(ctdDir, "config.toml")
+	base, _ := os.ReadFile(ctdConfig)
+	nocfg := filepath.Join(dir, "no-config-path.toml")
+	os.WriteFile(nocfg, base, 0o644)
+	os.WriteFile(ctdConfig, fmt.Appendf(base, "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = %q\n", certs), 0o644)
+
+	agentBin := proctest.Binary(t, "agent")
+	cmd := func(args ...string) (string, error) {
+		out, err := exec.Command(agentBin, append([]string{"containerd"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := cmd("configure", "--config", a.config, "--containerd-config", nocfg); err == nil || !strings.Contains(out, "config_path") {
+		t.Fatalf("configure without a config_path: %v\n%s", err, out)
+	}
+	if out, err := cmd("configure", "--config", a.config, "--containerd-config", ctdConfig); err != nil {
+		t.Fatalf("configure: %v\n%s", err, out)
+	}
+	served := metric(t, a.addr, "shoal_agent_served_bytes_total")
+	out, err := exec.Command("ctr", "-a", sock, "-n", "e2e", "images", "pull", "--plain-http",
+		"--hosts-dir", certs, registry+"/team/app:v1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr pull with the written hosts.toml: %v\n%s", err, out)
+	}
+	if got := metric(t, a.addr, "shoal_agent_served_bytes_total"); got <= served {
+		t.Fatal("containerd pulled without going through the agent")
+	}
+	if out, err := cmd("restore", "--config", a.config, "--containerd-config", ctdConfig); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	back, _ := os.ReadFile(filepath.Join(certs, registry, "hosts.toml"))
+	if !bytes.Equal(back, own) {
+		t.Fatalf("restore left:\n%s\nwant:\n%s", back, own)
+	}
+	entries, _ := os.ReadDir(filepath.Join(certs, registry))
+	if len(entries) != 1 {
+		t.Fatalf("left behind in %s: %v", registry, entries)
+	}
+}

@@ -4,10 +4,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/shoal-project/shoal/pkg/agent"
 	"github.com/shoal-project/shoal/pkg/config"
+	"github.com/shoal-project/shoal/pkg/containerdcfg"
 )
 
 type fileConfig struct {
@@ -23,7 +27,15 @@ type fileConfig struct {
 }
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "containerd" {
+		if err := containerdCmd(args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "shoal-agent containerd:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(args); err != nil {
 		fmt.Fprintln(os.Stderr, "shoal-agent:", err)
 		os.Exit(1)
 	}
@@ -76,4 +88,58 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return a.Run(ctx, nil)
+}
+
+// containerdCmd is "shoal-agent containerd configure|restore": point the
+// node's containerd at this agent for every mirrored registry, or undo it.
+// It runs as the DaemonSet's init container and preStop hook.
+func containerdCmd(args []string) error {
+	if len(args) == 0 || (args[0] != "configure" && args[0] != "restore") {
+		return errors.New("usage: shoal-agent containerd configure|restore [--config agent.yaml] [--containerd-config FILE] [--hosts-dir DIR]")
+	}
+	verb := args[0]
+	var fc fileConfig
+	var containerdConfig, hostsDir string
+	fs := flag.NewFlagSet("shoal-agent containerd "+verb, flag.ContinueOnError)
+	fs.StringVar(&fc.Addr, "addr", "127.0.0.1:5080", "the agent's listen address")
+	fs.StringVar(&containerdConfig, "containerd-config", "/etc/containerd/config.toml", "containerd's config.toml, for its registry config_path")
+	fs.StringVar(&hostsDir, "hosts-dir", "", "write here instead of containerd's config_path")
+	if err := config.Parse(fs, args[1:], &fc); err != nil {
+		return err
+	}
+	if hostsDir == "" {
+		var err error
+		if hostsDir, err = containerdcfg.ConfigPath(containerdConfig); err != nil {
+			return err
+		}
+	}
+	var registries []string
+	for r := range fc.Registries {
+		if r != "" {
+			registries = append(registries, r)
+		}
+	}
+	slices.Sort(registries)
+	if len(registries) == 0 {
+		return errors.New("the agent config names no registries to mirror")
+	}
+	if verb == "restore" {
+		return containerdcfg.Restore(hostsDir, registries)
+	}
+	host, port, err := net.SplitHostPort(fc.Addr)
+	if err != nil {
+		return fmt.Errorf("agent addr %q: %w", fc.Addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1" // containerd runs on this node
+	}
+	mirrors := make([]containerdcfg.Mirror, len(registries))
+	for i, r := range registries {
+		mirrors[i] = containerdcfg.Mirror{Registry: r, Agent: net.JoinHostPort(host, port)}
+	}
+	if err := containerdcfg.Configure(hostsDir, mirrors); err != nil {
+		return err
+	}
+	fmt.Printf("containerd will ask %s first for %v (hosts.toml in %s)\n", net.JoinHostPort(host, port), registries, hostsDir)
+	return nil
 }
