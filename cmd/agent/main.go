@@ -8,10 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -28,6 +31,13 @@ type fileConfig struct {
 
 func main() {
 	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "healthcheck" {
+		if err := healthcheck(args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "shoal-agent healthcheck:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(args) > 0 && args[0] == "containerd" {
 		if err := containerdCmd(args[1:]); err != nil {
 			fmt.Fprintln(os.Stderr, "shoal-agent containerd:", err)
@@ -99,20 +109,22 @@ func containerdCmd(args []string) error {
 	}
 	verb := args[0]
 	var fc fileConfig
-	var containerdConfig, hostsDir string
+	var containerdConfig, hostsDir, hostRoot string
 	fs := flag.NewFlagSet("shoal-agent containerd "+verb, flag.ContinueOnError)
 	fs.StringVar(&fc.Addr, "addr", "127.0.0.1:5080", "the agent's listen address")
 	fs.StringVar(&containerdConfig, "containerd-config", "/etc/containerd/config.toml", "containerd's config.toml, for its registry config_path")
 	fs.StringVar(&hostsDir, "hosts-dir", "", "write here instead of containerd's config_path")
+	fs.StringVar(&hostRoot, "host-root", "", "where the node's root is mounted (in a pod: /host); prefixes both paths")
 	if err := config.Parse(fs, args[1:], &fc); err != nil {
 		return err
 	}
 	if hostsDir == "" {
 		var err error
-		if hostsDir, err = containerdcfg.ConfigPath(containerdConfig); err != nil {
+		if hostsDir, err = containerdcfg.ConfigPath(filepath.Join(hostRoot, containerdConfig)); err != nil {
 			return err
 		}
 	}
+	hostsDir = filepath.Join(hostRoot, hostsDir)
 	var registries []string
 	for r := range fc.Registries {
 		if r != "" {
@@ -141,5 +153,26 @@ func containerdCmd(args []string) error {
 		return err
 	}
 	fmt.Printf("containerd will ask %s first for %v (hosts.toml in %s)\n", net.JoinHostPort(host, port), registries, hostsDir)
+	return nil
+}
+
+// healthcheck is "shoal-agent healthcheck [--url URL]": exit 0 if the
+// agent answers ready. The DaemonSet's probes run it inside the pod,
+// because the agent listens on the node's loopback only.
+func healthcheck(args []string) error {
+	fs := flag.NewFlagSet("shoal-agent healthcheck", flag.ContinueOnError)
+	url := fs.String("url", "http://127.0.0.1:5080/readyz", "readiness URL")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(*url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", *url, resp.Status)
+	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -48,6 +49,14 @@ func TestBinaryPullThrough(t *testing.T) {
 	p := proctest.Start(t, proctest.Binary(t, "agent"), "--addr", addr, "--data-dir", t.TempDir(),
 		"--origins", o.URL, "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--log-format", "json")
 	p.WaitReady("http://"+addr+"/readyz", 20*time.Second)
+	// The probe the DaemonSet runs inside the pod.
+	bin := proctest.Binary(t, "agent")
+	if out, err := exec.Command(bin, "healthcheck", "--url", "http://"+addr+"/readyz").CombinedOutput(); err != nil {
+		t.Fatalf("healthcheck on a ready agent: %v %s", err, out)
+	}
+	if err := exec.Command(bin, "healthcheck", "--url", "http://"+proctest.FreeAddr(t)+"/readyz").Run(); err == nil {
+		t.Fatal("healthcheck passed with nothing listening")
+	}
 	resp, err = http.Get("http://" + addr + "/v2/app/blobs/" + d)
 	if err != nil {
 		t.Fatal(err)
