@@ -27,6 +27,8 @@ import (
 type fileConfig struct {
 	agent.Config   `yaml:",inline"`
 	config.Logging `yaml:",inline"`
+	// checkOnly: parse the configuration, say so, and exit.
+	checkOnly bool
 }
 
 func main() {
@@ -68,6 +70,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.Rack, "rack", "", "topology rack")
 	fs.StringVar(&fc.Node, "node", "", "node name")
 	fc.Logging.Flags(fs)
+	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	if err := config.Parse(fs, args, &fc); err != nil {
 		return fileConfig{}, err
 	}
@@ -84,6 +87,10 @@ func run(args []string) error {
 	fc, err := parse(args)
 	if err != nil {
 		return err
+	}
+	if fc.checkOnly {
+		fmt.Println("configuration ok")
+		return nil
 	}
 	log, err := fc.Logger()
 	if err != nil {

@@ -44,6 +44,8 @@ type fileConfig struct {
 	P2P            p2p.HostConfig `yaml:"p2p"`
 	UploadRate     int64          `yaml:"upload_rate"`
 	config.Logging `yaml:",inline"`
+	// checkOnly: parse the configuration, say so, and exit.
+	checkOnly bool
 }
 
 func main() {
@@ -71,6 +73,7 @@ func parse(args []string) (fileConfig, error) {
 	config.ListVar(fs, &fc.P2P.ListenAddrs, "p2p-listen", "libp2p multiaddrs to seed pieces on (empty: no seeding)")
 	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "uplink budget for blob bodies and seeded pieces, bytes/s (0: unlimited)")
 	fc.Logging.Flags(fs)
+	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	err := config.Parse(fs, args, &fc)
 	return fc, err
 }
@@ -79,6 +82,10 @@ func run(args []string) error {
 	fc, err := parse(args)
 	if err != nil {
 		return err
+	}
+	if fc.checkOnly {
+		fmt.Println("configuration ok")
+		return nil
 	}
 	log, err := fc.Logger()
 	if err != nil {

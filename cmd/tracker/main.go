@@ -53,6 +53,8 @@ type fileConfig struct {
 	// TLS secures gRPC with the cluster CA (both ways when a CA is set).
 	TLS            tlsconfig.Files `yaml:"tls"`
 	config.Logging `yaml:",inline"`
+	// checkOnly: parse the configuration, say so, and exit.
+	checkOnly bool
 }
 
 func main() {
@@ -80,6 +82,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.TLS.KeyFile, "tls-key", "", "PEM key for gRPC")
 	fs.StringVar(&fc.TLS.CAFile, "tls-ca", "", "cluster CA: verify peers' certificates both ways")
 	fc.Logging.Flags(fs)
+	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	if err := config.Parse(fs, args, &fc); err != nil {
 		return fileConfig{}, err
 	}
@@ -100,6 +103,10 @@ func run(args []string) error {
 	fc, err := parse(args)
 	if err != nil {
 		return err
+	}
+	if fc.checkOnly {
+		fmt.Println("configuration ok")
+		return nil
 	}
 	log, err := fc.Logger()
 	if err != nil {

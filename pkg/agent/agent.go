@@ -28,6 +28,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/p2p"
 	"github.com/shoal-project/shoal/pkg/piecefile"
 	"github.com/shoal-project/shoal/pkg/swarm"
+	"github.com/shoal-project/shoal/pkg/tlsconfig"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
@@ -49,8 +50,10 @@ type Config struct {
 	// Registries maps the registry containerd asks for (its ?ns=) to an
 	// origin cluster; "" is used when no ns is given.
 	Registries map[string]Upstream `yaml:"registries"`
-	// Tracker is the tracker's gRPC host:port.
-	Tracker string `yaml:"tracker"`
+	// Tracker is the tracker's gRPC host:port; TrackerTLS its client
+	// certificate and the cluster CA when trackers use mutual TLS.
+	Tracker    string          `yaml:"tracker"`
+	TrackerTLS tlsconfig.Files `yaml:"tracker_tls"`
 	// TagTTL is how long a resolved tag is trusted (default 5s).
 	TagTTL time.Duration `yaml:"tag_ttl"`
 	// Zone, Rack and Node place this node for the hand-out policy.
@@ -156,7 +159,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		inflight: map[digest.Digest]*inflight{},
 	}
 	if cfg.Tracker != "" {
-		conn, err := dialTracker(cfg.Tracker)
+		conn, err := dialTracker(cfg.Tracker, cfg.TrackerTLS)
 		if err != nil {
 			h.Close()
 			cancel()

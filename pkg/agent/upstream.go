@@ -10,15 +10,25 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/tlsconfig"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
-func dialTracker(addr string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func dialTracker(addr string, files tlsconfig.Files) (*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if files.Enabled() {
+		tc, err := files.Client()
+		if err != nil {
+			return nil, fmt.Errorf("agent: tracker TLS: %w", err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, fmt.Errorf("agent: tracker %s: %w", addr, err)
 	}

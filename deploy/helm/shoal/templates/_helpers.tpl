@@ -1,0 +1,54 @@
+{{- define "shoal.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "shoal.labels" -}}
+app.kubernetes.io/name: shoal
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end -}}
+
+{{- define "shoal.selector" -}}
+app.kubernetes.io/name: shoal
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Client URLs of the etcd the cluster state lives in. */}}
+{{- define "shoal.etcdEndpoints" -}}
+{{- if .Values.etcd.enabled -}}
+{{- $n := int .Values.etcd.replicas -}}
+{{- range $i, $_ := until $n -}}
+{{- if $i }},{{ end }}http://{{ $.Release.Name }}-etcd-{{ $i }}.{{ $.Release.Name }}-etcd.{{ $.Release.Namespace }}.svc:2379
+{{- end -}}
+{{- else -}}
+{{- join "," .Values.etcd.externalEndpoints -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "shoal.metricsAnnotations" -}}
+{{- if .root.Values.metrics.annotations }}
+annotations:
+  prometheus.io/scrape: "true"
+  prometheus.io/port: {{ .port | quote }}
+  prometheus.io/path: /metrics
+{{- end }}
+{{- end -}}
+
+{{- define "shoal.tlsVolume" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+{{- end }}
+{{- end -}}
+
+{{- define "shoal.tlsMount" -}}
+{{- if .Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/shoal/tls
+  readOnly: true
+{{- end }}
+{{- end -}}
