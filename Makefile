@@ -10,10 +10,11 @@ REGCTL_VERSION             := v0.11.7
 STATICCHECK_VERSION        := v0.7.0
 PROTOC_GEN_GO_VERSION      := v1.36.11
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.1
+HELM_VERSION               := v3.22.0
 
 COMMANDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test test-short demo proto lint bench fuzz tools clean
+.PHONY: all build test test-short demo proto lint bench fuzz tools manifests clean
 
 all: build
 
@@ -77,6 +78,11 @@ tools:
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	command -v helm >/dev/null || $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+## manifests: render the Helm chart into plain manifests for kubectl users
+manifests:
+	helm template shoal deploy/helm/shoal --namespace shoal > deploy/kubernetes/shoal.yaml
 
 clean:
 	rm -rf $(BIN)
