@@ -4,8 +4,11 @@ package deploy_test
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +92,44 @@ func TestSystemdUnitsStartTheirBinaries(t *testing.T) {
 				t.Fatalf("SIGTERM: %v\n%s", err, p.Logs())
 			}
 		})
+	}
+}
+
+// The Grafana dashboard is valid JSON and queries only metrics the
+// components export.
+func TestGrafanaDashboard(t *testing.T) {
+	raw, err := os.ReadFile("grafana/shoal-rollout.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	// Every metric name the code registers.
+	var names []byte
+	files, _ := filepath.Glob("../pkg/*/metrics.go")
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		names = append(names, b...)
+	}
+	re := regexp.MustCompile(`shoal_[a-z_]+`)
+	if len(dash.Panels) < 6 {
+		t.Fatalf("%d panels", len(dash.Panels))
+	}
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range re.FindAllString(tg.Expr, -1) {
+				m = strings.TrimSuffix(m, "_bucket")
+				if !bytes.Contains(names, []byte(`"`+m+`"`)) {
+					t.Errorf("panel %q queries %s, which no component exports", p.Title, m)
+				}
+			}
+		}
 	}
 }
