@@ -53,6 +53,12 @@ func (f *fleet) start(name, component string, args ...string) (*proc, error) {
 	return p, nil
 }
 
+// kill ends a process abruptly, as a crash would.
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
 // stopAll sends SIGTERM to every process, then SIGKILL to what is left
 // after a grace period.
 func (f *fleet) stopAll() {

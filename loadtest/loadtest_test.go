@@ -88,6 +88,39 @@ func TestTinyFleet(t *testing.T) {
 	}
 }
 
+// Faults through the harness: two origins, one killed mid-pull; half the
+// agents killed and restarted mid-pull; staggered starts. Every agent
+// still ends with the right bytes, and the counters still add up.
+func TestFleetWithFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a fleet of processes")
+	}
+	o := options{Agents: 4, Image: 32 << 20, Layers: 2, LinkBps: 16 << 20, Bin: binDir(t), Out: t.TempDir(),
+		Timeout: 2 * time.Minute, Origins: 2, Stagger: 500 * time.Millisecond, Churn: 0.5, KillOrigin: true}
+	r, err := fleetRun(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	r.text(&sb)
+	t.Log(sb.String())
+	ph := r.Phases[0]
+	var got, uploaded int64
+	for _, a := range ph.Agents {
+		if a.Error != "" || a.ReceivedAll != o.Image {
+			t.Fatalf("%s: received %d of %d: %s", a.Name, a.ReceivedAll, o.Image, a.Error)
+		}
+		got += a.FromPeers + a.FromOrigin
+		uploaded += a.Uploaded
+	}
+	if got > ph.OriginEgress+uploaded {
+		t.Fatalf("agents received %d bytes, origins sent %d and agents %d", got, ph.OriginEgress, uploaded)
+	}
+	if ph.Agents[3].Start < 0.4 {
+		t.Fatalf("the last agent started at %.2fs despite a 0.5s stagger", ph.Agents[3].Start)
+	}
+}
+
 func TestParse(t *testing.T) {
 	for _, tt := range []struct {
 		in   string

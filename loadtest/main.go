@@ -3,7 +3,9 @@
 // image, has every agent pull it at the same moment the way containerd
 // does, and reports completion times, origin egress and the distance to
 // the bandwidth bound. With --baseline direct the same fleet then pulls
-// straight from the origin with the same caps.
+// straight from the origin with the same caps. --stagger, --churn and
+// --kill-origin add staggered starts, agents killed and restarted mid-pull,
+// and an origin killed mid-pull.
 //
 //	go run ./loadtest --agents 8 --image 256MiB --layers 4 --link 200Mbit
 package main
@@ -39,6 +41,10 @@ func run(args []string) error {
 	bin := fs.String("bin", "bin", "directory with shoal-tracker, shoal-origin, shoal-agent")
 	out := fs.String("out", "", "report directory (default: a new temp dir)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "bound on one fleet's pull")
+	origins := fs.Int("origins", 1, "origin processes (blobs replicated on two of them)")
+	stagger := fs.Duration("stagger", 0, "spread the agents' starts over this window")
+	churn := fs.Float64("churn", 0, "fraction of agents killed mid-pull and restarted on the same data")
+	killOrigin := fs.Bool("kill-origin", false, "kill one origin mid-pull (needs --origins 2 or more)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -50,14 +56,18 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *agents < 1 || *agents > 500 || *layers < 1 || *layers > 128 {
-		return errors.New("--agents must be 1..500 and --layers 1..128")
+	if *agents < 1 || *agents > 500 || *layers < 1 || *layers > 128 || *origins < 1 || *origins > 16 {
+		return errors.New("--agents must be 1..500, --layers 1..128, --origins 1..16")
+	}
+	if *churn < 0 || *churn > 1 || (*killOrigin && *origins < 2) {
+		return errors.New("--churn must be 0..1, and --kill-origin needs --origins 2 or more")
 	}
 	if *baseline != "direct" && *baseline != "none" {
 		return fmt.Errorf("--baseline %q: want direct or none", *baseline)
 	}
 	o := options{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps, Baseline: *baseline == "direct",
-		Bin: *bin, Out: *out, Timeout: *timeout, Progress: os.Stderr}
+		Bin: *bin, Out: *out, Timeout: *timeout, Progress: os.Stderr,
+		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin}
 	if err := checkDisk(o); err != nil {
 		return err
 	}

@@ -32,6 +32,14 @@ type options struct {
 	Out      string // where the report goes
 	Timeout  time.Duration
 	Progress io.Writer // live progress; nil: none
+	// Origins is how many origins run (blobs on min(2, Origins) of them).
+	Origins int
+	// Stagger spreads the agents' starts evenly over this window.
+	Stagger time.Duration
+	// Churn is the fraction of agents killed mid-pull and restarted on the
+	// same data; KillOrigin kills one origin mid-pull (needs Origins ≥ 2).
+	Churn      float64
+	KillOrigin bool
 }
 
 // phase is one fleet's pull, measured.
@@ -88,34 +96,36 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	if err := waitReady(ctx, tr, "http://"+addrs["tracker-http"]+"/readyz"); err != nil {
 		return nil, err
 	}
-	originArgs := []string{"--id", "o0", "--addr", addrs["origin"], "--advertise", addrs["origin"],
-		"--data-dir", filepath.Join(dir, "origin"), "--etcd-endpoints", "http://" + addrs["etcd"], "--replicas", "1",
-		"--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--log-level", "warn"}
-	if o.LinkBps > 0 {
-		originArgs = append(originArgs, "--upload-rate", strconv.FormatInt(o.LinkBps, 10))
+	if o.Origins < 1 {
+		o.Origins = 1
 	}
-	org, err := f.start("origin", "origin", originArgs...)
-	if err != nil {
-		return nil, err
+	var origins []*originProc
+	for i := range o.Origins {
+		org, err := startOrigin(ctx, f, i, o, "http://"+addrs["etcd"])
+		if err != nil {
+			return nil, err
+		}
+		origins = append(origins, org)
 	}
-	originURL := "http://" + addrs["origin"]
-	if err := waitReady(ctx, org, originURL+"/readyz"); err != nil {
-		return nil, err
+	var originURLs []string
+	for _, org := range origins {
+		originURLs = append(originURLs, org.url)
 	}
-	layers, err := pushImage(ctx, originURL, o.Image, o.Layers)
+	layers, err := pushImage(ctx, originURLs[0], o.Image, o.Layers)
 	if err != nil {
 		return nil, fmt.Errorf("push image: %w", err)
 	}
 
-	agents := make([]string, o.Agents)
+	agents := make([]*agentProc, o.Agents)
 	for i := range agents {
-		if agents[i], err = startAgent(ctx, f, i, o, mode, addrs["tracker-grpc"], originURL); err != nil {
+		if agents[i], err = startAgent(ctx, f, i, o, mode, addrs["tracker-grpc"], originURLs); err != nil {
 			return nil, err
 		}
 	}
-	egress0, err := originEgress(originURL)
-	if err != nil {
-		return nil, err
+	for _, org := range origins {
+		if org.base, err = originEgress(org.url); err != nil {
+			return nil, err
+		}
 	}
 
 	ph := &phase{Mode: mode, Agents: make([]agentResult, o.Agents)}
@@ -125,26 +135,49 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
+	// Faults land about halfway through the ideal rollout.
+	faultAt := time.Second
+	if o.LinkBps > 0 {
+		faultAt = max(faultAt, time.Duration(float64(o.Image)/float64(o.LinkBps)/2*float64(time.Second)))
+	}
 	var wg sync.WaitGroup
+	churned := int(o.Churn * float64(o.Agents))
 	for i, a := range agents {
+		offset := time.Duration(0)
+		if o.Agents > 1 {
+			offset = o.Stagger * time.Duration(i) / time.Duration(o.Agents-1)
+		}
 		wg.Go(func() {
-			r := pull(pctx, "http://"+a, layers, start, &received)
-			r.Name = fmt.Sprintf("agent%02d", i)
-			ph.Agents[i] = r
+			ph.Agents[i] = a.pullWithRestarts(pctx, offset, layers, start, &received)
+			ph.Agents[i].Name = a.name
 			doneCount.Add(1)
+		})
+		if i < churned {
+			wg.Go(func() { a.churn(pctx, offset+faultAt) })
+		}
+	}
+	if o.KillOrigin && len(origins) > 1 {
+		wg.Go(func() {
+			select {
+			case <-time.After(faultAt):
+				origins[0].kill()
+			case <-pctx.Done():
+			}
 		})
 	}
 	wg.Wait()
 	stopProgress()
 	ph.Wall = time.Since(start).Seconds()
 
-	egress1, err := originEgress(originURL)
-	if err != nil {
-		return nil, err
+	for _, org := range origins {
+		e, err := org.egress()
+		if err != nil {
+			return nil, err
+		}
+		ph.OriginEgress += e
 	}
-	ph.OriginEgress = egress1 - egress0
 	for i, a := range agents {
-		m, err := scrape("http://" + a + "/metrics")
+		m, err := a.counters()
 		if err != nil {
 			return nil, err
 		}
@@ -156,29 +189,167 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	return ph, nil
 }
 
-func startAgent(ctx context.Context, f *fleet, i int, o options, mode, tracker, originURL string) (string, error) {
+// originProc is one origin; a killed one keeps the egress it had.
+type originProc struct {
+	*proc
+	url    string
+	base   int64 // egress before the pull
+	killed *int64
+}
+
+func startOrigin(ctx context.Context, f *fleet, i int, o options, etcd string) (*originProc, error) {
 	addr, err := freeAddr()
 	if err != nil {
-		return "", err
+		return nil, err
+	}
+	id := fmt.Sprintf("o%d", i)
+	args := []string{"--id", id, "--addr", addr, "--advertise", addr,
+		"--data-dir", filepath.Join(f.dir, "origin-"+id), "--etcd-endpoints", etcd, "--replicas", strconv.Itoa(min(2, o.Origins)),
+		"--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--log-level", "warn"}
+	if o.LinkBps > 0 {
+		args = append(args, "--upload-rate", strconv.FormatInt(o.LinkBps, 10))
+	}
+	p, err := f.start("origin-"+id, "origin", args...)
+	if err != nil {
+		return nil, err
+	}
+	org := &originProc{proc: p, url: "http://" + addr}
+	return org, waitReady(ctx, p, org.url+"/readyz")
+}
+
+// kill crashes the origin, remembering what it had sent.
+func (o *originProc) kill() {
+	e, err := originEgress(o.url)
+	if err == nil {
+		o.killed = &e
+	}
+	o.proc.kill()
+}
+
+func (o *originProc) egress() (int64, error) {
+	if o.killed != nil {
+		return *o.killed - o.base, nil
+	}
+	e, err := originEgress(o.url)
+	return e - o.base, err
+}
+
+// agentProc is one agent; restarts keep its config and data, and its
+// counters add up over incarnations.
+type agentProc struct {
+	f       *fleet
+	name    string
+	addr    string
+	config  string
+	mu      sync.Mutex
+	proc    *proc
+	earlier map[string]float64 // counters of killed incarnations
+	back    chan struct{}      // closed when a restarted agent is ready
+	// restartErr is why the agent did not come back, if it did not.
+	restartErr error
+}
+
+func (a *agentProc) counters() (map[string]float64, error) {
+	m, err := scrape("http://" + a.addr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, v := range a.earlier {
+		m[k] += v
+	}
+	return m, nil
+}
+
+// churn kills the agent at the given time and starts it again.
+func (a *agentProc) churn(ctx context.Context, at time.Duration) {
+	select {
+	case <-time.After(at):
+	case <-ctx.Done():
+		return
+	}
+	m, _ := scrape("http://" + a.addr + "/metrics")
+	a.mu.Lock()
+	for k, v := range m {
+		a.earlier[k] += v
+	}
+	a.back = make(chan struct{})
+	back := a.back
+	old := a.proc
+	a.mu.Unlock()
+	old.kill()
+	p, err := a.f.start(a.name, "agent", "--config", a.config)
+	if err == nil {
+		err = waitReady(ctx, p, "http://"+a.addr+"/readyz")
+	}
+	a.mu.Lock()
+	a.proc, a.restartErr = p, err
+	a.mu.Unlock()
+	close(back)
+}
+
+// pullWithRestarts starts after offset and pulls until it succeeds, retrying
+// when the agent was killed under it.
+func (a *agentProc) pullWithRestarts(ctx context.Context, offset time.Duration, layers []layerDesc, start time.Time, received *atomic.Int64) agentResult {
+	select {
+	case <-time.After(offset):
+	case <-ctx.Done():
+	}
+	first := time.Since(start).Seconds()
+	for attempt := 0; ; attempt++ {
+		r := pull(ctx, "http://"+a.addr, layers, start, received)
+		r.Start = first
+		if r.Error == "" || ctx.Err() != nil || attempt == 3 {
+			return r
+		}
+		a.mu.Lock()
+		back := a.back
+		a.mu.Unlock()
+		if back == nil {
+			return r // failed without a restart: a real failure
+		}
+		select {
+		case <-back:
+		case <-ctx.Done():
+			return r
+		}
+		a.mu.Lock()
+		err := a.restartErr
+		a.mu.Unlock()
+		if err != nil {
+			r.Error = "restart: " + err.Error()
+			return r
+		}
+	}
+}
+
+func startAgent(ctx context.Context, f *fleet, i int, o options, mode, tracker string, origins []string) (*agentProc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
 	}
 	name := fmt.Sprintf("agent%02d", i)
-	cfg := fmt.Sprintf("addr: %q\ndata_dir: %q\nseed_interval: 2s\nlog_level: warn\nregistries:\n  \"\":\n    origins: [%q]\np2p:\n  listen_addrs: [/ip4/127.0.0.1/tcp/0]\n",
-		addr, filepath.Join(f.dir, name), originURL)
+	quoted := make([]string, len(origins))
+	for i, u := range origins {
+		quoted[i] = strconv.Quote(u)
+	}
+	cfg := fmt.Sprintf("addr: %q\ndata_dir: %q\nseed_interval: 2s\nlog_level: warn\nregistries:\n  \"\":\n    origins: [%s]\np2p:\n  listen_addrs: [/ip4/127.0.0.1/tcp/0]\n",
+		addr, filepath.Join(f.dir, name), strings.Join(quoted, ", "))
 	if mode == "p2p" {
 		cfg += fmt.Sprintf("tracker: %q\n", tracker)
 	}
 	if o.LinkBps > 0 {
 		cfg += fmt.Sprintf("upload_rate: %d\ndownload_rate: %d\n", o.LinkBps, o.LinkBps)
 	}
-	cfgPath := filepath.Join(f.dir, name+".yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		return "", err
+	a := &agentProc{f: f, name: name, addr: addr, config: filepath.Join(f.dir, name+".yaml"), earlier: map[string]float64{}}
+	if err := os.WriteFile(a.config, []byte(cfg), 0o644); err != nil {
+		return nil, err
 	}
-	p, err := f.start(name, "agent", "--config", cfgPath)
-	if err != nil {
-		return "", err
+	if a.proc, err = f.start(name, "agent", "--config", a.config); err != nil {
+		return nil, err
 	}
-	return addr, waitReady(ctx, p, "http://"+addr+"/readyz")
+	return a, waitReady(ctx, a.proc, "http://"+addr+"/readyz")
 }
 
 // pushImage pushes layers of random bytes and a manifest tagged v1, as CI
