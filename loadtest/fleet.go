@@ -24,19 +24,21 @@ type fleet struct {
 }
 
 type proc struct {
+	pl   *place
 	name string
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{}
 }
 
-func (f *fleet) start(name, component string, args ...string) (*proc, error) {
+func (f *fleet) start(pl *place, name, component string, args ...string) (*proc, error) {
 	logPath := filepath.Join(f.dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(f.bin, "shoal-"+component), args...)
+	argv := pl.wrap(append([]string{filepath.Join(f.bin, "shoal-"+component)}, args...))
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C to the load test reaches us, and we
 	// stop the fleet in order rather than having it die half-way.
@@ -45,7 +47,7 @@ func (f *fleet) start(name, component string, args ...string) (*proc, error) {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	p := &proc{pl: pl, name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
 	f.mu.Lock()
 	f.procs = append(f.procs, p)
@@ -85,7 +87,7 @@ func waitReady(ctx context.Context, p *proc, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
-		resp, err := http.Get(url)
+		resp, err := p.pl.client.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -45,6 +45,8 @@ func run(args []string) error {
 	stagger := fs.Duration("stagger", 0, "spread the agents' starts over this window")
 	churn := fs.Float64("churn", 0, "fraction of agents killed mid-pull and restarted on the same data")
 	killOrigin := fs.Bool("kill-origin", false, "kill one origin mid-pull (needs --origins 2 or more)")
+	logLevel := fs.String("log-level", "warn", "log level of the fleet's processes (logs are kept beside the report)")
+	netns := fs.Bool("netns", false, "every process in its own network namespace, links capped by tc (root)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,7 +69,7 @@ func run(args []string) error {
 	}
 	o := options{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps, Baseline: *baseline == "direct",
 		Bin: *bin, Out: *out, Timeout: *timeout, Progress: os.Stderr,
-		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin}
+		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel}
 	if err := checkDisk(o); err != nil {
 		return err
 	}

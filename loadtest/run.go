@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -40,6 +41,12 @@ type options struct {
 	// same data; KillOrigin kills one origin mid-pull (needs Origins ≥ 2).
 	Churn      float64
 	KillOrigin bool
+	// Netns runs every process in a network namespace of its own, links
+	// capped by tc instead of the processes' token buckets (root only).
+	Netns bool
+	// LogLevel of the fleet's processes (default warn); their logs are
+	// kept beside the report.
+	LogLevel string
 }
 
 // phase is one fleet's pull, measured.
@@ -77,23 +84,37 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	f := &fleet{bin: o.Bin, dir: dir}
-	defer f.stopAll()
-
-	addrs := map[string]string{}
-	for _, k := range []string{"tracker-grpc", "tracker-http", "etcd", "etcd-peer", "origin"} {
-		if addrs[k], err = freeAddr(); err != nil {
+	// The processes' logs go with the report, for when a number looks odd.
+	defer keepLogs(dir, filepath.Join(o.Out, mode+"-logs"))
+	var topo topology = loopback{}
+	if o.Netns {
+		if topo, err = newNamespaces(ctx, o.LinkBps, o.Agents+o.Origins+1); err != nil {
 			return nil, err
 		}
 	}
-	tr, err := f.start("tracker", "tracker", "--id", "t0", "--grpc-addr", addrs["tracker-grpc"], "--http-addr", addrs["tracker-http"],
-		"--advertise", addrs["tracker-grpc"], "--data-dir", filepath.Join(dir, "tracker"), "--interval", "1s",
-		"--embedded-etcd-client-url", "http://"+addrs["etcd"], "--embedded-etcd-peer-url", "http://"+addrs["etcd-peer"],
-		"--log-level", "warn")
+	defer topo.close() // after the fleet has stopped: defers run last first
+	f := &fleet{bin: o.Bin, dir: dir}
+	defer f.stopAll()
+
+	trPlace, err := topo.place("tracker")
 	if err != nil {
 		return nil, err
 	}
-	if err := waitReady(ctx, tr, "http://"+addrs["tracker-http"]+"/readyz"); err != nil {
+	ports := map[string]int{}
+	for k, fixed := range map[string]int{"grpc": 7000, "http": 7001, "etcd": 2379, "etcd-peer": 2380} {
+		if ports[k], err = trPlace.port(fixed); err != nil {
+			return nil, err
+		}
+	}
+	trackerAddr, etcdURL := trPlace.addr(ports["grpc"]), "http://"+trPlace.addr(ports["etcd"])
+	tr, err := f.start(trPlace, "tracker", "tracker", "--id", "t0", "--grpc-addr", trackerAddr, "--http-addr", trPlace.addr(ports["http"]),
+		"--advertise", trackerAddr, "--data-dir", filepath.Join(dir, "tracker"), "--interval", "1s",
+		"--embedded-etcd-client-url", etcdURL, "--embedded-etcd-peer-url", "http://"+trPlace.addr(ports["etcd-peer"]),
+		"--log-level", o.logLevel())
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, tr, "http://"+trPlace.addr(ports["http"])+"/readyz"); err != nil {
 		return nil, err
 	}
 	if o.Origins < 1 {
@@ -101,7 +122,7 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	}
 	var origins []*originProc
 	for i := range o.Origins {
-		org, err := startOrigin(ctx, f, i, o, "http://"+addrs["etcd"])
+		org, err := startOrigin(ctx, f, topo, i, o, etcdURL)
 		if err != nil {
 			return nil, err
 		}
@@ -111,19 +132,19 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	for _, org := range origins {
 		originURLs = append(originURLs, org.url)
 	}
-	layers, err := pushImage(ctx, originURLs[0], o.Image, o.Layers)
+	layers, err := pushImage(ctx, origins[0].pl.client, originURLs[0], o.Image, o.Layers)
 	if err != nil {
 		return nil, fmt.Errorf("push image: %w", err)
 	}
 
 	agents := make([]*agentProc, o.Agents)
 	for i := range agents {
-		if agents[i], err = startAgent(ctx, f, i, o, mode, addrs["tracker-grpc"], originURLs); err != nil {
+		if agents[i], err = startAgent(ctx, f, topo, i, o, mode, trackerAddr, originURLs); err != nil {
 			return nil, err
 		}
 	}
 	for _, org := range origins {
-		if org.base, err = originEgress(org.url); err != nil {
+		if org.base, err = originEgress(org.pl.client, org.url); err != nil {
 			return nil, err
 		}
 	}
@@ -197,19 +218,28 @@ type originProc struct {
 	killed *int64
 }
 
-func startOrigin(ctx context.Context, f *fleet, i int, o options, etcd string) (*originProc, error) {
-	addr, err := freeAddr()
+func startOrigin(ctx context.Context, f *fleet, topo topology, i int, o options, etcd string) (*originProc, error) {
+	id := fmt.Sprintf("o%d", i)
+	pl, err := topo.place("origin-" + id)
 	if err != nil {
 		return nil, err
 	}
-	id := fmt.Sprintf("o%d", i)
+	port, err := pl.port(5000)
+	if err != nil {
+		return nil, err
+	}
+	p2pPort, err := pl.port(4001)
+	if err != nil {
+		return nil, err
+	}
+	addr := pl.addr(port)
 	args := []string{"--id", id, "--addr", addr, "--advertise", addr,
 		"--data-dir", filepath.Join(f.dir, "origin-"+id), "--etcd-endpoints", etcd, "--replicas", strconv.Itoa(min(2, o.Origins)),
-		"--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--log-level", "warn"}
-	if o.LinkBps > 0 {
+		"--p2p-listen", fmt.Sprintf("/ip4/%s/tcp/%d", pl.ip, p2pPort), "--log-level", o.logLevel()}
+	if o.LinkBps > 0 && !o.Netns {
 		args = append(args, "--upload-rate", strconv.FormatInt(o.LinkBps, 10))
 	}
-	p, err := f.start("origin-"+id, "origin", args...)
+	p, err := f.start(pl, "origin-"+id, "origin", args...)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +249,7 @@ func startOrigin(ctx context.Context, f *fleet, i int, o options, etcd string) (
 
 // kill crashes the origin, remembering what it had sent.
 func (o *originProc) kill() {
-	e, err := originEgress(o.url)
+	e, err := originEgress(o.pl.client, o.url)
 	if err == nil {
 		o.killed = &e
 	}
@@ -230,7 +260,7 @@ func (o *originProc) egress() (int64, error) {
 	if o.killed != nil {
 		return *o.killed - o.base, nil
 	}
-	e, err := originEgress(o.url)
+	e, err := originEgress(o.pl.client, o.url)
 	return e - o.base, err
 }
 
@@ -238,6 +268,7 @@ func (o *originProc) egress() (int64, error) {
 // counters add up over incarnations.
 type agentProc struct {
 	f       *fleet
+	pl      *place
 	name    string
 	addr    string
 	config  string
@@ -250,7 +281,7 @@ type agentProc struct {
 }
 
 func (a *agentProc) counters() (map[string]float64, error) {
-	m, err := scrape("http://" + a.addr + "/metrics")
+	m, err := scrape(a.pl.client, "http://"+a.addr+"/metrics")
 	if err != nil {
 		return nil, err
 	}
@@ -269,7 +300,7 @@ func (a *agentProc) churn(ctx context.Context, at time.Duration) {
 	case <-ctx.Done():
 		return
 	}
-	m, _ := scrape("http://" + a.addr + "/metrics")
+	m, _ := scrape(a.pl.client, "http://"+a.addr+"/metrics")
 	a.mu.Lock()
 	for k, v := range m {
 		a.earlier[k] += v
@@ -279,7 +310,7 @@ func (a *agentProc) churn(ctx context.Context, at time.Duration) {
 	old := a.proc
 	a.mu.Unlock()
 	old.kill()
-	p, err := a.f.start(a.name, "agent", "--config", a.config)
+	p, err := a.f.start(a.pl, a.name, "agent", "--config", a.config)
 	if err == nil {
 		err = waitReady(ctx, p, "http://"+a.addr+"/readyz")
 	}
@@ -298,7 +329,7 @@ func (a *agentProc) pullWithRestarts(ctx context.Context, offset time.Duration, 
 	}
 	first := time.Since(start).Seconds()
 	for attempt := 0; ; attempt++ {
-		r := pull(ctx, "http://"+a.addr, layers, start, received)
+		r := pull(ctx, a.pl.client, "http://"+a.addr, layers, start, received)
 		r.Start = first
 		if r.Error == "" || ctx.Err() != nil || attempt == 3 {
 			return r
@@ -324,29 +355,39 @@ func (a *agentProc) pullWithRestarts(ctx context.Context, offset time.Duration, 
 	}
 }
 
-func startAgent(ctx context.Context, f *fleet, i int, o options, mode, tracker string, origins []string) (*agentProc, error) {
-	addr, err := freeAddr()
+func startAgent(ctx context.Context, f *fleet, topo topology, i int, o options, mode, tracker string, origins []string) (*agentProc, error) {
+	name := fmt.Sprintf("agent%02d", i)
+	pl, err := topo.place(name)
 	if err != nil {
 		return nil, err
 	}
-	name := fmt.Sprintf("agent%02d", i)
+	port, err := pl.port(5080)
+	if err != nil {
+		return nil, err
+	}
+	p2pPort := 0
+	if o.Netns {
+		p2pPort = 4001
+	}
+	// containerd reaches its agent on the node's loopback.
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	quoted := make([]string, len(origins))
 	for i, u := range origins {
 		quoted[i] = strconv.Quote(u)
 	}
-	cfg := fmt.Sprintf("addr: %q\ndata_dir: %q\nseed_interval: 2s\nlog_level: warn\nregistries:\n  \"\":\n    origins: [%s]\np2p:\n  listen_addrs: [/ip4/127.0.0.1/tcp/0]\n",
-		addr, filepath.Join(f.dir, name), strings.Join(quoted, ", "))
+	cfg := fmt.Sprintf("addr: %q\ndata_dir: %q\nseed_interval: 2s\nlog_level: %s\nregistries:\n  \"\":\n    origins: [%s]\np2p:\n  listen_addrs: [/ip4/%s/tcp/%d]\n",
+		addr, filepath.Join(f.dir, name), o.logLevel(), strings.Join(quoted, ", "), pl.ip, p2pPort)
 	if mode == "p2p" {
 		cfg += fmt.Sprintf("tracker: %q\n", tracker)
 	}
-	if o.LinkBps > 0 {
+	if o.LinkBps > 0 && !o.Netns {
 		cfg += fmt.Sprintf("upload_rate: %d\ndownload_rate: %d\n", o.LinkBps, o.LinkBps)
 	}
-	a := &agentProc{f: f, name: name, addr: addr, config: filepath.Join(f.dir, name+".yaml"), earlier: map[string]float64{}}
+	a := &agentProc{f: f, pl: pl, name: name, addr: addr, config: filepath.Join(f.dir, name+".yaml"), earlier: map[string]float64{}}
 	if err := os.WriteFile(a.config, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	if a.proc, err = f.start(name, "agent", "--config", a.config); err != nil {
+	if a.proc, err = f.start(pl, name, "agent", "--config", a.config); err != nil {
 		return nil, err
 	}
 	return a, waitReady(ctx, a.proc, "http://"+addr+"/readyz")
@@ -354,7 +395,7 @@ func startAgent(ctx context.Context, f *fleet, i int, o options, mode, tracker s
 
 // pushImage pushes layers of random bytes and a manifest tagged v1, as CI
 // would, and returns the layers.
-func pushImage(ctx context.Context, origin string, total int64, n int) ([]layerDesc, error) {
+func pushImage(ctx context.Context, c *http.Client, origin string, total int64, n int) ([]layerDesc, error) {
 	var seed [32]byte
 	rand.Read(seed[:])
 	gen := mrand.NewChaCha8(seed)
@@ -364,7 +405,7 @@ func pushImage(ctx context.Context, origin string, total int64, n int) ([]layerD
 		d := "sha256:" + hex.EncodeToString(s[:])
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, origin+"/v2/loadtest/app/blobs/uploads/?digest="+d, bytes.NewReader(b))
 		req.Header.Set("Content-Type", "application/octet-stream")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := c.Do(req)
 		if err != nil {
 			return "", err
 		}
@@ -396,7 +437,7 @@ func pushImage(ctx context.Context, origin string, total int64, n int) ([]layerD
 		"config": layerDesc{"application/vnd.oci.image.config.v1+json", cd, int64(len(cfg))}, "layers": layers})
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, origin+"/v2/loadtest/app/manifests/v1", bytes.NewReader(m))
 	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -409,14 +450,14 @@ func pushImage(ctx context.Context, origin string, total int64, n int) ([]layerD
 
 // pull does what containerd does: the manifest by tag, then every layer,
 // three at a time, each checked against its digest.
-func pull(ctx context.Context, agent string, layers []layerDesc, phaseStart time.Time, received *atomic.Int64) agentResult {
+func pull(ctx context.Context, c *http.Client, agent string, layers []layerDesc, phaseStart time.Time, received *atomic.Int64) agentResult {
 	var r agentResult
 	since := func() float64 { return time.Since(phaseStart).Seconds() }
 	r.Start = since()
 	fail := func(err error) agentResult { r.Error = err.Error(); r.Done = since(); return r }
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, agent+"/v2/loadtest/app/manifests/v1", nil)
 	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return fail(err)
 	}
@@ -437,7 +478,7 @@ func pull(ctx context.Context, agent string, layers []layerDesc, phaseStart time
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, agent+"/v2/loadtest/app/blobs/"+l.Digest, nil)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := c.Do(req)
 			if err == nil && resp.StatusCode != http.StatusOK {
 				resp.Body.Close()
 				err = fmt.Errorf("layer %s: %s", l.Digest, resp.Status)
@@ -495,8 +536,8 @@ func pull(ctx context.Context, agent string, layers []layerDesc, phaseStart time
 }
 
 // originEgress is what the origin has sent: blob bodies and seeded pieces.
-func originEgress(originURL string) (int64, error) {
-	m, err := scrape(originURL + "/metrics")
+func originEgress(c *http.Client, originURL string) (int64, error) {
+	m, err := scrape(c, originURL+"/metrics")
 	if err != nil {
 		return 0, err
 	}
@@ -504,8 +545,8 @@ func originEgress(originURL string) (int64, error) {
 }
 
 // scrape reads a Prometheus text page, summing series per metric name.
-func scrape(url string) (map[string]float64, error) {
-	resp, err := http.Get(url)
+func scrape(c *http.Client, url string) (map[string]float64, error) {
+	resp, err := c.Get(url)
 	if err != nil {
 		return nil, err
 	}
@@ -572,4 +613,23 @@ func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func keepLogs(from, to string) {
+	logs, _ := filepath.Glob(filepath.Join(from, "*.log"))
+	if len(logs) == 0 || os.MkdirAll(to, 0o755) != nil {
+		return
+	}
+	for _, l := range logs {
+		if b, err := os.ReadFile(l); err == nil {
+			os.WriteFile(filepath.Join(to, filepath.Base(l)), b, 0o644)
+		}
+	}
+}
+
+func (o options) logLevel() string {
+	if o.LogLevel == "" {
+		return "warn"
+	}
+	return o.LogLevel
 }

@@ -361,7 +361,8 @@ func (b partialBlob) ReadAt(p []byte, off int64) (int, error) { return b.f.pf.Re
 // inflight is one blob being downloaded; every client asking for it
 // shares it.
 type inflight struct {
-	peers chan peer.AddrInfo // peers that asked us for this blob
+	peers  chan peer.AddrInfo // peers that asked us for this blob
+	stream chan int           // the next piece a streaming client waits for
 	ready chan struct{}      // mi and pf are set, or prepErr
 	done  chan struct{}      // the download ended; err says how
 	mi    *metainfo.MetaInfo
@@ -378,7 +379,7 @@ func (a *Agent) fetch(d digest.Digest, repo string, up Upstream) *inflight {
 		a.mu.Unlock()
 		return f
 	}
-	f := &inflight{ready: make(chan struct{}), done: make(chan struct{}), peers: make(chan peer.AddrInfo, 32)}
+	f := &inflight{ready: make(chan struct{}), done: make(chan struct{}), peers: make(chan peer.AddrInfo, 32), stream: make(chan int, 1)}
 	a.inflight[d] = f
 	a.mu.Unlock()
 	a.metrics.downloads.Inc()
@@ -412,7 +413,7 @@ func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream)
 	close(f.ready)
 	org := &originReader{a: a, up: up, repo: repo, d: d}
 	start := time.Now()
-	st, err := a.dl.Fetch(a.ctx, mi, f.pf, org, swarm.Hints{Peers: f.peers})
+	st, err := a.dl.Fetch(a.ctx, mi, f.pf, org, swarm.Hints{Peers: f.peers, Stream: f.stream})
 	if err != nil {
 		if errors.Is(err, piecefile.ErrDigestMismatch) {
 			f.pf.Remove()

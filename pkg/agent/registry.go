@@ -241,6 +241,22 @@ func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, 
 	wrote := false
 	for off, end := span.Start, span.Start+span.Length; off < end; {
 		i := int(off / mi.PieceLength)
+		if !f.pf.Have(i) {
+			// Tell the scheduler where the reader is, so the pieces just
+			// ahead go first; a newer position replaces an unread one.
+			select {
+			case f.stream <- i:
+			default:
+				select {
+				case <-f.stream:
+				default:
+				}
+				select {
+				case f.stream <- i:
+				default:
+				}
+			}
+		}
 		if err := a.waitPiece(ctx, f, i, i == last); err != nil {
 			return err
 		}

@@ -30,7 +30,9 @@ type PeerID string
 
 // Config tunes a Scheduler. Zero values take the defaults.
 type Config struct {
-	// PerPeer is the most requests in flight to one peer (default 4).
+	// PerPeer is the most requests in flight to one peer (default 2: a
+	// whole piece already covers the bandwidth-delay product, and deeper
+	// queues on a slow seeder only turn into timeouts and duplicates).
 	PerPeer int
 	// Window is how many pieces ahead of a streaming reader go first
 	// (default 4).
@@ -46,7 +48,7 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.PerPeer <= 0 {
-		c.PerPeer = 4
+		c.PerPeer = 2
 	}
 	if c.Window <= 0 {
 		c.Window = 4
@@ -114,6 +116,9 @@ func New(cfg Config, n int, pieceLength int64, have []bool, rnd *rand.Rand) *Sch
 	}
 	return s
 }
+
+// RequestTimeout is how long one request may take before it is withdrawn.
+func (s *Scheduler) RequestTimeout() time.Duration { return s.timeout }
 
 // Done reports whether every piece is held.
 func (s *Scheduler) Done() bool { return s.missing == 0 }

@@ -244,8 +244,12 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 					c.Cancel(r.Piece)
 				}
 			}
-			for _, id := range dl.sched.Stalled(now, dl.cfg.StallTimeout/2) {
+			// A peer is stalled only after it has let requests time out
+			// twice over: on a slow, shared link a piece may take a while.
+			for _, id := range dl.sched.Stalled(now, max(dl.cfg.StallTimeout/2, 2*dl.sched.RequestTimeout())) {
 				dl.drop(peer.ID(id), "stalled")
+				// It may recover; a later announce may hand it out again.
+				delete(dl.tried, peer.ID(id))
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,6 +100,7 @@ type shardState struct {
 	rnd    *rand.Rand
 	names  map[string]string // interned zone and rack labels
 	cands  []candidate       // scratch for sample, reused under mu
+	picked []int             // scratch for sample's draws
 }
 
 // maxNames bounds a shard's interned labels: real clusters have tens of
@@ -173,7 +175,7 @@ func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring
 	if !complete && !peer.GetOrigin() {
 		out = t.grantOrigins(s, peer.GetId(), origins, p, now, interval)
 	}
-	sh.cands = sample(sh.cands[:0], s, self, max(p.sampleSize, 2*want), now, sh.rnd)
+	sh.cands, sh.picked = sample(sh.cands[:0], sh.picked[:0], s, self, max(p.sampleSize, 2*want), now, sh.rnd)
 	cands := sh.cands
 	a := asker{id: peer.GetId(), labels: peer.GetLabels(), complete: complete, bitfield: req.GetBitfield()}
 	// Only granted origins can repeat a swarm entry (an origin that also
@@ -232,7 +234,7 @@ func (t *swarms) grantOrigins(s *swarm, id string, origins []ring.Member, p poli
 // random ones of a large swarm, so an announce costs O(size), not O(swarm).
 // sample appends to out up to size live entries of s, chosen at random
 // when there are more.
-func sample(out []candidate, s *swarm, self *peerEntry, size int, now time.Time, rnd *rand.Rand) []candidate {
+func sample(out []candidate, picked []int, s *swarm, self *peerEntry, size int, now time.Time, rnd *rand.Rand) ([]candidate, []int) {
 	pick := func(e *peerEntry) candidate {
 		return candidate{peer: e.peer, complete: e.complete, bitfield: e.bitfield, zone: e.zone, rack: e.rack, self: e == self}
 	}
@@ -242,32 +244,25 @@ func sample(out []candidate, s *swarm, self *peerEntry, size int, now time.Time,
 				out = append(out, pick(e))
 			}
 		}
-		return out
+		return out, picked
 	}
-	// A random start and a stride coprime with the length visit distinct
-	// entries without a set to remember them.
+	// Independent random draws: a stride walk would be cheaper, but a
+	// small or near-n stride samples a periodic subset (every other entry),
+	// which biases the hand-out when join order correlates with state.
+	// Repeats are rejected against what is already picked; with size ≪ n
+	// they are rare, and the draws are bounded.
 	n := len(s.list)
-	start := rnd.IntN(n)
-	stride := 1 + rnd.IntN(n-1)
-	for gcd(stride, n) != 1 {
-		stride = 1 + rnd.IntN(n-1)
-	}
-	for i, k := start, 0; k < size; k++ {
+	for tries := 0; len(picked) < size && tries < 4*size; tries++ {
+		i := rnd.IntN(n)
+		if slices.Contains(picked, i) {
+			continue
+		}
+		picked = append(picked, i)
 		if e := s.list[i]; now.Before(e.expires) {
 			out = append(out, pick(e))
 		}
-		if i += stride; i >= n {
-			i -= n
-		}
 	}
-	return out
-}
-
-func gcd(a, b int) int {
-	for b != 0 {
-		a, b = b, a%b
-	}
-	return a
+	return out, picked
 }
 
 // sweep drops expired peers and empty swarms, returning the number of
