@@ -363,10 +363,10 @@ func (b partialBlob) ReadAt(p []byte, off int64) (int, error) { return b.f.pf.Re
 type inflight struct {
 	peers  chan peer.AddrInfo // peers that asked us for this blob
 	stream chan int           // the next piece a streaming client waits for
-	ready chan struct{}      // mi and pf are set, or prepErr
-	done  chan struct{}      // the download ended; err says how
-	mi    *metainfo.MetaInfo
-	pf    *piecefile.File
+	ready  chan struct{}      // mi and pf are set, or prepErr
+	done   chan struct{}      // the download ended; err says how
+	mi     *metainfo.MetaInfo
+	pf     *piecefile.File
 	// prepErr is read after ready, err after done.
 	prepErr error
 	err     error
