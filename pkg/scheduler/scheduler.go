@@ -300,8 +300,17 @@ func (s *Scheduler) Next(now time.Time) []Request {
 	return out
 }
 
-// endGame: every missing piece is already asked of someone.
+// endGameMax is the most missing pieces for the end game to begin.
+const endGameMax = 4
+
+// endGame: every missing piece is already asked of someone, and few remain.
 func (s *Scheduler) endGame() bool {
+	// Only for the last few pieces: with many requests in flight, "all
+	// missing pieces are asked for" comes early, and duplicating that many
+	// requests spends the peers' uplinks twice.
+	if s.missing > endGameMax {
+		return false
+	}
 	for i := range s.pieces {
 		if !s.have[i] && s.asked[i] == 0 {
 			return false
