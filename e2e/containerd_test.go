@@ -146,14 +146,7 @@ func TestContainerdPullsThroughAgents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries and containerd")
 	}
-	for _, tool := range []string{"containerd", "ctr"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s missing; .ci/run installs Debian containerd", tool)
-			}
-			t.Skipf("%s not installed (apt install containerd)", tool)
-		}
-	}
+	needContainerd(t)
 	dir := t.TempDir()
 	tr := startTracker(t, dir)
 	oAddr := startOrigin(t, dir, tr.etcd)
@@ -208,14 +201,7 @@ func TestContainerdConfigureRestore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries and containerd")
 	}
-	for _, tool := range []string{"containerd", "ctr"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s missing; .ci/run installs Debian containerd", tool)
-			}
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	needContainerd(t)
 	dir := t.TempDir()
 	tr := startTracker(t, dir)
 	oAddr := startOrigin(t, dir, tr.etcd)
@@ -266,5 +252,19 @@ func TestContainerdConfigureRestore(t *testing.T) {
 	entries, _ := os.ReadDir(filepath.Join(certs, registry))
 	if len(entries) != 1 {
 		t.Fatalf("left behind in %s: %v", registry, entries)
+	}
+}
+
+// needContainerd skips without Debian containerd, except in CI, which
+// installs it.
+func needContainerd(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"containerd", "ctr"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s missing; .ci/run installs Debian containerd", tool)
+			}
+			t.Skipf("%s not installed (apt install containerd)", tool)
+		}
 	}
 }

@@ -225,27 +225,11 @@ func TestConcurrentClientsShareOneDownload(t *testing.T) {
 	layer := random(3 << 20)
 	image(t, o.URL, layer)
 	a := startAgent(t, tr.Addr, o.URL, agent.Config{})
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Go(func() {
-			resp, err := http.Get(a.url + "/v2/team/app/blobs/" + sha(layer))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err != nil || !bytes.Equal(b, layer) {
-				errs <- fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, len(b), err)
-			}
-		})
+	urls := make([]string, 8)
+	for i := range urls {
+		urls[i] = a.url
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	getAll(t, urls, layer)
 	if got := a.counter(t, "shoal_agent_origin_bytes_total"); got != float64(len(layer)) {
 		t.Fatalf("8 clients cost the origin %v bytes, want one copy (%d)", got, len(layer))
 	}
@@ -300,27 +284,11 @@ func TestSwarmRollout(t *testing.T) {
 	}
 	before := originEgress(t, o, upload)
 	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, agents)
+	var urls []string
 	for _, n := range nodes {
-		wg.Go(func() {
-			resp, err := http.Get(n.url + "/v2/team/app/blobs/" + sha(layer))
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			if err != nil || !bytes.Equal(b, layer) {
-				errs <- fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, len(b), err)
-			}
-		})
+		urls = append(urls, n.url)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	getAll(t, urls, layer)
 	egress := originEgress(t, o, upload) - before
 	var peers, fallback float64
 	for _, n := range nodes {
@@ -377,5 +345,31 @@ func TestWrongBlobNeverEndsCleanly(t *testing.T) {
 	}
 	if n := a.counter(t, "shoal_agent_pieces_total"); n != 0 {
 		t.Fatalf("%v pieces counted from peers; all came from the origin", n)
+	}
+}
+
+// getAll fetches blob from every agent URL at once and checks each body.
+func getAll(t *testing.T, agents []string, blob []byte) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(agents))
+	for _, u := range agents {
+		wg.Go(func() {
+			resp, err := http.Get(u + "/v2/team/app/blobs/" + sha(blob))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err != nil || !bytes.Equal(b, blob) {
+				errs <- fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, len(b), err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
