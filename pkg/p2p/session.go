@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -233,17 +234,25 @@ func (s *Seeder) serve(st network.Stream) error {
 		go s.sendHaves(ctx, sw, blob, bits)
 	}
 	buf := make([]byte, mi.PieceLength)
+	var queue []int // requested pieces, oldest first
 	for {
-		st.SetReadDeadline(time.Now().Add(s.IdleTimeout))
-		m, err := r.Next()
-		if err != nil {
-			return err
+		// Take every frame that has arrived, waiting only when nothing is
+		// queued: a cancel that came in behind its request withdraws it
+		// before its bytes go out (end game, expired requests).
+		for len(queue) == 0 || r.Ready() {
+			st.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+			m, err := r.Next()
+			if err != nil {
+				return err
+			}
+			if req := m.GetRequest(); req != nil && len(queue) < maxQueued {
+				queue = append(queue, int(req.GetIndex()))
+			} else if c := m.GetCancel(); c != nil {
+				queue = slices.DeleteFunc(queue, func(q int) bool { return q == int(c.GetIndex()) })
+			}
 		}
-		req := m.GetRequest()
-		if req == nil {
-			continue // have / cancel: requests are served in order, nothing to withdraw
-		}
-		i := int(req.GetIndex())
+		i := queue[0]
+		queue = queue[1:]
 		off, n := mi.PieceSpan(i)
 		p := buf[:n]
 		if _, err := blob.ReadAt(p, off); err != nil && !errors.Is(err, io.EOF) {
@@ -273,6 +282,10 @@ func (s *Seeder) serve(st network.Stream) error {
 		}
 	}
 }
+
+// maxQueued bounds the requests a seeder holds for one stream; more are
+// dropped, and the peer's request timeout asks again.
+const maxQueued = 64
 
 // haveInterval is how often a seeder of a partial blob looks for new
 // pieces to announce.

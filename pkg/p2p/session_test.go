@@ -15,6 +15,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/p2p"
 	"github.com/shoal-project/shoal/pkg/p2p/p2ptest"
 	"github.com/shoal-project/shoal/pkg/piecefile"
+	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
 func seederAndLeecher(t *testing.T, blobs p2ptest.Blobs, upload *rate.Limiter) (*p2p.Seeder, peer.AddrInfo, func(context.Context, *metainfo.MetaInfo) (*p2p.Conn, error)) {
@@ -171,5 +172,62 @@ func TestSeederDropsViolators(t *testing.T) {
 			}
 			connect(ctx, rogue, seedHost)
 		})
+	}
+}
+
+// Cancels that arrive behind their requests withdraw them: the seeder
+// sends only what is still wanted.
+func TestSeederHonoursCancel(t *testing.T) {
+	blob := p2ptest.NewBlob(1<<20, 64<<10)
+	seedHost, leech := p2ptest.NewHost(t, p2p.HostConfig{}), p2ptest.NewHost(t, p2p.HostConfig{})
+	p2p.NewSeeder(seedHost, p2ptest.Blobs{blob.MI.Digest: blob}, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := connect(ctx, leech, seedHost); err != nil {
+		t.Fatal(err)
+	}
+	st, err := leech.NewStream(ctx, seedHost.ID(), p2p.Protocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r, w := p2p.NewFrameReader(st), p2p.NewFrameWriter(st)
+	r.SetBlob(blob.MI.NumPieces(), blob.MI.PieceLength)
+	mih, _ := p2p.MetaInfoHash(blob.MI)
+	msg := func(m any) *shoalpb.PieceMessage {
+		switch v := m.(type) {
+		case *shoalpb.Request:
+			return &shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Request{Request: v}}
+		case *shoalpb.Cancel:
+			return &shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Cancel{Cancel: v}}
+		}
+		return &shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Handshake{Handshake: &shoalpb.Handshake{
+			Digest: blob.MI.Digest.String(), MetainfoHash: mih, Have: &shoalpb.Handshake_Bitfield{Bitfield: make([]byte, 2)}}}}
+	}
+	w.Write(msg(nil))
+	w.Flush()
+	if m, err := r.Next(); err != nil || m.GetHandshake() == nil {
+		t.Fatalf("handshake: %v %v", m, err)
+	}
+	// Requests and their cancels in one write, as a burst arrives.
+	for i := range 4 {
+		w.Write(msg(&shoalpb.Request{Index: uint32(i)}))
+	}
+	for i := 1; i < 4; i++ {
+		w.Write(msg(&shoalpb.Cancel{Index: uint32(i)}))
+	}
+	w.Write(msg(&shoalpb.Request{Index: 5}))
+	w.Flush()
+	var got []uint32
+	for range 2 {
+		m, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m.GetPiece().GetIndex())
+		r.ReadPayload(make([]byte, r.PayloadLen()))
+	}
+	if got[0] != 0 || got[1] != 5 {
+		t.Fatalf("pieces sent %v, want [0 5]: 1-3 were cancelled", got)
 	}
 }

@@ -139,6 +139,22 @@ func (f *FrameReader) check(m *shoalpb.PieceMessage) error {
 	return nil
 }
 
+// Ready reports whether a whole header frame is already buffered, so Next
+// will not block: a seeder drains what has arrived (cancels especially)
+// before it starts sending a piece.
+func (f *FrameReader) Ready() bool {
+	if f.pending > 0 {
+		return false
+	}
+	n := f.r.Buffered()
+	if n == 0 {
+		return false
+	}
+	b, _ := f.r.Peek(min(n, binary.MaxVarintLen64))
+	l, k := binary.Uvarint(b)
+	return k > 0 && uint64(n-k) >= l
+}
+
 // PayloadLen is the length of the piece payload to read next, or 0.
 func (f *FrameReader) PayloadLen() int { return f.pending }
 
