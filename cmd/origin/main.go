@@ -21,9 +21,9 @@ import (
 	"github.com/shoal-project/shoal/pkg/membership"
 	"github.com/shoal-project/shoal/pkg/origin"
 	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/pace"
 	"github.com/shoal-project/shoal/pkg/repostore"
 	"github.com/shoal-project/shoal/pkg/ring"
-	"golang.org/x/time/rate"
 )
 
 // fileConfig is the YAML file: the origin's config plus process settings.
@@ -121,9 +121,8 @@ func run(args []string) error {
 	}
 	// One budget for the origin's uplink: blob bodies on /v2 and pieces
 	// seeded share it.
-	var egress *rate.Limiter
-	if fc.UploadRate > 0 {
-		egress = rate.NewLimiter(rate.Limit(fc.UploadRate), int(min(fc.UploadRate, 16<<20)))
+	egress := pace.NewLimiter(fc.UploadRate)
+	if egress != nil {
 		opts = append(opts, origin.WithEgressLimit(egress))
 	}
 	srv, err := origin.New(fc.Config, opts...)
@@ -195,10 +194,7 @@ func joinCluster(ctx context.Context, fc fileConfig, bound net.Addr, h host.Host
 func self(id, addr string, h host.Host) *ring.Member {
 	m := &ring.Member{ID: id, Addr: addr}
 	if h != nil {
-		m.PeerID = h.ID().String()
-		for _, a := range h.Addrs() {
-			m.P2PAddrs = append(m.P2PAddrs, a.String())
-		}
+		m.PeerID, m.P2PAddrs = h.ID().String(), p2p.Addrs(h)
 	}
 	return m
 }

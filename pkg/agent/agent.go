@@ -19,13 +19,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/pace"
 	"github.com/shoal-project/shoal/pkg/piecefile"
 	"github.com/shoal-project/shoal/pkg/swarm"
 	"github.com/shoal-project/shoal/pkg/tlsconfig"
@@ -167,21 +167,13 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		}
 		a.conn, a.tracker = conn, shoalpb.NewTrackerClient(conn)
 	}
-	var upload *rate.Limiter
-	if cfg.UploadRate > 0 {
-		upload = rate.NewLimiter(rate.Limit(cfg.UploadRate), int(min(cfg.UploadRate, 16<<20)))
-	}
-	seeder := p2p.NewSeeder(h, a, upload, log)
+	seeder := p2p.NewSeeder(h, a, pace.NewLimiter(cfg.UploadRate), log)
 	seeder.Uploaded = func(n int) { a.metrics.uploaded.Add(float64(n)) }
 	seeder.OnPeer = a.peerSeen
-	var download *rate.Limiter
-	if cfg.DownloadRate > 0 {
-		download = rate.NewLimiter(rate.Limit(cfg.DownloadRate), int(min(cfg.DownloadRate, 16<<20)))
-	}
 	a.dl = &swarm.Downloader{
-		Limit: download,
+		Limit: pace.NewLimiter(cfg.DownloadRate),
 		Host:  h, Tracker: a.tracker, Cfg: cfg.Swarm, Log: log,
-		Self: &shoalpb.Peer{Addrs: hostAddrs(h), Labels: &shoalpb.Labels{Zone: cfg.Zone, Rack: cfg.Rack, Node: cfg.Node}},
+		Self: &shoalpb.Peer{Addrs: p2p.Addrs(h), Labels: &shoalpb.Labels{Zone: cfg.Zone, Rack: cfg.Rack, Node: cfg.Node}},
 		Verified: func(ok bool) {
 			if ok {
 				a.metrics.pieces.WithLabelValues("verified").Inc()
@@ -215,14 +207,6 @@ func (a *Agent) peerSeen(d digest.Digest, p peer.ID) {
 	}
 }
 
-func hostAddrs(h host.Host) []string {
-	var out []string
-	for _, a := range h.Addrs() {
-		out = append(out, a.String())
-	}
-	return out
-}
-
 // PeerID is this agent's libp2p identity.
 func (a *Agent) PeerID() string { return a.host.ID().String() }
 
@@ -240,7 +224,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	a.wg.Go(func() { a.seedLoop(a.ctx) })
-	a.log.Info("agent serving", "addr", ln.Addr().String(), "peer", a.host.ID(), "p2p", hostAddrs(a.host),
+	a.log.Info("agent serving", "addr", ln.Addr().String(), "peer", a.host.ID(), "p2p", p2p.Addrs(a.host),
 		"tracker", a.cfg.Tracker, "cache_bytes", a.cfg.CacheBytes)
 	var err error
 	select {
@@ -309,7 +293,7 @@ func (a *Agent) seedLoop(ctx context.Context) {
 }
 
 func (a *Agent) self() *shoalpb.Peer {
-	return &shoalpb.Peer{Id: a.host.ID().String(), Addrs: hostAddrs(a.host),
+	return &shoalpb.Peer{Id: a.host.ID().String(), Addrs: p2p.Addrs(a.host),
 		Labels: &shoalpb.Labels{Zone: a.cfg.Zone, Rack: a.cfg.Rack, Node: a.cfg.Node}}
 }
 
@@ -338,7 +322,7 @@ func (a *Agent) Lookup(d digest.Digest) (p2p.Blob, bool) {
 	if f.prepErr != nil {
 		return nil, false
 	}
-	return partialBlob{f}, true
+	return swarm.Partial{File: f.pf}, true
 }
 
 type cachedBlob struct {
@@ -351,12 +335,6 @@ func (b *cachedBlob) MetaInfo() *metainfo.MetaInfo            { return b.mi }
 func (b *cachedBlob) Bitfield() ([]byte, bool)                { return nil, true }
 func (b *cachedBlob) ReadAt(p []byte, off int64) (int, error) { return b.rd.ReadAt(p, off) }
 func (b *cachedBlob) Close() error                            { b.release(); return nil }
-
-type partialBlob struct{ f *inflight }
-
-func (b partialBlob) MetaInfo() *metainfo.MetaInfo            { return b.f.mi }
-func (b partialBlob) Bitfield() ([]byte, bool)                { return b.f.pf.Bitfield(), false }
-func (b partialBlob) ReadAt(p []byte, off int64) (int, error) { return b.f.pf.ReadAt(p, off) }
 
 // inflight is one blob being downloaded; every client asking for it
 // shares it.

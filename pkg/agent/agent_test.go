@@ -245,10 +245,7 @@ func seedingOrigin(t *testing.T) (o *origintest.Origin, trackerAddr string, uplo
 	s.EnableSuperSeeding()
 	upload = &atomic.Int64{}
 	s.Uploaded = func(n int) { upload.Add(int64(n)) }
-	var addrs []string
-	for _, a := range h.Addrs() {
-		addrs = append(addrs, a.String())
-	}
+	addrs := p2p.Addrs(h)
 	tr := trackertest.Start(t, nil, tracker.Config{Interval: time.Second}, []tracker.Option{
 		tracker.WithOrigins(ring.New([]ring.Member{{ID: "origin", Addr: o.Host, PeerID: h.ID().String(), P2PAddrs: addrs}}))})
 	return o, tr.Addr, upload

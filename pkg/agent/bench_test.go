@@ -55,10 +55,7 @@ func BenchmarkPull1GiB(b *testing.B) {
 		tr := trackertest.Start(b, nil, tracker.Config{}, nil)
 		seeder := p2ptest.NewHost(b, p2p.HostConfig{})
 		p2p.NewSeeder(seeder, p2ptest.Blobs{blob.MI.Digest: blob}, nil, nil)
-		var addrs []string
-		for _, a := range seeder.Addrs() {
-			addrs = append(addrs, a.String())
-		}
+		addrs := p2p.Addrs(seeder)
 		b.SetBytes(benchSize)
 		var cpu time.Duration
 		var wall time.Duration

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/httprange"
 	"github.com/shoal-project/shoal/pkg/manifest"
@@ -236,6 +237,8 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 // verdict, so a body that does not match its digest never ends cleanly.
 func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, d digest.Digest, span httprange.Span, status int, start time.Time) error {
 	mi := f.mi
+	src := &blobSource{a: a, f: f, d: d}
+	defer src.close()
 	buf := make([]byte, mi.PieceLength)
 	last := mi.NumPieces() - 1
 	wrote := false
@@ -243,19 +246,8 @@ func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, 
 		i := int(off / mi.PieceLength)
 		if !f.pf.Have(i) {
 			// Tell the scheduler where the reader is, so the pieces just
-			// ahead go first; a newer position replaces an unread one.
-			select {
-			case f.stream <- i:
-			default:
-				select {
-				case <-f.stream:
-				default:
-				}
-				select {
-				case f.stream <- i:
-				default:
-				}
-			}
+			// ahead go first.
+			latest(f.stream, i)
 		}
 		if err := a.waitPiece(ctx, f, i, i == last); err != nil {
 			return err
@@ -266,7 +258,7 @@ func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, 
 			wrote = true
 		}
 		pieceEnd := min(int64(i+1)*mi.PieceLength, end)
-		n, err := a.readBlob(ctx, f, d, buf[:pieceEnd-off], off)
+		n, err := src.readAt(ctx, buf[:pieceEnd-off], off)
 		if err != nil {
 			return err
 		}
@@ -300,31 +292,63 @@ func (a *Agent) waitPiece(ctx context.Context, f *inflight, i int, final bool) e
 	}
 }
 
-// readBlob reads from the piecefile, or from the cache once the download
-// has moved there.
-func (a *Agent) readBlob(ctx context.Context, f *inflight, d digest.Digest, p []byte, off int64) (int, error) {
-	n, err := f.pf.ReadAt(p, off)
-	if err == nil || (errors.Is(err, io.EOF) && n == len(p)) {
-		return n, nil
+// latest puts i in ch (capacity one), replacing a value not yet taken.
+func latest(ch chan int, i int) {
+	for {
+		select {
+		case ch <- i:
+			return
+		default:
+		}
+		select {
+		case <-ch:
+		default:
+		}
 	}
-	select {
-	case <-f.done:
-	case <-ctx.Done():
-		return 0, ctx.Err()
+}
+
+// blobSource reads a blob being served while it downloads: from its
+// piecefile, and once the download has moved into the cache, from the cache,
+// opened once for the rest of the response.
+type blobSource struct {
+	a       *Agent
+	f       *inflight
+	d       digest.Digest
+	rd      blobstore.Reader
+	release func()
+}
+
+func (s *blobSource) readAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if s.rd == nil {
+		n, err := s.f.pf.ReadAt(p, off)
+		if err == nil || (errors.Is(err, io.EOF) && n == len(p)) {
+			return n, nil
+		}
+		select {
+		case <-s.f.done:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		if s.f.err != nil {
+			return 0, s.f.err
+		}
+		rd, release, ok := s.a.cache.open(ctx, s.d)
+		if !ok {
+			return 0, fmt.Errorf("blob %s left the cache while being served", s.d)
+		}
+		s.rd, s.release = rd, release
 	}
-	if f.err != nil {
-		return 0, f.err
-	}
-	rd, release, ok := a.cache.open(ctx, d)
-	if !ok {
-		return 0, fmt.Errorf("blob %s left the cache while being served", d)
-	}
-	defer release()
-	n, err = rd.ReadAt(p, off)
+	n, err := s.rd.ReadAt(p, off)
 	if errors.Is(err, io.EOF) && n == len(p) {
 		err = nil
 	}
 	return n, err
+}
+
+func (s *blobSource) close() {
+	if s.release != nil {
+		s.release()
+	}
 }
 
 type countingWriter struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/httprange"
 	"github.com/shoal-project/shoal/pkg/ocierr"
+	"github.com/shoal-project/shoal/pkg/pace"
 	"github.com/shoal-project/shoal/pkg/repostore"
 )
 
@@ -99,7 +100,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Dige
 	}
 	var out io.Writer = w
 	if s.egress != nil {
-		out = &pacedWriter{ctx: r.Context(), w: w, lim: s.egress}
+		out = &pace.Writer{Ctx: r.Context(), W: w, Lim: s.egress}
 	}
 	n, err := s.sendBlob(r.Context(), out, rd, d, span)
 	s.metrics.bytesOut.Add(float64(n))

@@ -17,6 +17,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/ocierr"
+	"github.com/shoal-project/shoal/pkg/pace"
 	"github.com/shoal-project/shoal/pkg/ring"
 )
 
@@ -248,7 +249,7 @@ func (s *Server) copyTo(ctx context.Context, m ring.Member, d digest.Digest, cau
 	defer rd.Close()
 	var body io.Reader = io.NewSectionReader(rd, 0, rd.Size())
 	if lim != nil {
-		body = &pacedReader{ctx: ctx, r: body, lim: lim, count: s.metrics.repairBytes.Add}
+		body = &pace.Reader{Ctx: ctx, R: body, Lim: lim, Count: s.metrics.repairBytes.Add}
 	}
 	if err := c.client.push(ctx, m.Addr, d, body, rd.Size()); err != nil {
 		s.metrics.replications.WithLabelValues(cause, "error").Inc()

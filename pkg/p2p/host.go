@@ -164,3 +164,13 @@ func WritePSK(path string) error {
 	}
 	return atomicfile.WriteFile(path, fmt.Appendf(nil, "/key/swarm/psk/1.0.0/\n/base16/\n%x\n", key), 0o600)
 }
+
+// Addrs are the host's listen multiaddrs as strings, the form announces
+// and ring entries carry.
+func Addrs(h host.Host) []string {
+	var out []string
+	for _, a := range h.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/pace"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
@@ -260,7 +261,7 @@ func (s *Seeder) serve(st network.Stream) error {
 			defer sw.mu.Unlock()
 			return sendError(w, "unavailable", fmt.Sprintf("piece %d: %v", i, err))
 		}
-		if err := s.pace(context.Background(), int(n)); err != nil {
+		if err := pace.Wait(context.Background(), s.upload, int(n)); err != nil {
 			return err
 		}
 		if err := sw.piece(uint32(i), p); err != nil {
@@ -340,22 +341,6 @@ func (s *syncWriter) piece(i uint32, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.WritePiece(i, data)
-}
-
-// pace waits for n bytes of upload budget, in steps no larger than the
-// limiter's burst.
-func (s *Seeder) pace(ctx context.Context, n int) error {
-	if s.upload == nil {
-		return nil
-	}
-	for n > 0 {
-		step := min(n, s.upload.Burst())
-		if err := s.upload.WaitN(ctx, step); err != nil {
-			return err
-		}
-		n -= step
-	}
-	return nil
 }
 
 func handshake(d digest.Digest, mih []byte, b Blob) *shoalpb.PieceMessage {

@@ -113,6 +113,9 @@ func (p *File) resume() error {
 	return nil
 }
 
+// MetaInfo is the blob's piece layout.
+func (p *File) MetaInfo() *metainfo.MetaInfo { return p.mi }
+
 // Have reports whether piece i is held.
 func (p *File) Have(i int) bool {
 	p.mu.Lock()
@@ -236,11 +239,13 @@ func (p *File) hashLoop() {
 			return
 		}
 		if closed {
+			p.finish(ErrClosed) // nobody waits on Hashed forever
 			return
 		}
 		select {
 		case <-ch:
 		case <-p.stop:
+			p.finish(ErrClosed)
 			return
 		}
 	}

@@ -197,3 +197,21 @@ func TestWaitAndRead(t *testing.T) {
 		t.Fatalf("Wait across Close: %v", err)
 	}
 }
+
+// Closing a download that is not complete ends the wait on its verdict.
+func TestHashedAfterClose(t *testing.T) {
+	_, mi := blob(t, 3000, 1024)
+	p, err := piecefile.Open(t.TempDir(), mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	select {
+	case <-p.Hashed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Hashed never closed after Close")
+	}
+	if !errors.Is(p.Err(), piecefile.ErrClosed) || p.Complete() {
+		t.Fatalf("after Close: err %v, complete %v", p.Err(), p.Complete())
+	}
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/pace"
 	"github.com/shoal-project/shoal/pkg/piecefile"
 	"github.com/shoal-project/shoal/pkg/scheduler"
 	shoalpb "github.com/shoal-project/shoal/proto"
@@ -89,21 +90,6 @@ type Downloader struct {
 	// readers wait for tokens before taking the next piece, so TCP pushes
 	// back on the senders.
 	Limit *rate.Limiter
-}
-
-// pace waits for n bytes of download budget.
-func (d *Downloader) pace(ctx context.Context, n int) error {
-	if d.Limit == nil {
-		return nil
-	}
-	for n > 0 {
-		step := min(n, d.Limit.Burst())
-		if err := d.Limit.WaitN(ctx, step); err != nil {
-			return err
-		}
-		n -= step
-	}
-	return nil
 }
 
 type event struct {
@@ -354,7 +340,7 @@ func (dl *download) dialInfo(ctx context.Context, info peer.AddrInfo, origin boo
 	dl.dialing++
 	go func() {
 		dctx, cancel := context.WithTimeout(ctx, dl.cfg.DialTimeout)
-		c, err := p2p.Dial(dctx, dl.d.Host, info, dl.mi, held{dl.pf, dl.mi})
+		c, err := p2p.Dial(dctx, dl.d.Host, info, dl.mi, Partial{File: dl.pf})
 		cancel()
 		if err != nil {
 			dl.send(ctx, event{peer: id, err: err, dial: true})
@@ -392,7 +378,7 @@ func (dl *download) read(ctx context.Context, id peer.ID, c *p2p.Conn) {
 			}
 			continue
 		}
-		if err := dl.d.pace(ctx, len(ev.Data)); err != nil {
+		if err := pace.Wait(ctx, dl.d.Limit, len(ev.Data)); err != nil {
 			return
 		}
 		dl.received.Add(int64(len(ev.Data)))
@@ -427,7 +413,7 @@ func (dl *download) fromOrigin(ctx context.Context, origin Origin) error {
 			continue
 		}
 		off, n := dl.mi.PieceSpan(i)
-		if err := dl.d.pace(ctx, int(n)); err != nil {
+		if err := pace.Wait(ctx, dl.d.Limit, int(n)); err != nil {
 			return err
 		}
 		rc, err := origin.ReadRange(ctx, off, n)
@@ -455,12 +441,17 @@ func (dl *download) fromOrigin(ctx context.Context, origin Origin) error {
 	}
 }
 
-// held adapts a piecefile to what a handshake announces.
-type held struct {
-	pf *piecefile.File
-	mi *metainfo.MetaInfo
-}
+// Partial is a download as the piece protocol sees it: the pieces held so
+// far, announced in handshakes and served to peers while it grows. The
+// file is a field, not embedded: a seeder closes blobs that are
+// io.Closers, and this one belongs to the download.
+type Partial struct{ File *piecefile.File }
 
-func (h held) MetaInfo() *metainfo.MetaInfo            { return h.mi }
-func (h held) Bitfield() ([]byte, bool)                { return h.pf.Bitfield(), h.pf.Complete() }
-func (h held) ReadAt(p []byte, off int64) (int, error) { return h.pf.ReadAt(p, off) }
+// MetaInfo implements p2p.Blob.
+func (p Partial) MetaInfo() *metainfo.MetaInfo { return p.File.MetaInfo() }
+
+// Bitfield implements p2p.Blob.
+func (p Partial) Bitfield() ([]byte, bool) { return p.File.Bitfield(), p.File.Complete() }
+
+// ReadAt implements p2p.Blob.
+func (p Partial) ReadAt(b []byte, off int64) (int, error) { return p.File.ReadAt(b, off) }

@@ -23,14 +23,6 @@ import (
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
-func addrs(h host.Host) []string {
-	var out []string
-	for _, a := range h.Addrs() {
-		out = append(out, a.String())
-	}
-	return out
-}
-
 // seed starts a host serving blob and announces it complete.
 func seed(t *testing.T, tr shoalpb.TrackerClient, blob *p2ptest.Blob) host.Host {
 	t.Helper()
@@ -38,7 +30,7 @@ func seed(t *testing.T, tr shoalpb.TrackerClient, blob *p2ptest.Blob) host.Host 
 	p2p.NewSeeder(h, p2ptest.Blobs{blob.MI.Digest: blob}, nil, nil)
 	_, err := tr.Announce(context.Background(), &shoalpb.AnnounceRequest{
 		Digest: blob.MI.Digest.String(),
-		Peer:   &shoalpb.Peer{Id: h.ID().String(), Addrs: addrs(h)},
+		Peer:   &shoalpb.Peer{Id: h.ID().String(), Addrs: p2p.Addrs(h)},
 		Have:   &shoalpb.AnnounceRequest_Complete{Complete: true},
 	})
 	if err != nil {
@@ -61,7 +53,7 @@ func (o *memOrigin) ReadRange(_ context.Context, off, n int64) (io.ReadCloser, e
 func fetch(t *testing.T, tr shoalpb.TrackerClient, blob *p2ptest.Blob, origin swarm.Origin, cfg swarm.Config) (swarm.Stats, error) {
 	t.Helper()
 	h := p2ptest.NewHost(t, p2p.HostConfig{})
-	d := &swarm.Downloader{Host: h, Tracker: tr, Self: &shoalpb.Peer{Addrs: addrs(h)}, Cfg: cfg}
+	d := &swarm.Downloader{Host: h, Tracker: tr, Self: &shoalpb.Peer{Addrs: p2p.Addrs(h)}, Cfg: cfg}
 	pf, err := piecefile.Open(t.TempDir(), blob.MI)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +162,7 @@ func TestFetchPacedByDownloadLimit(t *testing.T) {
 	h := p2ptest.NewHost(t, p2p.HostConfig{})
 	lim := rate.NewLimiter(4<<20, 1<<20)
 	lim.WaitN(context.Background(), 1<<20)
-	d := &swarm.Downloader{Host: h, Tracker: tr, Self: &shoalpb.Peer{Addrs: addrs(h)}, Limit: lim}
+	d := &swarm.Downloader{Host: h, Tracker: tr, Self: &shoalpb.Peer{Addrs: p2p.Addrs(h)}, Limit: lim}
 	pf, err := piecefile.Open(t.TempDir(), blob.MI)
 	if err != nil {
 		t.Fatal(err)
@@ -182,5 +174,14 @@ func TestFetchPacedByDownloadLimit(t *testing.T) {
 	}
 	if took := time.Since(start); took < 400*time.Millisecond {
 		t.Fatalf("2 MiB at 4 MiB/s took %s", took)
+	}
+}
+
+// A download served to peers must stay open however many streams end: the
+// seeder closes blobs that are io.Closers.
+func TestPartialIsNotACloser(t *testing.T) {
+	var b p2p.Blob = swarm.Partial{}
+	if _, ok := b.(io.Closer); ok {
+		t.Fatal("swarm.Partial is an io.Closer: seeders would close the download's file")
 	}
 }
