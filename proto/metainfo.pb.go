@@ -24,6 +24,14 @@ const (
 // MetaInfo describes how a blob is cut into pieces. Every origin computes the
 // same MetaInfo for the same blob: piece_length is a deterministic function of
 // size, so agents can verify pieces from any peer against it.
+//
+// Pieces are checked as links of the digest's own hash chain, not by
+// separate piece hashes: chain[i] is the internal state of the digest's hash
+// function (SHA-256: eight 32-bit words, big-endian) after pieces 0..i. Piece
+// i is good if hashing it from chain[i-1] (the initial state for i = 0)
+// reaches chain[i]; the last piece is good if it finishes the hash at the
+// digest. Any set of pieces that passes therefore hashes to the digest, so
+// every byte is hashed once, and a lying chain can only reject pieces.
 type MetaInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// OCI digest of the whole blob, "sha256:<hex>".
@@ -32,8 +40,8 @@ type MetaInfo struct {
 	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	// Length of every piece but the last, in bytes (a power of two).
 	PieceLength int64 `protobuf:"varint,3,opt,name=piece_length,json=pieceLength,proto3" json:"piece_length,omitempty"`
-	// SHA-256 of each piece, 32 bytes each, in order.
-	PieceSha256   [][]byte `protobuf:"bytes,4,rep,name=piece_sha256,json=pieceSha256,proto3" json:"piece_sha256,omitempty"`
+	// Hash state after each piece but the last, in order.
+	Chain         [][]byte `protobuf:"bytes,5,rep,name=chain,proto3" json:"chain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -89,9 +97,9 @@ func (x *MetaInfo) GetPieceLength() int64 {
 	return 0
 }
 
-func (x *MetaInfo) GetPieceSha256() [][]byte {
+func (x *MetaInfo) GetChain() [][]byte {
 	if x != nil {
-		return x.PieceSha256
+		return x.Chain
 	}
 	return nil
 }
@@ -100,12 +108,12 @@ var File_metainfo_proto protoreflect.FileDescriptor
 
 const file_metainfo_proto_rawDesc = "" +
 	"\n" +
-	"\x0emetainfo.proto\x12\bshoal.v1\"|\n" +
+	"\x0emetainfo.proto\x12\bshoal.v1\"u\n" +
 	"\bMetaInfo\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12!\n" +
-	"\fpiece_length\x18\x03 \x01(\x03R\vpieceLength\x12!\n" +
-	"\fpiece_sha256\x18\x04 \x03(\fR\vpieceSha256B.Z,github.com/shoal-project/shoal/proto;shoalpbb\x06proto3"
+	"\fpiece_length\x18\x03 \x01(\x03R\vpieceLength\x12\x14\n" +
+	"\x05chain\x18\x05 \x03(\fR\x05chainJ\x04\b\x04\x10\x05B.Z,github.com/shoal-project/shoal/proto;shoalpbb\x06proto3"
 
 var (
 	file_metainfo_proto_rawDescOnce sync.Once

@@ -393,7 +393,10 @@ func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream)
 	start := time.Now()
 	st, err := a.dl.Fetch(a.ctx, mi, f.pf, org, swarm.Hints{Peers: f.peers, Stream: f.stream})
 	if err != nil {
-		if errors.Is(err, piecefile.ErrDigestMismatch) {
+		if errors.Is(err, piecefile.ErrBadPiece) {
+			// The origin itself sent bytes its metainfo rejects: the
+			// metainfo or the pieces held under it are not to be
+			// trusted for a resume.
 			f.pf.Remove()
 		} else {
 			f.pf.Close() // keep verified pieces for the next attempt

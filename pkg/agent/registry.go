@@ -272,8 +272,10 @@ func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, 
 }
 
 // waitPiece blocks until piece i can be read: verified in the piecefile,
-// or the download finished and the blob is in the cache. final waits for
-// the whole download.
+// or the download finished and the blob is in the cache. The final piece
+// waits until every piece is held — each checked as a link of the digest's
+// hash chain, so the blob then matches its digest — but not for the sync
+// into the cache, which is the download's business, not the client's.
 func (a *Agent) waitPiece(ctx context.Context, f *inflight, i int, final bool) error {
 	if !final {
 		err := f.pf.Wait(ctx, i)
@@ -282,6 +284,15 @@ func (a *Agent) waitPiece(ctx context.Context, f *inflight, i int, final bool) e
 		}
 		if !errors.Is(err, piecefile.ErrClosed) {
 			return err
+		}
+	} else {
+		select {
+		case <-f.pf.Done():
+			if f.pf.Complete() {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	select {

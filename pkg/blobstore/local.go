@@ -2,10 +2,8 @@ package blobstore
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -200,17 +198,16 @@ func (s *Local) Writer(_ context.Context) (Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blobstore: new writer: %w", err)
 	}
-	return &localWriter{s: s, f: f, sha: sha256.New(), pieces: metainfo.NewHasher(metainfo.DefaultPieceLength)}, nil
+	return &localWriter{s: s, f: f, hasher: metainfo.NewHasher(digest.SHA256, metainfo.DefaultPieceLength)}, nil
 }
 
-// localWriter hashes as it writes: the sha256 for the digest check and the
-// piece hashes at the default piece length, so a commit of a blob up to
-// metainfo.LargeBlob needs no second read.
+// localWriter hashes as it writes, once: the sha256 digest and the chain
+// at the default piece length come from the same pass, so a commit of a
+// sha256 blob up to metainfo.LargeBlob needs no second read.
 type localWriter struct {
 	s      *Local
 	f      *os.File
-	sha    hash.Hash
-	pieces *metainfo.Hasher
+	hasher *metainfo.Hasher
 	n      int64
 	closed bool
 	err    error // sticky write error
@@ -224,8 +221,7 @@ func (w *localWriter) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	n, err := w.f.Write(p)
-	w.sha.Write(p[:n])
-	w.pieces.Write(p[:n])
+	w.hasher.Write(p[:n])
 	w.n += int64(n)
 	if err != nil {
 		w.err = fmt.Errorf("blobstore: write: %w", err)
@@ -280,7 +276,7 @@ func (w *localWriter) Commit(ctx context.Context, size int64, want digest.Digest
 // digest returns the digest of what was written, in algorithm a.
 func (w *localWriter) digest(a digest.Algorithm) (digest.Digest, error) {
 	if a == digest.SHA256 {
-		return digest.FromHash(a, w.sha), nil
+		return w.hasher.Digest(), nil
 	}
 	h := a.Hash()
 	if _, err := io.Copy(h, io.NewSectionReader(w.f, 0, w.n)); err != nil {
@@ -289,11 +285,11 @@ func (w *localWriter) digest(a digest.Algorithm) (digest.Digest, error) {
 	return digest.FromHash(a, h), nil
 }
 
-// metaInfo returns the piece hashes, recomputing them from the committed
-// file when the blob is too large for the default piece length.
+// metaInfo returns the chain, recomputing it from the committed file when
+// the blob is too large for the default piece length or not sha256.
 func (w *localWriter) metaInfo(ctx context.Context, d digest.Digest) (*metainfo.MetaInfo, error) {
-	if metainfo.PieceLength(w.n) == w.pieces.PieceLength() {
-		return w.pieces.MetaInfo(d), nil
+	if metainfo.PieceLength(w.n) == w.hasher.PieceLength() && d.Algorithm() == digest.SHA256 {
+		return w.hasher.MetaInfo(d)
 	}
 	r, err := w.s.Open(ctx, d)
 	if err != nil {

@@ -1,16 +1,31 @@
 // Package metainfo cuts a blob into pieces and describes them: the piece
-// length, a deterministic function of the blob size, and the SHA-256 of each
-// piece. Every origin computes the same metainfo for the same blob, so an agent
-// can check a piece from any peer.
+// length, a deterministic function of the blob size, and the hash chain that
+// checks each piece. Every origin computes the same metainfo for the same
+// blob, so an agent can check a piece from any peer.
+//
+// The chain holds the state of the digest's own hash function at each piece
+// boundary. A piece is checked by resuming the hash from the state before it
+// and comparing the state after it (or, for the last piece, the finished
+// digest). So every byte is hashed once, pieces can be checked in any order
+// and in parallel, and pieces that all pass hash to the OCI digest by
+// construction: a receiver needs no second, in-order pass over the blob, and
+// a metainfo that lies can make good pieces fail but never bad ones pass.
+// Per-piece SHA-256 plus an in-order whole-blob hash cost twice the hashing,
+// and a read-back of pieces that arrived out of order (see DESIGN.md and the
+// agent's Pull1GiB benchmark).
 package metainfo
 
 import (
-	"crypto/sha256"
+	"bytes"
+	"encoding"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"math/bits"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -19,7 +34,7 @@ import (
 )
 
 // ErrInvalid is returned (wrapped) for metainfo that is inconsistent with
-// itself: wrong number of hashes, bad piece length, bad digest.
+// itself: wrong chain length, bad piece length, bad digest.
 var ErrInvalid = errors.New("invalid metainfo")
 
 const (
@@ -30,7 +45,7 @@ const (
 	// LargeBlob is the size above which pieces grow so a blob never has
 	// more than MaxPieces pieces.
 	LargeBlob = 8 << 30
-	// MaxPieces bounds the piece count (and so bitfields and hash lists).
+	// MaxPieces bounds the piece count (and so bitfields and chains).
 	MaxPieces = 2048
 	// MaxPieceLength bounds what a peer or file may claim.
 	MaxPieceLength = 1 << 30
@@ -67,11 +82,13 @@ type MetaInfo struct {
 	Digest      digest.Digest
 	Size        int64
 	PieceLength int64
-	Pieces      [][sha256.Size]byte
+	// Chain[i] is the hash state after pieces 0..i, for every piece but
+	// the last (whose check is the digest itself).
+	Chain [][]byte
 }
 
 // NumPieces is the number of pieces.
-func (m *MetaInfo) NumPieces() int { return len(m.Pieces) }
+func (m *MetaInfo) NumPieces() int { return NumPieces(m.Size, m.PieceLength) }
 
 // PieceSpan returns the offset and length of piece i.
 func (m *MetaInfo) PieceSpan(i int) (off, length int64) {
@@ -79,24 +96,79 @@ func (m *MetaInfo) PieceSpan(i int) (off, length int64) {
 	return off, min(m.PieceLength, m.Size-off)
 }
 
-// VerifyPiece reports whether data is piece i.
+// VerifyPiece reports whether data is piece i. It hashes data once and
+// is safe to call concurrently.
 func (m *MetaInfo) VerifyPiece(i int, data []byte) bool {
-	if i < 0 || i >= len(m.Pieces) {
+	n := m.NumPieces()
+	if i < 0 || i >= n || len(m.Chain) != n-1 {
 		return false
 	}
-	if _, n := m.PieceSpan(i); int64(len(data)) != n {
+	if _, l := m.PieceSpan(i); int64(len(data)) != l {
 		return false
 	}
-	return sha256.Sum256(data) == m.Pieces[i]
+	h, err := m.stateBefore(i)
+	if err != nil {
+		return false
+	}
+	h.Write(data)
+	if i == n-1 {
+		want, err := hex.DecodeString(m.Digest.Hex())
+		return err == nil && bytes.Equal(h.Sum(nil), want)
+	}
+	got, err := midstate(h)
+	return err == nil && bytes.Equal(got, m.Chain[i])
+}
+
+// stateBefore returns the digest's hash resumed at the start of piece i.
+func (m *MetaInfo) stateBefore(i int) (hash.Hash, error) {
+	h := m.Digest.Algorithm().Hash()
+	if i == 0 {
+		return h, nil
+	}
+	return h, resume(h, m.Chain[i-1], int64(i)*m.PieceLength)
+}
+
+// The standard library exposes a hash's state only through
+// encoding.BinaryMarshaler: a 4-byte magic, the chaining words, the
+// block buffer and the length hashed so far (big-endian), a layout kept
+// stable across Go releases. Piece boundaries are multiples of the
+// block size, so the buffer is always empty there.
+const magicLen = 4
+
+// stateLen is the size of the chaining state of a hash in the layout.
+func stateLen(h hash.Hash) int { return h.Size() }
+
+// midstate returns the chaining state of h, which must be at a block
+// boundary.
+func midstate(h hash.Hash) ([]byte, error) {
+	b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil || len(b) != magicLen+stateLen(h)+h.BlockSize()+8 {
+		return nil, fmt.Errorf("%w: unexpected hash state layout", ErrInvalid)
+	}
+	return b[magicLen : magicLen+stateLen(h)], nil
+}
+
+// resume sets h, a fresh hash, to chaining state st after length bytes.
+func resume(h hash.Hash, st []byte, length int64) error {
+	b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil || len(b) != magicLen+stateLen(h)+h.BlockSize()+8 || len(st) != stateLen(h) ||
+		length%int64(h.BlockSize()) != 0 {
+		return fmt.Errorf("%w: unexpected hash state layout", ErrInvalid)
+	}
+	copy(b[magicLen:], st)
+	binary.BigEndian.PutUint64(b[len(b)-8:], uint64(length))
+	return h.(encoding.BinaryUnmarshaler).UnmarshalBinary(b)
+}
+
+// Equal reports whether m and o describe the same blob the same way.
+func (m *MetaInfo) Equal(o *MetaInfo) bool {
+	return m.Digest == o.Digest && m.Size == o.Size && m.PieceLength == o.PieceLength &&
+		slices.EqualFunc(m.Chain, o.Chain, bytes.Equal)
 }
 
 // Proto converts to the wire message.
 func (m *MetaInfo) Proto() *shoalpb.MetaInfo {
-	hashes := make([][]byte, len(m.Pieces))
-	for i := range m.Pieces {
-		hashes[i] = m.Pieces[i][:]
-	}
-	return &shoalpb.MetaInfo{Digest: m.Digest.String(), Size: m.Size, PieceLength: m.PieceLength, PieceSha256: hashes}
+	return &shoalpb.MetaInfo{Digest: m.Digest.String(), Size: m.Size, PieceLength: m.PieceLength, Chain: m.Chain}
 }
 
 // Marshal encodes m as protobuf.
@@ -116,16 +188,16 @@ func FromProto(p *shoalpb.MetaInfo) (*MetaInfo, error) {
 		return nil, fmt.Errorf("%w: piece length %d, want %d for size %d", ErrInvalid, pl, PieceLength(size), size)
 	}
 	n := NumPieces(size, pl)
-	if len(p.GetPieceSha256()) != n {
-		return nil, fmt.Errorf("%w: %d piece hashes, want %d", ErrInvalid, len(p.GetPieceSha256()), n)
+	if want := max(n-1, 0); len(p.GetChain()) != want {
+		return nil, fmt.Errorf("%w: chain of %d states, want %d", ErrInvalid, len(p.GetChain()), want)
 	}
-	m := &MetaInfo{Digest: d, Size: size, PieceLength: pl, Pieces: make([][sha256.Size]byte, n)}
-	for i, h := range p.GetPieceSha256() {
-		if len(h) != sha256.Size {
-			return nil, fmt.Errorf("%w: piece %d hash is %d bytes", ErrInvalid, i, len(h))
+	sl := stateLen(d.Algorithm().Hash())
+	for i, st := range p.GetChain() {
+		if len(st) != sl {
+			return nil, fmt.Errorf("%w: chain state %d is %d bytes, want %d", ErrInvalid, i, len(st), sl)
 		}
-		copy(m.Pieces[i][:], h)
 	}
+	m := &MetaInfo{Digest: d, Size: size, PieceLength: pl, Chain: p.GetChain()}
 	return m, nil
 }
 
@@ -138,43 +210,47 @@ func Unmarshal(b []byte) (*MetaInfo, error) {
 	return FromProto(&p)
 }
 
-// Hasher computes piece hashes of a stream written to it, at a fixed piece
-// length. Writes of any size are fine; it keeps no copy of the data.
+// Hasher hashes a stream written to it and records the chain at a fixed
+// piece length. Writes of any size are fine; it keeps no copy of the data.
 type Hasher struct {
+	alg         digest.Algorithm
 	pieceLength int64
 	h           hash.Hash
 	inPiece     int64
-	pieces      [][sha256.Size]byte
+	chain       [][]byte
 	total       int64
+	err         error
 }
 
-// NewHasher hashes pieces of pieceLength bytes.
-func NewHasher(pieceLength int64) *Hasher {
-	return &Hasher{pieceLength: pieceLength, h: sha256.New()}
+// NewHasher hashes with algorithm a and cuts pieces of pieceLength bytes,
+// which must be a multiple of the hash's block size (powers of two from
+// 128 bytes up are).
+func NewHasher(a digest.Algorithm, pieceLength int64) *Hasher {
+	return &Hasher{alg: a, pieceLength: pieceLength, h: a.Hash()}
 }
 
-// Write hashes p; it never fails.
+// Write hashes p; it never fails (a broken state layout is reported by
+// MetaInfo).
 func (x *Hasher) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
+		// A state is recorded when the next piece starts, so the last
+		// piece never gets one.
+		if x.inPiece == x.pieceLength {
+			st, err := midstate(x.h)
+			if err != nil && x.err == nil {
+				x.err = err
+			}
+			x.chain = append(x.chain, st)
+			x.inPiece = 0
+		}
 		take := min(int64(len(p)), x.pieceLength-x.inPiece)
 		x.h.Write(p[:take])
 		x.inPiece += take
 		p = p[take:]
-		if x.inPiece == x.pieceLength {
-			x.finishPiece()
-		}
 	}
 	x.total += int64(n)
 	return n, nil
-}
-
-func (x *Hasher) finishPiece() {
-	var sum [sha256.Size]byte
-	x.h.Sum(sum[:0])
-	x.pieces = append(x.pieces, sum)
-	x.h.Reset()
-	x.inPiece = 0
 }
 
 // Size is the number of bytes hashed so far.
@@ -183,18 +259,25 @@ func (x *Hasher) Size() int64 { return x.total }
 // PieceLength is the length the hasher cuts at.
 func (x *Hasher) PieceLength() int64 { return x.pieceLength }
 
-// MetaInfo finishes hashing and returns the metainfo for blob d. The hasher
-// must not be written to afterwards.
-func (x *Hasher) MetaInfo(d digest.Digest) *MetaInfo {
-	if x.inPiece > 0 {
-		x.finishPiece()
+// Digest is the digest of the bytes hashed so far.
+func (x *Hasher) Digest() digest.Digest { return digest.FromHash(x.alg, x.h) }
+
+// MetaInfo returns the metainfo of what was hashed, as blob d; it fails
+// if d is not the digest of those bytes.
+func (x *Hasher) MetaInfo(d digest.Digest) (*MetaInfo, error) {
+	if x.err != nil {
+		return nil, x.err
 	}
-	return &MetaInfo{Digest: d, Size: x.total, PieceLength: x.pieceLength, Pieces: x.pieces}
+	if got := x.Digest(); got != d {
+		return nil, fmt.Errorf("metainfo of %s: content hashes to %s", d, got)
+	}
+	return &MetaInfo{Digest: d, Size: x.total, PieceLength: x.pieceLength, Chain: x.chain}, nil
 }
 
-// Compute reads a whole blob of the given size and returns its metainfo.
+// Compute reads a whole blob of the given size and returns its metainfo;
+// it fails if the bytes do not hash to d.
 func Compute(d digest.Digest, r io.Reader, size int64) (*MetaInfo, error) {
-	x := NewHasher(PieceLength(size))
+	x := NewHasher(d.Algorithm(), PieceLength(size))
 	n, err := io.Copy(x, r)
 	if err != nil {
 		return nil, fmt.Errorf("metainfo of %s: %w", d, err)
@@ -202,5 +285,5 @@ func Compute(d digest.Digest, r io.Reader, size int64) (*MetaInfo, error) {
 	if n != size {
 		return nil, fmt.Errorf("metainfo of %s: read %d bytes, want %d", d, n, size)
 	}
-	return x.MetaInfo(d), nil
+	return x.MetaInfo(d)
 }

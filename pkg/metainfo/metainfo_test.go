@@ -39,24 +39,22 @@ func TestHasherMatchesCompute(t *testing.T) {
 	rand.Read(b)
 	d := digest.FromBytes(b)
 	// Odd write sizes straddle piece boundaries.
-	x := NewHasher(DefaultPieceLength)
+	x := NewHasher(digest.SHA256, DefaultPieceLength)
 	for off := 0; off < len(b); {
 		n := min(len(b)-off, 1+off%77777)
 		x.Write(b[off : off+n])
 		off += n
 	}
-	got := x.MetaInfo(d)
+	got, err := x.MetaInfo(d)
+	if err != nil {
+		t.Fatal(err)
+	}
 	want, err := Compute(d, bytes.NewReader(b), int64(len(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.NumPieces() != 3 || got.Size != want.Size {
-		t.Fatalf("got %d pieces size %d", got.NumPieces(), got.Size)
-	}
-	for i := range want.Pieces {
-		if got.Pieces[i] != want.Pieces[i] {
-			t.Fatalf("piece %d differs", i)
-		}
+	if got.NumPieces() != 3 || !got.Equal(want) || len(got.Chain) != 2 {
+		t.Fatalf("got %d pieces, %d chain states; equal %v", got.NumPieces(), len(got.Chain), got.Equal(want))
 	}
 	if off, n := got.PieceSpan(2); off != 2*DefaultPieceLength || n != 123 {
 		t.Fatalf("last piece span %d+%d", off, n)
@@ -64,38 +62,86 @@ func TestHasherMatchesCompute(t *testing.T) {
 	if got.VerifyPiece(0, b[:DefaultPieceLength-1]) || got.VerifyPiece(3, nil) || !got.VerifyPiece(2, b[2*DefaultPieceLength:]) {
 		t.Fatal("VerifyPiece wrong")
 	}
+	if _, err := x.MetaInfo(digest.FromBytes([]byte("other"))); err == nil {
+		t.Fatal("MetaInfo under the wrong digest")
+	}
+}
+
+// The chain's promise: pieces are checked in any order, each once, and
+// only the exact bytes pass — every piece of every size, with either
+// algorithm, and a single flipped bit anywhere fails its piece.
+func TestChainVerifiesEachPieceAlone(t *testing.T) {
+	const pl = 1024
+	for _, alg := range []digest.Algorithm{digest.SHA256, digest.SHA512} {
+		for _, size := range []int{1, 63, 64, pl - 1, pl, pl + 1, 3 * pl, 5*pl + 77} {
+			b := make([]byte, size)
+			rand.Read(b)
+			h := alg.Hash()
+			h.Write(b)
+			d := digest.FromHash(alg, h)
+			x := NewHasher(alg, pl)
+			x.Write(b)
+			m, err := x.MetaInfo(d)
+			if err != nil {
+				t.Fatalf("%s size %d: %v", alg, size, err)
+			}
+			if len(m.Chain) != m.NumPieces()-1 {
+				t.Fatalf("%s size %d: %d states for %d pieces", alg, size, len(m.Chain), m.NumPieces())
+			}
+			for i := m.NumPieces() - 1; i >= 0; i-- { // backwards: order does not matter
+				off, n := m.PieceSpan(i)
+				p := bytes.Clone(b[off : off+n])
+				if !m.VerifyPiece(i, p) {
+					t.Fatalf("%s size %d: piece %d rejected", alg, size, i)
+				}
+				p[len(p)/2] ^= 0x10
+				if m.VerifyPiece(i, p) {
+					t.Fatalf("%s size %d: flipped piece %d accepted", alg, size, i)
+				}
+			}
+		}
+	}
 }
 
 func TestRoundTripAndValidation(t *testing.T) {
-	b := []byte("hello pieces")
+	b := make([]byte, DefaultPieceLength+5)
 	d := digest.FromBytes(b)
-	m, _ := Compute(d, bytes.NewReader(b), int64(len(b)))
+	m, err := Compute(d, bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	enc, err := m.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
 	back, err := Unmarshal(enc)
-	if err != nil || back.Digest != d || back.Pieces[0] != m.Pieces[0] {
+	if err != nil || !back.Equal(m) {
 		t.Fatalf("round trip: %v", err)
 	}
 	good := m.Proto()
 	bad := []*shoalpb.MetaInfo{
-		{Digest: "sha256:xyz", Size: 1, PieceLength: DefaultPieceLength, PieceSha256: good.PieceSha256},
+		{Digest: "sha256:xyz", Size: good.Size, PieceLength: DefaultPieceLength, Chain: good.Chain},
 		{Digest: good.Digest, Size: -1, PieceLength: DefaultPieceLength},
-		{Digest: good.Digest, Size: good.Size, PieceLength: 1, PieceSha256: good.PieceSha256},
+		{Digest: good.Digest, Size: good.Size, PieceLength: 1, Chain: good.Chain},
 		{Digest: good.Digest, Size: good.Size, PieceLength: DefaultPieceLength},
-		{Digest: good.Digest, Size: good.Size, PieceLength: DefaultPieceLength, PieceSha256: [][]byte{{1, 2, 3}}},
-		{Digest: good.Digest, Size: 1 << 40, PieceLength: PieceLength(1 << 40), PieceSha256: good.PieceSha256},
+		{Digest: good.Digest, Size: good.Size, PieceLength: DefaultPieceLength, Chain: [][]byte{{1, 2, 3}}},
+		{Digest: good.Digest, Size: good.Size, PieceLength: DefaultPieceLength, Chain: append(good.Chain, good.Chain[0])},
+		{Digest: good.Digest, Size: 1 << 40, PieceLength: PieceLength(1 << 40), Chain: good.Chain},
+		// A sha512 digest needs 64-byte states.
+		{Digest: digest.NewDigest(digest.SHA512, make([]byte, 64)).String(), Size: good.Size, PieceLength: DefaultPieceLength, Chain: good.Chain},
 	}
 	for i, p := range bad {
 		if _, err := FromProto(p); !errors.Is(err, ErrInvalid) {
 			t.Errorf("case %d: FromProto = %v, want ErrInvalid", i, err)
 		}
 	}
+	if _, err := Compute(digest.FromBytes([]byte("x")), bytes.NewReader(b), int64(len(b))); err == nil {
+		t.Error("Compute accepted bytes that do not hash to the digest")
+	}
 }
 
 func FuzzUnmarshal(f *testing.F) {
-	b := []byte("seed")
+	b := make([]byte, DefaultPieceLength+1)
 	m, _ := Compute(digest.FromBytes(b), bytes.NewReader(b), int64(len(b)))
 	enc, _ := m.Marshal()
 	f.Add(enc)
@@ -105,8 +151,9 @@ func FuzzUnmarshal(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if m.NumPieces() != NumPieces(m.Size, m.PieceLength) {
+		if len(m.Chain) != max(m.NumPieces()-1, 0) {
 			t.Fatalf("accepted inconsistent metainfo")
 		}
+		m.VerifyPiece(0, nil) // never panics on accepted input
 	})
 }

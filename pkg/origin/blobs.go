@@ -2,7 +2,6 @@ package origin
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -180,7 +179,7 @@ func (s *Server) sendPieces(ctx context.Context, w io.Writer, rd blobstore.Reade
 		if _, err := rd.ReadAt(p, off); err != nil && !errors.Is(err, io.EOF) {
 			return sent, fmt.Errorf("read blob %s: %w", d, err)
 		}
-		if sha256.Sum256(p) != mi.Pieces[i] {
+		if !mi.VerifyPiece(i, p) {
 			return sent, s.checkAfterBadPiece(ctx, d, i)
 		}
 		lo := max(span.Start, off) - off

@@ -63,10 +63,8 @@ func TestMetaInfoEndpoint(t *testing.T) {
 			if mi.NumPieces() != 3 || mi.Digest != d {
 				t.Fatalf("metainfo: %d pieces, digest %s", mi.NumPieces(), mi.Digest)
 			}
-			for i := range want.Pieces {
-				if mi.Pieces[i] != want.Pieces[i] {
-					t.Fatalf("piece %d hash differs", i)
-				}
+			if !mi.Equal(want) {
+				t.Fatal("metainfo differs from one computed from the blob")
 			}
 		})
 	}

@@ -60,7 +60,7 @@ func TestDownloadOverSession(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	<-pf.Hashed()
+	<-pf.Done()
 	if !pf.Complete() {
 		t.Fatal("download incomplete")
 	}

@@ -1,16 +1,15 @@
 // Package piecefile holds a blob while it downloads: verified pieces land
 // at their offsets in a preallocated file, readers can wait for the next
-// piece (so a client streams while the swarm is still fetching), the whole
-// digest is computed in order as pieces complete, and a restarted agent
-// resumes from the pieces already on disk.
+// piece (so a client streams while the swarm is still fetching), and a
+// restarted agent resumes from the pieces already on disk. Each piece is
+// checked as a link of the digest's hash chain (see metainfo), so once every
+// piece is held the blob matches its digest: no second pass reads it back.
 package piecefile
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -18,16 +17,12 @@ import (
 	"time"
 
 	"github.com/shoal-project/shoal/pkg/atomicfile"
-	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 )
 
 var (
 	// ErrBadPiece: the bytes do not match the piece's hash.
 	ErrBadPiece = errors.New("piece does not match its hash")
-	// ErrDigestMismatch: every piece matched, yet the whole blob does not
-	// hash to its digest (the metainfo lied).
-	ErrDigestMismatch = errors.New("blob does not match its digest")
 	// ErrClosed: the file was closed or removed while waiting.
 	ErrClosed = errors.New("piece file closed")
 )
@@ -43,16 +38,11 @@ type File struct {
 	f       *os.File
 	have    []bool
 	count   int
-	// The whole-blob hash advances over pieces in order, in its own
-	// goroutine so it overlaps the per-piece checks; next is the first
-	// piece it has not covered. hashed is closed when it covered them all,
-	// with hashErr the verdict.
-	whole   hash.Hash
-	next    int
-	hashed  chan struct{}
-	hashErr error
-	stop    chan struct{}
-	closed  bool
+	// done is closed when every piece is held (err nil) or the file
+	// closed first (err ErrClosed).
+	done   chan struct{}
+	err    error
+	closed bool
 	// dirty counts pieces since the state file was last written, at
 	// saved.
 	dirty int
@@ -77,14 +67,15 @@ func Open(dir string, mi *metainfo.MetaInfo) (*File, error) {
 	}
 	p := &File{
 		mi: mi, path: base + ".part", statePath: base + ".have", f: f,
-		changed: make(chan struct{}), have: make([]bool, mi.NumPieces()), whole: sha256.New(),
-		hashed: make(chan struct{}), stop: make(chan struct{}),
+		changed: make(chan struct{}), have: make([]bool, mi.NumPieces()), done: make(chan struct{}),
 	}
 	if err := p.resume(); err != nil {
 		f.Close()
 		return nil, err
 	}
-	go p.hashLoop()
+	if p.count == len(p.have) {
+		close(p.done)
+	}
 	return p, nil
 }
 
@@ -147,34 +138,35 @@ func (p *File) bitfield() []byte {
 	return b
 }
 
-// Complete reports whether every piece is held and the whole digest has
-// been checked and matches.
+// Complete reports whether every piece is held, and so the blob matches
+// its digest.
 func (p *File) Complete() bool {
 	select {
-	case <-p.hashed:
-		return p.hashErr == nil
+	case <-p.done:
+		return p.err == nil
 	default:
 		return false
 	}
 }
 
-// Hashed is closed once every piece is held and the whole digest has been
-// checked; Err then says whether it matched.
-func (p *File) Hashed() <-chan struct{} { return p.hashed }
+// Done is closed once every piece is held or the file is closed; Err then
+// says which.
+func (p *File) Done() <-chan struct{} { return p.done }
 
-// Err is the whole-digest verdict after Hashed: nil, or ErrDigestMismatch
-// (the pieces matched lying metainfo) or a read error.
+// Err is nil until Done and while complete, ErrClosed if the file closed
+// before every piece was held.
 func (p *File) Err() error {
 	select {
-	case <-p.hashed:
-		return p.hashErr
+	case <-p.done:
+		return p.err
 	default:
 		return nil
 	}
 }
 
-// WritePiece verifies data against piece i's hash and stores it. A piece
-// already held is accepted and ignored (end-game duplicates).
+// WritePiece verifies data as piece i and stores it. A piece already held
+// is accepted and ignored (end-game duplicates). Verification runs before
+// the lock, so pieces from different peers are hashed in parallel.
 func (p *File) WritePiece(i int, data []byte) error {
 	if !p.mi.VerifyPiece(i, data) {
 		return fmt.Errorf("piece %d of %s: %w", i, p.mi.Digest, ErrBadPiece)
@@ -204,63 +196,12 @@ func (p *File) WritePiece(i int, data []byte) error {
 		}
 		p.dirty = 0
 	}
+	if p.count == len(p.have) {
+		close(p.done)
+	}
 	close(p.changed)
 	p.changed = make(chan struct{})
 	return nil
-}
-
-// hashLoop feeds the whole-blob hash with pieces as they become
-// contiguous from the front, reading back those that arrived out of order,
-// until all are covered or the file closes.
-func (p *File) hashLoop() {
-	buf := make([]byte, p.mi.PieceLength)
-	for {
-		p.mu.Lock()
-		for p.next < len(p.have) && p.have[p.next] && !p.closed {
-			i := p.next
-			p.mu.Unlock()
-			off, n := p.mi.PieceSpan(i)
-			if _, err := p.f.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
-				p.finish(fmt.Errorf("piecefile: hash piece %d: %w", i, err))
-				return
-			}
-			p.whole.Write(buf[:n])
-			p.mu.Lock()
-			p.next++
-		}
-		done, closed, ch := p.next == len(p.have), p.closed, p.changed
-		p.mu.Unlock()
-		if done {
-			var err error
-			if digest.FromHash(digest.SHA256, p.whole) != p.mi.Digest {
-				err = fmt.Errorf("%s: %w", p.mi.Digest, ErrDigestMismatch)
-			}
-			p.finish(err)
-			return
-		}
-		if closed {
-			p.finish(ErrClosed) // nobody waits on Hashed forever
-			return
-		}
-		select {
-		case <-ch:
-		case <-p.stop:
-			p.finish(ErrClosed)
-			return
-		}
-	}
-}
-
-func (p *File) finish(err error) {
-	p.hashErr = err
-	close(p.hashed)
-	// Wake waiters: a reader blocked on the last piece wants the verdict.
-	p.mu.Lock()
-	if !p.closed {
-		close(p.changed)
-		p.changed = make(chan struct{})
-	}
-	p.mu.Unlock()
 }
 
 // Wait blocks until piece i is held, ctx ends or the file is closed.
@@ -324,7 +265,12 @@ func (p *File) Close() error {
 	}
 	p.closed = true
 	close(p.changed)
-	close(p.stop)
+	select {
+	case <-p.done:
+	default:
+		p.err = ErrClosed // nobody waits on Done forever
+		close(p.done)
+	}
 	if p.dirty > 0 {
 		atomicfile.WriteFile(p.statePath, p.bitfield(), 0o644)
 	}

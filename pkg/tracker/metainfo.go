@@ -85,7 +85,10 @@ func (c *metaInfoCache) lookup(d digest.Digest) (*shoalpb.MetaInfo, bool) {
 }
 
 func (c *metaInfoCache) insert(d digest.Digest, mi *shoalpb.MetaInfo) {
-	size := int64(len(mi.GetPieceSha256())*32 + 128)
+	size := int64(128)
+	for _, st := range mi.GetChain() {
+		size += int64(len(st))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.items[d]; ok {

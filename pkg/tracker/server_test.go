@@ -376,7 +376,7 @@ func TestGetMetaInfo(t *testing.T) {
 			t.Fatalf("caller %d: %v", i, errs[i])
 		}
 		got, err := metainfo.FromProto(results[i])
-		if err != nil || got.Size != want.Size || len(got.Pieces) != 3 || got.Pieces[2] != want.Pieces[2] {
+		if err != nil || !got.Equal(want) || got.NumPieces() != 3 {
 			t.Fatalf("caller %d got %+v (%v)", i, got, err)
 		}
 	}
