@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/manifest"
 	"github.com/shoal-project/shoal/pkg/ocierr"
 	"github.com/shoal-project/shoal/pkg/piecefile"
+	"github.com/shoal-project/shoal/pkg/recorder"
 	"github.com/shoal-project/shoal/pkg/reference"
 )
 
@@ -26,42 +28,19 @@ import (
 const acceptAll = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, " +
 	"application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json"
 
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(c int) {
-	if w.code == 0 {
-		w.code = c
-	}
-	w.ResponseWriter.WriteHeader(c)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
 // serveV2 is the read-only registry containerd pulls from.
 func (a *Agent) serveV2(w http.ResponseWriter, r *http.Request) {
-	sw := &statusWriter{ResponseWriter: w}
+	sw := recorder.New(w)
 	kind := "other"
 	defer func() {
-		code := sw.code
-		if code == 0 {
-			code = http.StatusOK
-		}
-		a.metrics.requests.WithLabelValues(kind, strconv.Itoa(code)).Inc()
+		a.metrics.requests.WithLabelValues(kind, strconv.Itoa(sw.Status())).Inc()
 	}()
 	sw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	err := a.route(sw, r, &kind)
 	if err == nil {
 		return
 	}
-	if sw.code != 0 {
+	if sw.Code != 0 {
 		// Part of a body is out: only a broken connection tells the
 		// client it is wrong. Never end a wrong body cleanly.
 		a.log.Warn("aborting a response", "path", r.URL.Path, "err", err)
@@ -192,9 +171,9 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 	if rd, release, ok := a.cache.open(r.Context(), d); ok {
 		defer release()
 		a.metrics.ttfb.Observe(time.Since(start).Seconds())
-		cw := &countingWriter{ResponseWriter: w}
-		http.ServeContent(cw, r, "", time.Time{}, io.NewSectionReader(rd, 0, rd.Size()))
-		a.metrics.served.Add(float64(cw.n))
+		cw := recorder.New(w)
+		http.ServeContent(cw, r, "", time.Time{}, seekable(rd))
+		a.metrics.served.Add(float64(cw.Bytes))
 		return nil
 	}
 	f := a.fetch(d, name, up)
@@ -239,7 +218,6 @@ func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, 
 	mi := f.mi
 	src := &blobSource{a: a, f: f, d: d}
 	defer src.close()
-	buf := make([]byte, mi.PieceLength)
 	last := mi.NumPieces() - 1
 	wrote := false
 	for off, end := span.Start, span.Start+span.Length; off < end; {
@@ -258,15 +236,19 @@ func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, 
 			wrote = true
 		}
 		pieceEnd := min(int64(i+1)*mi.PieceLength, end)
-		n, err := src.readAt(ctx, buf[:pieceEnd-off], off)
+		rd, err := src.reader(ctx)
 		if err != nil {
 			return err
 		}
-		if _, err := w.Write(buf[:n]); err != nil {
-			return nil // the client went away
+		if _, err := rd.Seek(off, io.SeekStart); err != nil {
+			return fmt.Errorf("blob %s: %w", d, err)
 		}
+		n, err := io.CopyN(w, rd, pieceEnd-off)
 		a.metrics.served.Add(float64(n))
-		off += int64(n)
+		if err != nil {
+			return nil // the client went away (a short file is caught by the wait above)
+		}
+		off += n
 	}
 	return nil
 }
@@ -318,57 +300,60 @@ func latest(ch chan int, i int) {
 	}
 }
 
-// blobSource reads a blob being served while it downloads: from its
-// piecefile, and once the download has moved into the cache, from the cache,
-// opened once for the rest of the response.
+// blobSource reads a blob being served while it downloads: from the
+// download's file — only pieces the caller has waited for — and, once the
+// download has moved into the cache under another name, from the cache.
+// Either is opened once for the rest of the response, and is an *os.File
+// when it can be, so the body goes out by sendfile(2).
 type blobSource struct {
 	a       *Agent
 	f       *inflight
 	d       digest.Digest
-	rd      blobstore.Reader
+	rd      io.ReadSeeker
+	closer  io.Closer
 	release func()
 }
 
-func (s *blobSource) readAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if s.rd == nil {
-		n, err := s.f.pf.ReadAt(p, off)
-		if err == nil || (errors.Is(err, io.EOF) && n == len(p)) {
-			return n, nil
-		}
-		select {
-		case <-s.f.done:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-		if s.f.err != nil {
-			return 0, s.f.err
-		}
-		rd, release, ok := s.a.cache.open(ctx, s.d)
-		if !ok {
-			return 0, fmt.Errorf("blob %s left the cache while being served", s.d)
-		}
-		s.rd, s.release = rd, release
+func (s *blobSource) reader(ctx context.Context) (io.ReadSeeker, error) {
+	if s.rd != nil {
+		return s.rd, nil
 	}
-	n, err := s.rd.ReadAt(p, off)
-	if errors.Is(err, io.EOF) && n == len(p) {
-		err = nil
+	if f, err := os.Open(s.f.pf.Path()); err == nil {
+		// The same inode whether or not it is renamed into the cache
+		// meanwhile.
+		s.rd, s.closer = f, f
+		return f, nil
 	}
-	return n, err
+	select {
+	case <-s.f.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if s.f.err != nil {
+		return nil, s.f.err
+	}
+	rd, release, ok := s.a.cache.open(ctx, s.d)
+	if !ok {
+		return nil, fmt.Errorf("blob %s left the cache while being served", s.d)
+	}
+	s.rd, s.release = seekable(rd), release // release closes rd
+	return s.rd, nil
+}
+
+// seekable is rd as the copy should see it: the *os.File itself when
+// there is one, since sendfile needs it.
+func seekable(rd blobstore.Reader) io.ReadSeeker {
+	if fr, ok := rd.(*blobstore.FileReader); ok {
+		return fr.File
+	}
+	return rd
 }
 
 func (s *blobSource) close() {
+	if s.closer != nil {
+		s.closer.Close()
+	}
 	if s.release != nil {
 		s.release()
 	}
-}
-
-type countingWriter struct {
-	http.ResponseWriter
-	n int64
-}
-
-func (w *countingWriter) Write(b []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(b)
-	w.n += int64(n)
-	return n, err
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/ocierr"
+	"github.com/shoal-project/shoal/pkg/recorder"
 	"github.com/shoal-project/shoal/pkg/pace"
 	"github.com/shoal-project/shoal/pkg/ring"
 )
@@ -472,7 +473,7 @@ func (s *Server) peerMetaInfo(ctx context.Context, d digest.Digest) (*metainfo.M
 
 // serveInternal is the origin-to-origin blob endpoint.
 func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
-	rw := &responseWriter{ResponseWriter: w}
+	rw := recorder.New(w)
 	if s.cluster == nil {
 		http.NotFound(w, r)
 		return

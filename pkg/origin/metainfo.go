@@ -10,6 +10,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/ocierr"
+	"github.com/shoal-project/shoal/pkg/recorder"
 )
 
 // Where and how the origin serves metainfo; the names live in pkg/metainfo
@@ -20,7 +21,7 @@ const (
 )
 
 func (s *Server) getMetaInfo(w http.ResponseWriter, r *http.Request) {
-	rw := &responseWriter{ResponseWriter: w}
+	rw := recorder.New(w)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		s.writeError(rw, r, ocierr.New(ocierr.Unsupported, "method %s", r.Method))
 		return

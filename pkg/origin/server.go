@@ -25,6 +25,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/ocierr"
+	"github.com/shoal-project/shoal/pkg/recorder"
 	"github.com/shoal-project/shoal/pkg/repostore"
 )
 
@@ -242,10 +243,10 @@ func accessFor(rt route, method string) []auth.Access {
 
 func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rw := &responseWriter{ResponseWriter: w}
+	rw := recorder.New(w)
 	endpoint := "unknown"
 	defer func() {
-		s.metrics.requests.WithLabelValues(endpoint, r.Method, strconv.Itoa(rw.status())).Inc()
+		s.metrics.requests.WithLabelValues(endpoint, r.Method, strconv.Itoa(rw.Status())).Inc()
 		s.metrics.requestDuration.WithLabelValues(endpoint, r.Method).Observe(time.Since(start).Seconds())
 	}()
 	rw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
@@ -289,14 +290,14 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 
 // writeError answers with an OCI error unless the handler already sent a
 // status (then the connection is what tells the client).
-func (s *Server) writeError(w *responseWriter, r *http.Request, err error) {
+func (s *Server) writeError(w *recorder.Writer, r *http.Request, err error) {
 	var oe *ocierr.Error
 	if !errors.As(err, &oe) {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	} else {
 		s.log.Debug("request rejected", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	if w.code != 0 {
+	if w.Code != 0 {
 		return
 	}
 	// Drain a little of an unread body so the connection can be reused,
@@ -317,42 +318,3 @@ func (s *Server) getBase(w http.ResponseWriter, r *http.Request, _ route) error 
 	return nil
 }
 
-// responseWriter records the status for metrics and keeps io.ReaderFrom
-// reachable so blob bodies still go out with sendfile.
-type responseWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *responseWriter) WriteHeader(code int) {
-	if w.code == 0 {
-		w.code = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *responseWriter) Write(b []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *responseWriter) ReadFrom(src io.Reader) (int64, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
-		return rf.ReadFrom(src)
-	}
-	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, src)
-}
-
-func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *responseWriter) status() int {
-	if w.code == 0 {
-		return http.StatusOK
-	}
-	return w.code
-}
