@@ -171,17 +171,25 @@ func (p *File) WritePiece(i int, data []byte) error {
 	if !p.mi.VerifyPiece(i, data) {
 		return fmt.Errorf("piece %d of %s: %w", i, p.mi.Digest, ErrBadPiece)
 	}
+	if p.Have(i) {
+		return nil
+	}
+	// The write runs outside the lock: a pwrite of a whole piece takes
+	// milliseconds, which readers and other peers' pieces should not wait
+	// out. Two writers of one piece write the same bytes — both verified —
+	// and nobody reads a piece before it is marked held below.
+	off, _ := p.mi.PieceSpan(i)
+	_, werr := p.f.WriteAt(data, off)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return ErrClosed
 	}
+	if werr != nil {
+		return fmt.Errorf("piecefile: write piece %d: %w", i, werr)
+	}
 	if p.have[i] {
 		return nil
-	}
-	off, _ := p.mi.PieceSpan(i)
-	if _, err := p.f.WriteAt(data, off); err != nil {
-		return fmt.Errorf("piecefile: write piece %d: %w", i, err)
 	}
 	p.have[i] = true
 	p.count++
