@@ -66,6 +66,9 @@ type Seeder struct {
 	// blob too we can fetch from it over the same connection.
 	OnPeer func(d digest.Digest, p peer.ID)
 
+	// slots admits uploadSlots pieces at a time over all streams.
+	slots *slots
+
 	// superSeed: see EnableSuperSeeding.
 	superSeed bool
 	servedMu  sync.Mutex
@@ -157,7 +160,7 @@ func NewSeeder(h host.Host, blobs Blobs, upload *rate.Limiter, log *slog.Logger)
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Seeder{blobs: blobs, upload: upload, log: log, IdleTimeout: time.Minute}
+	s := &Seeder{blobs: blobs, upload: upload, log: log, IdleTimeout: time.Minute, slots: newSlots(uploadSlots)}
 	h.SetStreamHandler(Protocol, s.handle)
 	return s
 }
@@ -236,37 +239,50 @@ func (s *Seeder) serve(st network.Stream) error {
 	}
 	buf := make([]byte, mi.PieceLength)
 	var queue []int // requested pieces, oldest first
+	// take reads one frame: a request joins the queue, a cancel withdraws
+	// its request if it has not gone out yet (end game, expired requests).
+	take := func() error {
+		st.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+		m, err := r.Next()
+		if err != nil {
+			return err
+		}
+		if req := m.GetRequest(); req != nil && len(queue) < maxQueued {
+			queue = append(queue, int(req.GetIndex()))
+		} else if c := m.GetCancel(); c != nil {
+			queue = slices.DeleteFunc(queue, func(q int) bool { return q == int(c.GetIndex()) })
+		}
+		return nil
+	}
 	for {
 		// Take every frame that has arrived, waiting only when nothing is
-		// queued: a cancel that came in behind its request withdraws it
-		// before its bytes go out (end game, expired requests).
+		// queued.
 		for len(queue) == 0 || r.Ready() {
-			st.SetReadDeadline(time.Now().Add(s.IdleTimeout))
-			m, err := r.Next()
-			if err != nil {
+			if err := take(); err != nil {
 				return err
 			}
-			if req := m.GetRequest(); req != nil && len(queue) < maxQueued {
-				queue = append(queue, int(req.GetIndex()))
-			} else if c := m.GetCancel(); c != nil {
-				queue = slices.DeleteFunc(queue, func(q int) bool { return q == int(c.GetIndex()) })
+		}
+		// Wait for an upload slot, then for the frames that came in
+		// meanwhile: the request may have been cancelled.
+		s.slots.acquire(queue[0])
+		for r.Ready() {
+			if err := take(); err != nil {
+				s.slots.release()
+				return err
 			}
+		}
+		if len(queue) == 0 {
+			s.slots.release()
+			continue
 		}
 		i := queue[0]
 		queue = queue[1:]
-		off, n := mi.PieceSpan(i)
-		p := buf[:n]
-		if _, err := blob.ReadAt(p, off); err != nil && !errors.Is(err, io.EOF) {
-			sw.mu.Lock()
-			defer sw.mu.Unlock()
-			return sendError(w, "unavailable", fmt.Sprintf("piece %d: %v", i, err))
-		}
-		if err := pace.Wait(context.Background(), s.upload, int(n)); err != nil {
+		err := s.send(st, sw, blob, mi, i, buf)
+		s.slots.release()
+		if err != nil {
 			return err
 		}
-		if err := sw.piece(uint32(i), p); err != nil {
-			return err
-		}
+		_, n := mi.PieceSpan(i)
 		lastBusy.Store(time.Now().UnixNano())
 		if offered != nil {
 			sw.mu.Lock()
@@ -282,6 +298,82 @@ func (s *Seeder) serve(st network.Stream) error {
 			s.Uploaded(int(n))
 		}
 	}
+}
+
+// send reads piece i of blob and sends it, paced by the upload limiter. A
+// peer that does not take it within twice a receiver's request timeout
+// loses the stream, so it cannot hold an upload slot.
+func (s *Seeder) send(st network.Stream, sw *syncWriter, blob Blob, mi *metainfo.MetaInfo, i int, buf []byte) error {
+	off, n := mi.PieceSpan(i)
+	p := buf[:n]
+	if _, err := blob.ReadAt(p, off); err != nil && !errors.Is(err, io.EOF) {
+		sw.mu.Lock()
+		defer sw.mu.Unlock()
+		return sendError(sw.w, "unavailable", fmt.Sprintf("piece %d: %v", i, err))
+	}
+	if err := pace.Wait(context.Background(), s.upload, int(n)); err != nil {
+		return err
+	}
+	st.SetWriteDeadline(time.Now().Add(2 * (2*time.Second + time.Duration(n)*time.Microsecond)))
+	defer st.SetWriteDeadline(time.Time{})
+	return sw.piece(uint32(i), p)
+}
+
+// uploadSlots is how many pieces a seeder sends at once over all its
+// streams. On a saturated uplink, forty pieces sent side by side all land
+// at the end, while four at a time land one after another and their
+// receivers can pass them on meanwhile (BitTorrent's unchoke slots serve
+// the same end).
+const uploadSlots = 4
+
+// slots hands out upload slots lowest piece index first: the first pieces
+// of every blob are what streaming clients wait on, so a rollout's first
+// bytes come after a few pieces' time, not after the whole backlog's.
+type slots struct {
+	mu      sync.Mutex
+	free    int
+	seq     uint64
+	waiters []slotWaiter
+}
+
+type slotWaiter struct {
+	piece int
+	seq   uint64 // arrival order among equal pieces
+	ready chan struct{}
+}
+
+func newSlots(n int) *slots { return &slots{free: n} }
+
+func (q *slots) acquire(piece int) {
+	q.mu.Lock()
+	if q.free > 0 && len(q.waiters) == 0 {
+		q.free--
+		q.mu.Unlock()
+		return
+	}
+	q.seq++
+	w := slotWaiter{piece: piece, seq: q.seq, ready: make(chan struct{})}
+	q.waiters = append(q.waiters, w)
+	q.mu.Unlock()
+	<-w.ready
+}
+
+func (q *slots) release() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.waiters) == 0 {
+		q.free++
+		return
+	}
+	// A linear scan: waiters are bounded by the streams, tens at most.
+	best := 0
+	for k, w := range q.waiters[1:] {
+		if w.piece < q.waiters[best].piece || (w.piece == q.waiters[best].piece && w.seq < q.waiters[best].seq) {
+			best = k + 1
+		}
+	}
+	close(q.waiters[best].ready)
+	q.waiters = slices.Delete(q.waiters, best, best+1)
 }
 
 // maxQueued bounds the requests a seeder holds for one stream; more are

@@ -222,7 +222,13 @@ func (s *Scheduler) Received(id PeerID, i int, ok bool, now time.Time) (cancel [
 		return nil
 	}
 	p.lastPiece = now
-	if s.have[i] {
+	return s.Got(i)
+}
+
+// Got records piece i as held from outside the swarm (the origin), and
+// returns the requests for it still out, to be cancelled.
+func (s *Scheduler) Got(i int) (cancel []Request) {
+	if i < 0 || i >= s.pieces || s.have[i] {
 		return nil
 	}
 	s.have[i] = true
@@ -235,6 +241,27 @@ func (s *Scheduler) Received(id PeerID, i int, ok bool, now time.Time) (cancel [
 		}
 	}
 	return cancel
+}
+
+// Wanted is the missing piece to get elsewhere when the swarm stalls: the
+// first one from the streaming position that nobody has been asked for,
+// else the first missing one; -1 when none is missing.
+func (s *Scheduler) Wanted() int {
+	start := max(s.stream, 0)
+	first := -1
+	for k := range s.pieces {
+		i := (start + k) % s.pieces
+		if s.have[i] {
+			continue
+		}
+		if s.asked[i] == 0 {
+			return i
+		}
+		if first < 0 {
+			first = i
+		}
+	}
+	return first
 }
 
 // Expire withdraws requests past their deadline and returns them, so the

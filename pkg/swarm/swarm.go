@@ -34,6 +34,15 @@ type Origin interface {
 	ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error)
 }
 
+const (
+	// firstAnnounceTries bounds the tries of the first announce before a
+	// download gives up on the tracker and reads the origin.
+	firstAnnounceTries = 3
+	// maxTopUps is how many stalls in a row are bridged with one piece
+	// from the origin before the rest of the blob comes from there.
+	maxTopUps = 2
+)
+
 // Config tunes a download. Zero values take defaults.
 type Config struct {
 	Scheduler scheduler.Config
@@ -101,6 +110,9 @@ type event struct {
 	err   error // connection over (dial failure or stream error)
 	dial  bool  // the outcome of a dial
 	have  bool  // the peer announced a new piece
+	// topUp is the outcome of fetching piece from the origin while the
+	// swarm stalled: ok, or err.
+	topUp bool
 }
 
 type download struct {
@@ -114,13 +126,18 @@ type download struct {
 	events chan event
 	// received counts piece bytes from peers; readers add to it, since the
 	// last pieces may land after the main loop has seen the blob complete.
-	received atomic.Int64
+	received        atomic.Int64
+	fromOriginBytes atomic.Int64 // written by top-ups as well as the main loop
 	// origins are the handed-out peers that are origins.
 	origins map[peer.ID]bool
 	// dialing counts dials in flight, against MaxConns.
 	dialing int
-	stats   Stats
-	log     *slog.Logger
+	// toppingUp is set while one piece comes from the origin; stalls
+	// counts stalls with no piece from peers in between.
+	toppingUp bool
+	stalls    int
+	stats     Stats
+	log       *slog.Logger
 }
 
 // Hints feed a running download; both channels may be nil.
@@ -166,6 +183,7 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 		c.Close()
 	}
 	dl.stats.FromPeers = dl.received.Load()
+	dl.stats.FromOrigin = dl.fromOriginBytes.Load()
 	return dl.stats, err
 }
 
@@ -182,6 +200,15 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 		if !now.Before(nextAnnounce) {
 			first := nextAnnounce.IsZero()
 			interval, err := dl.announce(ctx, false)
+			for try := 1; err != nil && first && try < firstAnnounceTries; try++ {
+				// A tracker slow under a rollout's load is not a dead
+				// one: a whole fleet reading the origin at once is the
+				// failure Shoal exists to prevent.
+				if err := sleep(ctx, time.Duration(try)*(250*time.Millisecond+rand.N(500*time.Millisecond))); err != nil {
+					return err
+				}
+				interval, err = dl.announce(ctx, false)
+			}
 			if err != nil && first {
 				dl.log.Warn("tracker unreachable; fetching from the origin", "err", err)
 				return dl.fromOrigin(ctx, origin)
@@ -200,9 +227,26 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 			}
 			nextAnnounce = now.Add(interval)
 		}
-		if now.Sub(lastPiece) > dl.cfg.StallTimeout {
-			dl.log.Warn("no progress from the swarm; fetching from the origin", "peers", len(dl.conns))
-			return dl.fromOrigin(ctx, origin)
+		if now.Sub(lastPiece) > dl.cfg.StallTimeout && !dl.toppingUp {
+			if dl.stalls >= maxTopUps || len(dl.conns) == 0 || origin == nil {
+				dl.log.Warn("no progress from the swarm; fetching from the origin", "peers", len(dl.conns))
+				return dl.fromOrigin(ctx, origin)
+			}
+			// A slow swarm is usually an overloaded one: take one piece
+			// from the origin and give the peers another round, rather
+			// than leave them for the origin with the rest of the blob.
+			if i := dl.sched.Wanted(); i >= 0 {
+				dl.stalls++
+				dl.toppingUp = true
+				dl.log.Info("swarm stalled; one piece from the origin", "piece", i, "peers", len(dl.conns))
+				go func() {
+					buf := getPiece(dl.mi.PieceLength)
+					err := dl.originPiece(ctx, origin, i, buf)
+					putPiece(buf)
+					dl.send(ctx, event{topUp: true, piece: i, ok: err == nil, err: err})
+				}()
+			}
+			lastPiece = now
 		}
 		for _, r := range dl.sched.Next(now) {
 			if c := dl.conns[peer.ID(r.Peer)]; c == nil || c.Request(r.Piece) != nil {
@@ -223,6 +267,9 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 			// the swarm is moving: no reason to go to the origin.
 			if dl.handle(ev) || ev.have {
 				lastPiece = time.Now()
+				if !ev.topUp {
+					dl.stalls = 0
+				}
 			}
 		case <-dl.pf.Done():
 		case <-tick.C:
@@ -250,6 +297,18 @@ func (dl *download) handle(ev event) bool {
 		dl.dialing--
 	}
 	switch {
+	case ev.topUp:
+		dl.toppingUp = false
+		if !ev.ok {
+			dl.log.Warn("origin piece failed", "piece", ev.piece, "err", ev.err)
+			return false
+		}
+		for _, r := range dl.sched.Got(ev.piece) {
+			if c := dl.conns[peer.ID(r.Peer)]; c != nil {
+				c.Cancel(r.Piece)
+			}
+		}
+		return true
 	case ev.have:
 		dl.sched.PeerHas(id, ev.piece)
 	case ev.conn != nil:
@@ -454,30 +513,51 @@ func (dl *download) fromOrigin(ctx context.Context, origin Origin) error {
 		if dl.pf.Have(i) {
 			continue
 		}
-		off, n := dl.mi.PieceSpan(i)
-		if err := pace.Wait(ctx, dl.d.Limit, int(n)); err != nil {
+		if err := dl.originPiece(ctx, origin, i, buf); err != nil {
 			return err
-		}
-		rc, err := origin.ReadRange(ctx, off, n)
-		if err != nil {
-			return fmt.Errorf("origin fallback: %w", err)
-		}
-		_, err = io.ReadFull(rc, buf[:n])
-		rc.Close()
-		if err != nil {
-			return fmt.Errorf("origin fallback piece %d: %w", i, err)
-		}
-		if err := dl.pf.WritePiece(i, buf[:n]); err != nil {
-			return fmt.Errorf("origin fallback piece %d: %w", i, err)
-		}
-		dl.stats.FromOrigin += n
-		if dl.d.Progress != nil {
-			dl.d.Progress(true, int(n))
 		}
 	}
 	select {
 	case <-dl.pf.Done():
 		return dl.pf.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// originPiece fetches piece i from the origin into buf, verifies and
+// stores it.
+func (dl *download) originPiece(ctx context.Context, origin Origin, i int, buf []byte) error {
+	off, n := dl.mi.PieceSpan(i)
+	if err := pace.Wait(ctx, dl.d.Limit, int(n)); err != nil {
+		return err
+	}
+	rc, err := origin.ReadRange(ctx, off, n)
+	if err != nil {
+		return fmt.Errorf("origin fallback: %w", err)
+	}
+	_, err = io.ReadFull(rc, buf[:n])
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("origin fallback piece %d: %w", i, err)
+	}
+	if err := dl.pf.WritePiece(i, buf[:n]); err != nil {
+		return fmt.Errorf("origin fallback piece %d: %w", i, err)
+	}
+	dl.fromOriginBytes.Add(n)
+	if dl.d.Progress != nil {
+		dl.d.Progress(true, int(n))
+	}
+	return nil
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,11 +44,11 @@ func seed(t *testing.T, tr shoalpb.TrackerClient, blob *p2ptest.Blob) host.Host 
 // memOrigin serves ranges of a blob; it counts what it sent.
 type memOrigin struct {
 	data []byte
-	sent int64
+	sent atomic.Int64
 }
 
 func (o *memOrigin) ReadRange(_ context.Context, off, n int64) (io.ReadCloser, error) {
-	o.sent += n
+	o.sent.Add(n)
 	return io.NopCloser(bytes.NewReader(o.data[off : off+n])), nil
 }
 
@@ -87,8 +89,8 @@ func TestFetchFromSwarm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.FromPeers < blob.MI.Size || st.FromOrigin != 0 || origin.sent != 0 || st.Peers != 3 {
-		t.Fatalf("stats %+v, origin sent %d", st, origin.sent)
+	if st.FromPeers < blob.MI.Size || st.FromOrigin != 0 || origin.sent.Load() != 0 || st.Peers != 3 {
+		t.Fatalf("stats %+v, origin sent %d", st, origin.sent.Load())
 	}
 }
 
@@ -124,6 +126,45 @@ func TestFetchFallsBackWhenStalled(t *testing.T) {
 	}
 	if st.BadPieces == 0 || st.FromOrigin != blob.MI.Size {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// pausingBlob is a seeder's blob that stops for pause once, at piece at.
+type pausingBlob struct {
+	*p2ptest.Blob
+	at    int64
+	pause time.Duration
+	once  sync.Once
+}
+
+func (b *pausingBlob) ReadAt(p []byte, off int64) (int, error) {
+	if off == b.at*b.MI.PieceLength {
+		b.once.Do(func() { time.Sleep(b.pause) })
+	}
+	return b.Blob.ReadAt(p, off)
+}
+
+// The only seeder pauses long enough to stall the download: the stall
+// takes a piece or two from the origin and the swarm carries on, instead
+// of the rest of the blob coming from the origin.
+func TestStallTopsUpFromOrigin(t *testing.T) {
+	tr := newTracker(t)
+	blob := p2ptest.NewBlob(2<<20, 128<<10) // 16 pieces
+	const piece = 128 << 10
+	h := p2ptest.NewHost(t, p2p.HostConfig{})
+	p2p.NewSeeder(h, p2ptest.Blobs{blob.MI.Digest: &pausingBlob{Blob: blob, at: 4, pause: 900 * time.Millisecond}}, nil, nil)
+	tr.Announce(context.Background(), &shoalpb.AnnounceRequest{
+		Digest: blob.MI.Digest.String(),
+		Peer:   &shoalpb.Peer{Id: h.ID().String(), Addrs: p2p.Addrs(h)},
+		Have:   &shoalpb.AnnounceRequest_Complete{Complete: true},
+	})
+	origin := &memOrigin{data: blob.Data}
+	st, err := fetch(t, tr, blob, origin, swarm.Config{StallTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.FromOrigin < piece || st.FromOrigin > 2*piece || st.FromPeers < blob.MI.Size-2*piece {
+		t.Fatalf("stats %+v: want one or two pieces from the origin, the rest from the peer", st)
 	}
 }
 
