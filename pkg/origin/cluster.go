@@ -17,8 +17,8 @@ import (
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/ocierr"
-	"github.com/shoal-project/shoal/pkg/recorder"
 	"github.com/shoal-project/shoal/pkg/pace"
+	"github.com/shoal-project/shoal/pkg/recorder"
 	"github.com/shoal-project/shoal/pkg/ring"
 )
 

@@ -317,4 +317,3 @@ func (s *Server) getBase(w http.ResponseWriter, r *http.Request, _ route) error 
 	}
 	return nil
 }
-
