@@ -212,8 +212,9 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 }
 
 // stream writes span of a blob under download as its pieces are verified.
-// The piece holding the blob's last byte waits for the whole-digest
-// verdict, so a body that does not match its digest never ends cleanly.
+// The piece holding the blob's last byte is the one checked against the
+// digest itself, so a body that does not match its digest never ends
+// cleanly.
 func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, d digest.Digest, span httprange.Span, status int, start time.Time) error {
 	mi := f.mi
 	src := &blobSource{a: a, f: f, d: d}

@@ -85,7 +85,8 @@ type Manager interface {
 	Walk(ctx context.Context, fn func(Info) error) error
 }
 
-// MetaInfoProvider returns the piece hashes of committed blobs.
+// MetaInfoProvider returns the metainfo (piece layout and hash chain) of
+// committed blobs.
 type MetaInfoProvider interface {
 	// MetaInfo returns ErrNotFound if d is not committed. If the metainfo
 	// was lost (a crash between commit and its write), it is recomputed.

@@ -26,7 +26,7 @@ func (s *Server) getMetaInfo(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rw, r, ocierr.New(ocierr.Unsupported, "method %s", r.Method))
 		return
 	}
-	// Piece hashes reveal nothing of the content, but on a closed registry
+	// Hash states reveal nothing of the content, but on a closed registry
 	// they still need an authenticated caller.
 	if _, err := s.authz.Authorize(r); err != nil {
 		s.writeError(rw, r, ocierr.Wrap(ocierr.Unauthorized, err))
