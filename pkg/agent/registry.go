@@ -188,19 +188,9 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 		}
 		return f.prepErr
 	}
-	size := f.mi.Size
-	span := httprange.Span{Start: 0, Length: size}
-	status := http.StatusOK
-	if rg := r.Header.Get("Range"); rg != "" {
-		sp, err := httprange.ParseRange(rg, size)
-		switch {
-		case err == nil:
-			span, status = sp, http.StatusPartialContent
-			h.Set("Content-Range", sp.ContentRange(size))
-		case errors.Is(err, httprange.ErrUnsatisfiable):
-			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-			return ocierr.Wrap(ocierr.RangeInvalid, err)
-		}
+	span, status, err := httprange.Select(h, r, f.mi.Size)
+	if err != nil {
+		return ocierr.Wrap(ocierr.RangeInvalid, err)
 	}
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Content-Length", strconv.FormatInt(span.Length, 10))

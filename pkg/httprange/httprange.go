@@ -9,6 +9,7 @@ package httprange
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 )
@@ -35,6 +36,29 @@ func (s Span) End() int64 { return s.Start + s.Length - 1 }
 // ContentRange formats the span as a Content-Range value for a resource of size.
 func (s Span) ContentRange(size int64) string {
 	return fmt.Sprintf("bytes %d-%d/%d", s.Start, s.End(), size)
+}
+
+// Select answers the Range header of a request r for a body of size bytes,
+// as a blob server does: the whole body with 200 when there is no Range or
+// one it does not understand (RFC 9110 lets a server ignore it), else the
+// span with 206 and its Content-Range set in h. An unsatisfiable range is
+// ErrUnsatisfiable, with "Content-Range: bytes */size" set for the 416.
+func Select(h http.Header, r *http.Request, size int64) (Span, int, error) {
+	whole := Span{Start: 0, Length: size}
+	rng := r.Header.Get("Range")
+	if rng == "" {
+		return whole, http.StatusOK, nil
+	}
+	sp, err := ParseRange(rng, size)
+	switch {
+	case err == nil:
+		h.Set("Content-Range", sp.ContentRange(size))
+		return sp, http.StatusPartialContent, nil
+	case errors.Is(err, ErrUnsatisfiable):
+		h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+		return Span{}, 0, err
+	}
+	return whole, http.StatusOK, nil
 }
 
 // ParseRange parses a Range header for a resource of size bytes. Only a single

@@ -2,6 +2,7 @@ package httprange
 
 import (
 	"errors"
+	"net/http"
 	"testing"
 )
 
@@ -103,4 +104,31 @@ func FuzzParseContentRange(f *testing.F) {
 			t.Fatalf("ParseContentRange(%q) = %+v", h, sp)
 		}
 	})
+}
+
+func TestSelect(t *testing.T) {
+	tests := []struct {
+		rng          string
+		span         Span
+		status       int
+		contentRange string
+		err          error
+	}{
+		{"", Span{0, 100}, http.StatusOK, "", nil},
+		{"bytes=10-19", Span{10, 10}, http.StatusPartialContent, "bytes 10-19/100", nil},
+		{"bytes=0-1,5-6", Span{0, 100}, http.StatusOK, "", nil}, // not understood: ignored
+		{"pages=1-2", Span{0, 100}, http.StatusOK, "", nil},
+		{"bytes=200-", Span{}, 0, "bytes */100", ErrUnsatisfiable},
+	}
+	for _, tt := range tests {
+		r, _ := http.NewRequest(http.MethodGet, "/", nil)
+		if tt.rng != "" {
+			r.Header.Set("Range", tt.rng)
+		}
+		h := http.Header{}
+		span, status, err := Select(h, r, 100)
+		if span != tt.span || status != tt.status || !errors.Is(err, tt.err) || (tt.err == nil && err != nil) || h.Get("Content-Range") != tt.contentRange {
+			t.Errorf("%q: %+v %d %v %q", tt.rng, span, status, err, h.Get("Content-Range"))
+		}
+	}
 }

@@ -71,26 +71,14 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, rt route) error
 
 // serveBlob answers GET or HEAD (with Range) for a stored blob.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest, rd blobstore.Reader) error {
-	size := rd.Size()
-	span := httprange.Span{Start: 0, Length: size}
-	status := http.StatusOK
 	h := w.Header()
 	h.Set("Docker-Content-Digest", d.String())
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("ETag", `"`+d.String()+`"`)
-	if rng := r.Header.Get("Range"); rng != "" {
-		sp, err := httprange.ParseRange(rng, size)
-		switch {
-		case err == nil:
-			span, status = sp, http.StatusPartialContent
-			h.Set("Content-Range", sp.ContentRange(size))
-		case errors.Is(err, httprange.ErrUnsatisfiable):
-			h.Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-			return ocierr.Wrap(ocierr.RangeInvalid, err)
-		default:
-			// RFC 9110: a Range the server does not understand is ignored.
-		}
+	span, status, err := httprange.Select(h, r, rd.Size())
+	if err != nil {
+		return ocierr.Wrap(ocierr.RangeInvalid, err)
 	}
 	h.Set("Content-Length", strconv.FormatInt(span.Length, 10))
 	w.WriteHeader(status)
