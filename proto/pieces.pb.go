@@ -35,6 +35,7 @@ type PieceMessage struct {
 	//	*PieceMessage_Piece
 	//	*PieceMessage_Cancel
 	//	*PieceMessage_Error
+	//	*PieceMessage_Busy
 	Msg           isPieceMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -131,6 +132,15 @@ func (x *PieceMessage) GetError() *Error {
 	return nil
 }
 
+func (x *PieceMessage) GetBusy() *Busy {
+	if x != nil {
+		if x, ok := x.Msg.(*PieceMessage_Busy); ok {
+			return x.Busy
+		}
+	}
+	return nil
+}
+
 type isPieceMessage_Msg interface {
 	isPieceMessage_Msg()
 }
@@ -159,6 +169,10 @@ type PieceMessage_Error struct {
 	Error *Error `protobuf:"bytes,6,opt,name=error,proto3,oneof"`
 }
 
+type PieceMessage_Busy struct {
+	Busy *Busy `protobuf:"bytes,7,opt,name=busy,proto3,oneof"`
+}
+
 func (*PieceMessage_Handshake) isPieceMessage_Msg() {}
 
 func (*PieceMessage_Have) isPieceMessage_Msg() {}
@@ -170,6 +184,8 @@ func (*PieceMessage_Piece) isPieceMessage_Msg() {}
 func (*PieceMessage_Cancel) isPieceMessage_Msg() {}
 
 func (*PieceMessage_Error) isPieceMessage_Msg() {}
+
+func (*PieceMessage_Busy) isPieceMessage_Msg() {}
 
 // Handshake is each side's first frame: which blob, checked by the hash of
 // its metainfo so both sides cut it into the same pieces, and what the
@@ -514,18 +530,74 @@ func (x *Error) GetMessage() string {
 	return ""
 }
 
+// Busy refuses one request because the sender's uplink already holds all
+// it can serve soon. The requester asks another peer for the piece, and
+// this one again no sooner than retry_after_ms (plus its own jitter).
+type Busy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	RetryAfterMs  uint32                 `protobuf:"varint,2,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Busy) Reset() {
+	*x = Busy{}
+	mi := &file_pieces_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Busy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Busy) ProtoMessage() {}
+
+func (x *Busy) ProtoReflect() protoreflect.Message {
+	mi := &file_pieces_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Busy.ProtoReflect.Descriptor instead.
+func (*Busy) Descriptor() ([]byte, []int) {
+	return file_pieces_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Busy) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Busy) GetRetryAfterMs() uint32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
 var File_pieces_proto protoreflect.FileDescriptor
 
 const file_pieces_proto_rawDesc = "" +
 	"\n" +
-	"\fpieces.proto\x12\bshoal.v1\"\x9d\x02\n" +
+	"\fpieces.proto\x12\bshoal.v1\"\xc3\x02\n" +
 	"\fPieceMessage\x123\n" +
 	"\thandshake\x18\x01 \x01(\v2\x13.shoal.v1.HandshakeH\x00R\thandshake\x12$\n" +
 	"\x04have\x18\x02 \x01(\v2\x0e.shoal.v1.HaveH\x00R\x04have\x12-\n" +
 	"\arequest\x18\x03 \x01(\v2\x11.shoal.v1.RequestH\x00R\arequest\x12'\n" +
 	"\x05piece\x18\x04 \x01(\v2\x0f.shoal.v1.PieceH\x00R\x05piece\x12*\n" +
 	"\x06cancel\x18\x05 \x01(\v2\x10.shoal.v1.CancelH\x00R\x06cancel\x12'\n" +
-	"\x05error\x18\x06 \x01(\v2\x0f.shoal.v1.ErrorH\x00R\x05errorB\x05\n" +
+	"\x05error\x18\x06 \x01(\v2\x0f.shoal.v1.ErrorH\x00R\x05error\x12$\n" +
+	"\x04busy\x18\a \x01(\v2\x0e.shoal.v1.BusyH\x00R\x04busyB\x05\n" +
 	"\x03msg\"\x8c\x01\n" +
 	"\tHandshake\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12#\n" +
@@ -544,7 +616,10 @@ const file_pieces_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\rR\x05index\"5\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessageB.Z,github.com/shoal-project/shoal/proto;shoalpbb\x06proto3"
+	"\amessage\x18\x02 \x01(\tR\amessage\"B\n" +
+	"\x04Busy\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12$\n" +
+	"\x0eretry_after_ms\x18\x02 \x01(\rR\fretryAfterMsB.Z,github.com/shoal-project/shoal/proto;shoalpbb\x06proto3"
 
 var (
 	file_pieces_proto_rawDescOnce sync.Once
@@ -558,7 +633,7 @@ func file_pieces_proto_rawDescGZIP() []byte {
 	return file_pieces_proto_rawDescData
 }
 
-var file_pieces_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_pieces_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_pieces_proto_goTypes = []any{
 	(*PieceMessage)(nil), // 0: shoal.v1.PieceMessage
 	(*Handshake)(nil),    // 1: shoal.v1.Handshake
@@ -567,6 +642,7 @@ var file_pieces_proto_goTypes = []any{
 	(*Piece)(nil),        // 4: shoal.v1.Piece
 	(*Cancel)(nil),       // 5: shoal.v1.Cancel
 	(*Error)(nil),        // 6: shoal.v1.Error
+	(*Busy)(nil),         // 7: shoal.v1.Busy
 }
 var file_pieces_proto_depIdxs = []int32{
 	1, // 0: shoal.v1.PieceMessage.handshake:type_name -> shoal.v1.Handshake
@@ -575,11 +651,12 @@ var file_pieces_proto_depIdxs = []int32{
 	4, // 3: shoal.v1.PieceMessage.piece:type_name -> shoal.v1.Piece
 	5, // 4: shoal.v1.PieceMessage.cancel:type_name -> shoal.v1.Cancel
 	6, // 5: shoal.v1.PieceMessage.error:type_name -> shoal.v1.Error
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	7, // 6: shoal.v1.PieceMessage.busy:type_name -> shoal.v1.Busy
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_pieces_proto_init() }
@@ -594,6 +671,7 @@ func file_pieces_proto_init() {
 		(*PieceMessage_Piece)(nil),
 		(*PieceMessage_Cancel)(nil),
 		(*PieceMessage_Error)(nil),
+		(*PieceMessage_Busy)(nil),
 	}
 	file_pieces_proto_msgTypes[1].OneofWrappers = []any{
 		(*Handshake_Bitfield)(nil),
@@ -605,7 +683,7 @@ func file_pieces_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pieces_proto_rawDesc), len(file_pieces_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

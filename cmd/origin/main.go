@@ -72,6 +72,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.Cluster.Secret, "cluster-secret", "", "bearer token origins present to each other's internal endpoints")
 	config.ListVar(fs, &fc.P2P.ListenAddrs, "p2p-listen", "libp2p multiaddrs to seed pieces on (empty: no seeding)")
 	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "uplink budget for blob bodies and seeded pieces, bytes/s (0: unlimited)")
+	fs.IntVar(&fc.BlobReaders, "blob-readers", 0, "most /v2 blob bodies sent at once, more get 429 + Retry-After (0: upload-rate ÷ 4 MiB/s, at least 2; 64 without upload-rate)")
 	fc.Logging.Flags(fs)
 	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	err := config.Parse(fs, args, &fc)
@@ -132,6 +133,7 @@ func run(args []string) error {
 	if h != nil {
 		seeder := p2p.NewSeeder(h, srv.Seedable(), egress, log)
 		seeder.Uploaded = srv.CountSeeded
+		seeder.Busy = srv.CountBusy
 		seeder.EnableSuperSeeding()
 		log.Info("origin seeding", "peer", h.ID(), "addrs", h.Addrs(), "upload_rate", fc.UploadRate)
 	}

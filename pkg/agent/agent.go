@@ -170,8 +170,10 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	seeder := p2p.NewSeeder(h, a, pace.NewLimiter(cfg.UploadRate), log)
 	seeder.Uploaded = func(n int) { a.metrics.uploaded.Add(float64(n)) }
 	seeder.OnPeer = a.peerSeen
+	seeder.Busy = a.metrics.busySent.Inc
 	a.dl = &swarm.Downloader{
 		Limit: pace.NewLimiter(cfg.DownloadRate),
+		Count: a.metrics.count,
 		Host:  h, Tracker: a.tracker, Cfg: cfg.Swarm, Log: log,
 		Self: &shoalpb.Peer{Addrs: p2p.Addrs(h), Labels: &shoalpb.Labels{Zone: cfg.Zone, Rack: cfg.Rack, Node: cfg.Node}},
 		Verified: func(ok bool) {
@@ -258,14 +260,18 @@ func (a *Agent) Handler() http.Handler {
 
 // seedLoop announces every cached blob as complete, so the tracker keeps
 // handing this node out.
+// The first round runs at once: a restarted node holding a whole image
+// is a seeder from its first second, not after one interval.
 func (a *Agent) seedLoop(ctx context.Context) {
 	t := time.NewTicker(a.cfg.SeedInterval)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		a.metrics.cacheBytes.Set(float64(a.cache.bytes()))
 		ds := a.cache.digests()
@@ -300,13 +306,8 @@ func (a *Agent) self() *shoalpb.Peer {
 // Lookup implements p2p.Blobs: cached blobs, and downloads in progress for
 // the pieces they hold.
 func (a *Agent) Lookup(d digest.Digest) (p2p.Blob, bool) {
-	if rd, release, ok := a.cache.open(a.ctx, d); ok {
-		mi, err := a.cache.metaInfo(a.ctx, d)
-		if err != nil {
-			release()
-			return nil, false
-		}
-		return &cachedBlob{mi: mi, rd: rd, release: release}, true
+	if b, ok := a.cached(d); ok {
+		return b, true
 	}
 	a.mu.Lock()
 	f := a.inflight[d]
@@ -322,7 +323,25 @@ func (a *Agent) Lookup(d digest.Digest) (p2p.Blob, bool) {
 	if f.prepErr != nil {
 		return nil, false
 	}
-	return swarm.Partial{File: f.pf}, true
+	if b, ok := swarm.Serve(f.pf); ok {
+		return b, true
+	}
+	// It completed between the two looks: it is in the cache now.
+	return a.cached(d)
+}
+
+// cached opens d in the cache for one upload stream.
+func (a *Agent) cached(d digest.Digest) (p2p.Blob, bool) {
+	rd, release, ok := a.cache.open(a.ctx, d)
+	if !ok {
+		return nil, false
+	}
+	mi, err := a.cache.metaInfo(a.ctx, d)
+	if err != nil {
+		release()
+		return nil, false
+	}
+	return &cachedBlob{mi: mi, rd: rd, release: release}, true
 }
 
 type cachedBlob struct {
@@ -413,6 +432,7 @@ func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream)
 	}
 	f.pf.Remove() // the data moved into the cache; this drops the state file
 	a.log.Info("blob downloaded", "digest", d, "bytes", mi.Size, "from_peers", st.FromPeers,
-		"from_origin", st.FromOrigin, "peers", st.Peers, "took", time.Since(start).Round(time.Millisecond))
+		"from_origin", st.FromOrigin, "duplicates", st.Duplicates, "peers", st.Peers, "expired", st.Expired,
+		"busy", st.Busy, "end_game", st.EndGame, "stalls", st.Stalls, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -1,6 +1,10 @@
 package agent
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-project/shoal/pkg/swarm"
+)
 
 type metrics struct {
 	requests   *prometheus.CounterVec
@@ -13,6 +17,14 @@ type metrics struct {
 	cached     prometheus.Gauge
 	pieces     *prometheus.CounterVec
 	ttfb       prometheus.Histogram
+	// The transfer control's events: what the load test reports to show
+	// how a rollout behaved.
+	duplicates     prometheus.Counter
+	expired        prometheus.Counter
+	busyReceived   prometheus.Counter
+	busySent       prometheus.Counter
+	stalls         prometheus.Counter
+	originRequests *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -48,8 +60,46 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_agent_blob_first_byte_seconds", Help: "Time from a blob request to its first body byte.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 3, 12),
 		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_duplicate_bytes_total", Help: "Piece bytes received for pieces already held (end game, late copies).",
+		}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_requests_expired_total", Help: "Piece requests withdrawn because the peer went quiet past its deadline.",
+		}),
+		busyReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_busy_received_total", Help: "Piece requests refused by a peer whose uplink was full.",
+		}),
+		busySent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_busy_sent_total", Help: "Piece requests this agent refused because its uplink was full.",
+		}),
+		stalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_stalls_total", Help: "Downloads whose swarm went quiet, so pieces came from the origin one at a time.",
+		}),
+		originRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_origin_requests_total", Help: "Range reads of the origin's /v2 (fallback), by result (ok, busy, error).",
+		}, []string{"result"}),
 	}
 	reg.MustRegister(m.requests, m.served, m.fromPeers, m.fromOrigin, m.uploaded, m.downloads, m.cacheBytes,
-		m.cached, m.pieces, m.ttfb)
+		m.cached, m.pieces, m.ttfb, m.duplicates, m.expired, m.busyReceived, m.busySent, m.stalls, m.originRequests)
 	return m
+}
+
+// count feeds the swarm's transfer-control events into the counters.
+func (m *metrics) count(what swarm.Count, n int) {
+	switch what {
+	case swarm.CountDuplicateBytes:
+		m.duplicates.Add(float64(n))
+	case swarm.CountExpired:
+		m.expired.Add(float64(n))
+	case swarm.CountBusy:
+		m.busyReceived.Add(float64(n))
+	case swarm.CountStall:
+		m.stalls.Add(float64(n))
+	case swarm.CountOriginOK:
+		m.originRequests.WithLabelValues("ok").Add(float64(n))
+	case swarm.CountOriginBusy:
+		m.originRequests.WithLabelValues("busy").Add(float64(n))
+	case swarm.CountOriginError:
+		m.originRequests.WithLabelValues("error").Add(float64(n))
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/swarm"
 	"github.com/shoal-project/shoal/pkg/tlsconfig"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
@@ -125,11 +127,27 @@ func (o *originReader) ReadRange(ctx context.Context, off, n int64) (io.ReadClos
 	if err != nil {
 		return nil, err
 	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		// The origin's uplink serves all the readers it can: come back
+		// when it says, and meanwhile keep working the swarm.
+		resp.Body.Close()
+		return nil, &swarm.BusyError{RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
+	}
 	if resp.StatusCode != http.StatusPartialContent && !(resp.StatusCode == http.StatusOK && off == 0) {
 		resp.Body.Close()
 		return nil, fmt.Errorf("origin range %d+%d of %s: %s", off, n, o.d, resp.Status)
 	}
 	return resp.Body, nil
+}
+
+// retryAfter reads a Retry-After in seconds (the form origins send),
+// bounded to [1s, 30s]; anything else counts as one second.
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return time.Second
+	}
+	return time.Duration(min(n, 30)) * time.Second
 }
 
 // tagCache remembers tag → manifest for a short time; manifests by digest

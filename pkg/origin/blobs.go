@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
@@ -52,6 +53,15 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, rt route) error
 	}
 	if !ok {
 		return ocierr.New(ocierr.BlobUnknown, "%s in %s", d, rt.name)
+	}
+	if r.Method == http.MethodGet {
+		release, after, ok := s.readers.admit()
+		if !ok {
+			s.metrics.readersRefused.Inc()
+			w.Header().Set("Retry-After", strconv.Itoa(int((after+time.Second-1)/time.Second)))
+			return ocierr.New(ocierr.TooManyRequests, "the origin's uplink serves all the readers it can")
+		}
+		defer release()
 	}
 	rd, err := s.blobs.Open(r.Context(), d)
 	if errors.Is(err, blobstore.ErrNotFound) && s.cluster != nil {

@@ -28,6 +28,10 @@ type Config struct {
 	// MaxHeaderBytes bounds request headers; real registry clients send a
 	// few KiB.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// BlobReaders bounds the /v2 blob bodies sent at once; more readers
+	// get 429 with a Retry-After. 0: as many as the upload budget gives
+	// 4 MiB/s each (at least 2), or 64 with no budget.
+	BlobReaders int `yaml:"blob_readers"`
 	// Cluster configures replication when the origin is one of several
 	// (see WithCluster); ignored for an origin alone.
 	Cluster ClusterConfig `yaml:"cluster"`

@@ -21,6 +21,8 @@ type metrics struct {
 	proxied          *prometheus.CounterVec
 	members          prometheus.Gauge
 	seeded           prometheus.Counter
+	readersRefused   prometheus.Counter
+	busySent         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -71,6 +73,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_origin_seeded_bytes_total",
 			Help: "Piece bytes sent to agents over the piece protocol (origin egress besides /v2).",
 		}),
+		readersRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_origin_blob_readers_refused_total",
+			Help: "/v2 blob reads answered 429 because the uplink already served all the readers it could.",
+		}),
+		busySent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_origin_busy_sent_total",
+			Help: "Piece requests the origin's seeder refused because its uplink was full.",
+		}),
 		members: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_origin_cluster_members",
 			Help: "Origins on the ring as this origin sees it (itself included).",
@@ -81,6 +91,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.bytesIn, m.bytesOut, m.uploadDuration, m.uploadsActive, m.verifyFailures,
-		m.replications, m.replicationQueue, m.repairBytes, m.proxied, m.members, m.seeded)
+		m.replications, m.replicationQueue, m.repairBytes, m.proxied, m.members, m.seeded,
+		m.readersRefused, m.busySent)
 	return m
 }

@@ -19,6 +19,10 @@ func (s *Server) Seedable() p2p.Blobs { return seedable{s} }
 // hand it to the seeder as its Uploaded hook.
 func (s *Server) CountSeeded(n int) { s.metrics.seeded.Add(float64(n)) }
 
+// CountBusy counts a piece request the seeder refused (uplink full);
+// hand it to the seeder as its Busy hook.
+func (s *Server) CountBusy() { s.metrics.busySent.Inc() }
+
 type seedable struct{ s *Server }
 
 func (o seedable) Lookup(d digest.Digest) (p2p.Blob, bool) {

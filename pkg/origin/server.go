@@ -49,6 +49,7 @@ type Server struct {
 
 	cluster *cluster      // nil for an origin alone
 	egress  *rate.Limiter // nil: blob bodies go out unpaced
+	readers *readerGate
 
 	ready chan struct{} // closed once Run listens
 }
@@ -112,6 +113,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		}
 	}
 	s.uploads = newUploads(s.blobs, cfg.UploadIdleTimeout, s.metrics)
+	s.readers = newReaderGate(cfg.BlobReaders, s.egress)
 	if s.cluster != nil {
 		if err := s.initCluster(); err != nil {
 			return nil, err

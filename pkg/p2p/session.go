@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/pace"
+	"github.com/shoal-project/shoal/pkg/uplink"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
@@ -66,8 +66,17 @@ type Seeder struct {
 	// blob too we can fetch from it over the same connection.
 	OnPeer func(d digest.Digest, p peer.ID)
 
-	// slots admits uploadSlots pieces at a time over all streams.
-	slots *slots
+	// gate admits piece requests over all streams: a few sending, a few
+	// waiting, busy beyond.
+	gate *uplink.Gate
+	// grantMu guards grants: each stream's channel for the tickets the
+	// gate starts.
+	grantMu sync.Mutex
+	grants  map[uint64]chan uplink.Ticket
+	owners  atomic.Uint64
+	// Busy, if set, is told of every request refused because the uplink
+	// was full.
+	Busy func()
 
 	// superSeed: see EnableSuperSeeding.
 	superSeed bool
@@ -160,7 +169,8 @@ func NewSeeder(h host.Host, blobs Blobs, upload *rate.Limiter, log *slog.Logger)
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Seeder{blobs: blobs, upload: upload, log: log, IdleTimeout: time.Minute, slots: newSlots(uploadSlots)}
+	s := &Seeder{blobs: blobs, upload: upload, log: log, IdleTimeout: time.Minute,
+		gate: uplink.New(0, 0), grants: map[uint64]chan uplink.Ticket{}}
 	h.SetStreamHandler(Protocol, s.handle)
 	return s
 }
@@ -179,7 +189,7 @@ func (s *Seeder) handle(st network.Stream) {
 }
 
 func (s *Seeder) serve(st network.Stream) error {
-	r, w := NewFrameReader(st), NewFrameWriter(st)
+	r, w := NewFrameReader(st), NewFrameWriter(stallWriter{st})
 	st.SetReadDeadline(time.Now().Add(s.IdleTimeout))
 	m, err := r.Next()
 	if err != nil {
@@ -237,48 +247,110 @@ func (s *Seeder) serve(st network.Stream) error {
 		defer cancel()
 		go s.sendHaves(ctx, sw, blob, bits)
 	}
+	return s.serveRequests(st, r, sw, blob, mi, d, offered, &lastBusy)
+}
+
+// serveRequests answers the peer's requests until the stream ends. Frames
+// are read on a goroutine of their own, so a request is admitted or
+// refused (busy) the moment it arrives, and a cancel withdraws a waiting
+// request even while another piece is on the wire; pieces go out when the
+// uplink gate starts them.
+func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter, blob Blob, mi *metainfo.MetaInfo,
+	d digest.Digest, offered []bool, lastBusy *atomic.Int64) error {
+	owner := s.owners.Add(1)
+	grant := make(chan uplink.Ticket, 1)
+	s.grantMu.Lock()
+	s.grants[owner] = grant
+	s.grantMu.Unlock()
+
+	var mu sync.Mutex
+	pending := map[uplink.Ticket]int{} // admitted requests of this stream
+	cancelled := map[int]bool{}        // pieces withdrawn after they started
+	defer func() {
+		s.grantMu.Lock()
+		delete(s.grants, owner)
+		s.grantMu.Unlock()
+		mu.Lock()
+		for t := range pending {
+			s.gate.Withdraw(t)
+		}
+		mu.Unlock()
+		select {
+		case <-grant: // started but never sent
+			s.gate.Done(owner, 0)
+		default:
+		}
+		s.dispatch()
+	}()
+
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			st.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+			m, err := r.Next()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			switch {
+			case m.GetRequest() != nil:
+				i := int(m.GetRequest().GetIndex())
+				t, ok := s.gate.Admit(owner, i)
+				if !ok {
+					if s.Busy != nil {
+						s.Busy()
+					}
+					if err := sw.send(busyMsg(i, s.gate.RetryAfter())); err != nil {
+						readErr <- err
+						return
+					}
+					continue
+				}
+				mu.Lock()
+				pending[t] = i
+				delete(cancelled, i)
+				mu.Unlock()
+				s.dispatch()
+			case m.GetCancel() != nil:
+				i := int(m.GetCancel().GetIndex())
+				mu.Lock()
+				for t, p := range pending {
+					if p == i {
+						if s.gate.Withdraw(t) {
+							delete(pending, t)
+						} else {
+							cancelled[i] = true // started: skip it
+						}
+					}
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+
 	buf := make([]byte, mi.PieceLength)
-	var queue []int // requested pieces, oldest first
-	// take reads one frame: a request joins the queue, a cancel withdraws
-	// its request if it has not gone out yet (end game, expired requests).
-	take := func() error {
-		st.SetReadDeadline(time.Now().Add(s.IdleTimeout))
-		m, err := r.Next()
-		if err != nil {
-			return err
-		}
-		if req := m.GetRequest(); req != nil && len(queue) < maxQueued {
-			queue = append(queue, int(req.GetIndex()))
-		} else if c := m.GetCancel(); c != nil {
-			queue = slices.DeleteFunc(queue, func(q int) bool { return q == int(c.GetIndex()) })
-		}
-		return nil
-	}
 	for {
-		// Take every frame that has arrived, waiting only when nothing is
-		// queued.
-		for len(queue) == 0 || r.Ready() {
-			if err := take(); err != nil {
-				return err
-			}
+		var t uplink.Ticket
+		select {
+		case err := <-readErr:
+			return err
+		case t = <-grant:
 		}
-		// Wait for an upload slot, then for the frames that came in
-		// meanwhile: the request may have been cancelled.
-		s.slots.acquire(queue[0])
-		for r.Ready() {
-			if err := take(); err != nil {
-				s.slots.release()
-				return err
-			}
-		}
-		if len(queue) == 0 {
-			s.slots.release()
+		mu.Lock()
+		i := pending[t]
+		delete(pending, t)
+		skip := cancelled[i]
+		delete(cancelled, i)
+		mu.Unlock()
+		if skip {
+			s.gate.Done(owner, 0)
+			s.dispatch()
 			continue
 		}
-		i := queue[0]
-		queue = queue[1:]
-		err := s.send(st, sw, blob, mi, i, buf)
-		s.slots.release()
+		start := time.Now()
+		err := s.send(sw, blob, mi, i, buf)
+		s.gate.Done(owner, time.Since(start))
+		s.dispatch()
 		if err != nil {
 			return err
 		}
@@ -300,10 +372,25 @@ func (s *Seeder) serve(st network.Stream) error {
 	}
 }
 
-// send reads piece i of blob and sends it, paced by the upload limiter. A
-// peer that does not take it within twice a receiver's request timeout
-// loses the stream, so it cannot hold an upload slot.
-func (s *Seeder) send(st network.Stream, sw *syncWriter, blob Blob, mi *metainfo.MetaInfo, i int, buf []byte) error {
+// dispatch hands every request the gate can start now to its stream.
+func (s *Seeder) dispatch() {
+	s.grantMu.Lock()
+	defer s.grantMu.Unlock()
+	for {
+		t, owner, ok := s.gate.Next()
+		if !ok {
+			return
+		}
+		if ch := s.grants[owner]; ch != nil {
+			ch <- t // never blocks: an owner has one started ticket at a time
+		} else {
+			s.gate.Done(owner, 0) // its stream is gone
+		}
+	}
+}
+
+// send reads piece i of blob and sends it, paced by the upload limiter.
+func (s *Seeder) send(sw *syncWriter, blob Blob, mi *metainfo.MetaInfo, i int, buf []byte) error {
 	off, n := mi.PieceSpan(i)
 	p := buf[:n]
 	if _, err := blob.ReadAt(p, off); err != nil && !errors.Is(err, io.EOF) {
@@ -314,71 +401,39 @@ func (s *Seeder) send(st network.Stream, sw *syncWriter, blob Blob, mi *metainfo
 	if err := pace.Wait(context.Background(), s.upload, int(n)); err != nil {
 		return err
 	}
-	st.SetWriteDeadline(time.Now().Add(2 * (2*time.Second + time.Duration(n)*time.Microsecond)))
-	defer st.SetWriteDeadline(time.Time{})
 	return sw.piece(uint32(i), p)
 }
 
-// uploadSlots is how many pieces a seeder sends at once over all its
-// streams. On a saturated uplink, forty pieces sent side by side all land
-// at the end, while four at a time land one after another and their
-// receivers can pass them on meanwhile (BitTorrent's unchoke slots serve
-// the same end).
-const uploadSlots = 4
+// writeStall is how long a receiver may take no bytes at all before its
+// stream is reset, so it cannot hold an upload slot. It bounds silence,
+// not the piece: a slow receiver that keeps reading is served however long
+// the piece takes.
+const writeStall = 20 * time.Second
 
-// slots hands out upload slots lowest piece index first: the first pieces
-// of every blob are what streaming clients wait on, so a rollout's first
-// bytes come after a few pieces' time, not after the whole backlog's.
-type slots struct {
-	mu      sync.Mutex
-	free    int
-	seq     uint64
-	waiters []slotWaiter
-}
+// stallWriter arms the stream's write deadline before every chunk.
+type stallWriter struct{ st network.Stream }
 
-type slotWaiter struct {
-	piece int
-	seq   uint64 // arrival order among equal pieces
-	ready chan struct{}
-}
-
-func newSlots(n int) *slots { return &slots{free: n} }
-
-func (q *slots) acquire(piece int) {
-	q.mu.Lock()
-	if q.free > 0 && len(q.waiters) == 0 {
-		q.free--
-		q.mu.Unlock()
-		return
-	}
-	q.seq++
-	w := slotWaiter{piece: piece, seq: q.seq, ready: make(chan struct{})}
-	q.waiters = append(q.waiters, w)
-	q.mu.Unlock()
-	<-w.ready
-}
-
-func (q *slots) release() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.waiters) == 0 {
-		q.free++
-		return
-	}
-	// A linear scan: waiters are bounded by the streams, tens at most.
-	best := 0
-	for k, w := range q.waiters[1:] {
-		if w.piece < q.waiters[best].piece || (w.piece == q.waiters[best].piece && w.seq < q.waiters[best].seq) {
-			best = k + 1
+func (w stallWriter) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k := min(len(b)-n, 256<<10)
+		w.st.SetWriteDeadline(time.Now().Add(writeStall))
+		m, err := w.st.Write(b[n : n+k])
+		n += m
+		if err != nil {
+			return n, err
 		}
 	}
-	close(q.waiters[best].ready)
-	q.waiters = slices.Delete(q.waiters, best, best+1)
+	return n, nil
 }
 
-// maxQueued bounds the requests a seeder holds for one stream; more are
-// dropped, and the peer's request timeout asks again.
-const maxQueued = 64
+func busyMsg(i int, after time.Duration) *shoalpb.PieceMessage {
+	ms := uint32(min(max(after, time.Millisecond), maxRetryAfter) / time.Millisecond)
+	return &shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Busy{Busy: &shoalpb.Busy{Index: uint32(i), RetryAfterMs: ms}}}
+}
+
+// maxRetryAfter bounds a busy answer's hint, sent or believed.
+const maxRetryAfter = 30 * time.Second
 
 // haveInterval is how often a seeder of a partial blob looks for new
 // pieces to announce.
@@ -459,10 +514,27 @@ type Conn struct {
 	Bitfield []byte
 	Complete bool
 
-	st  network.Stream
-	r   *FrameReader
-	wmu sync.Mutex
-	w   *FrameWriter
+	st    network.Stream
+	r     *FrameReader
+	wmu   sync.Mutex
+	w     *FrameWriter
+	moved atomic.Int64 // bytes read off the stream
+}
+
+// Moved is how many bytes have arrived on the stream so far: a download
+// samples it to tell a slow peer from a silent one.
+func (c *Conn) Moved() int64 { return c.moved.Load() }
+
+// countingReader counts what the stream delivers, as it arrives.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // ErrRemote is an error frame from the peer.
@@ -477,7 +549,8 @@ func Dial(ctx context.Context, h host.Host, p peer.AddrInfo, mi *metainfo.MetaIn
 	if err != nil {
 		return nil, fmt.Errorf("p2p: open stream to %s: %w", p.ID, err)
 	}
-	c := &Conn{Peer: p.ID, st: st, r: NewFrameReader(st), w: NewFrameWriter(st)}
+	c := &Conn{Peer: p.ID, st: st, w: NewFrameWriter(st)}
+	c.r = NewFrameReader(countingReader{st, &c.moved})
 	if err := c.handshake(ctx, mi, have); err != nil {
 		st.Reset()
 		return nil, err
@@ -541,11 +614,14 @@ func (c *Conn) Have(i int) error {
 }
 
 // Event is what Next read: a piece (Data set, valid until the next call),
-// or a have.
+// a have, or a busy refusal of our request for Piece.
 type Event struct {
 	Piece int
 	Data  []byte
 	Have  bool
+	Busy  bool
+	// RetryAfter is the busy peer's hint (bounded).
+	RetryAfter time.Duration
 }
 
 // Next reads the next piece or have, reading piece payloads into buf
@@ -568,6 +644,9 @@ func (c *Conn) Next(buf []byte) (Event, error) {
 			return Event{Piece: int(msg.Piece.GetIndex()), Data: buf[:n]}, nil
 		case *shoalpb.PieceMessage_Have:
 			return Event{Piece: int(msg.Have.GetIndex()), Have: true}, nil
+		case *shoalpb.PieceMessage_Busy:
+			after := min(time.Duration(msg.Busy.GetRetryAfterMs())*time.Millisecond, maxRetryAfter)
+			return Event{Piece: int(msg.Busy.GetIndex()), Busy: true, RetryAfter: after}, nil
 		case *shoalpb.PieceMessage_Error:
 			return Event{}, fmt.Errorf("%w: %s: %s", ErrRemote, msg.Error.GetCode(), msg.Error.GetMessage())
 		case *shoalpb.PieceMessage_Handshake:

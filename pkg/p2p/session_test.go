@@ -50,15 +50,36 @@ func TestDownloadOverSession(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Seventeen requests at once: the seeder's uplink takes eight
+	// (uplink.DefaultSlots + DefaultQueue) and says busy to the rest at
+	// once; those are asked again after the hint.
 	buf := make([]byte, blob.MI.PieceLength)
-	for range blob.MI.NumPieces() {
+	busy := 0
+	for got := 0; got < blob.MI.NumPieces(); {
 		ev, err := c.Next(buf)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if ev.Busy {
+			busy++
+			if ev.RetryAfter <= 0 || ev.RetryAfter > 30*time.Second {
+				t.Fatalf("busy hint %s", ev.RetryAfter)
+			}
+			if err := c.Request(ev.Piece); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		if err := pf.WritePiece(ev.Piece, ev.Data); err != nil {
 			t.Fatal(err)
 		}
+		got++
+	}
+	if busy < blob.MI.NumPieces()-8 {
+		t.Fatalf("%d busy answers to %d requests at once", busy, blob.MI.NumPieces())
+	}
+	if c.Moved() < blob.MI.Size {
+		t.Fatalf("moved %d bytes, blob is %d", c.Moved(), blob.MI.Size)
 	}
 	<-pf.Done()
 	if !pf.Complete() {

@@ -122,6 +122,8 @@ func (f *FrameReader) check(m *shoalpb.PieceMessage) error {
 		return f.index(msg.Request.GetIndex())
 	case *shoalpb.PieceMessage_Cancel:
 		return f.index(msg.Cancel.GetIndex())
+	case *shoalpb.PieceMessage_Busy:
+		return f.index(msg.Busy.GetIndex())
 	case *shoalpb.PieceMessage_Piece:
 		if err := f.index(msg.Piece.GetIndex()); err != nil {
 			return err

@@ -43,6 +43,9 @@ type File struct {
 	done   chan struct{}
 	err    error
 	closed bool
+	// refs counts readers that keep the data file open past Close: see
+	// Retain.
+	refs int
 	// dirty counts pieces since the state file was last written, at
 	// saved.
 	dirty int
@@ -264,7 +267,8 @@ func (p *File) Path() string { return p.path }
 func (p *File) Sync() error { return p.f.Sync() }
 
 // Close stops waiters and releases the file, keeping what is on disk for
-// a later resume.
+// a later resume. Readers that retained the file keep reading held pieces
+// until they release it.
 func (p *File) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -282,7 +286,37 @@ func (p *File) Close() error {
 	if p.dirty > 0 {
 		atomicfile.WriteFile(p.statePath, p.bitfield(), 0o644)
 	}
+	if p.refs > 0 {
+		return nil // the last release closes it
+	}
 	return p.f.Close()
+}
+
+// Retain keeps the data file open for a reader — a peer's upload stream —
+// until release is called, even if the download is closed or removed
+// meanwhile. A download that completes moves its data into the cache (a
+// rename: the open file is the same inode), and the peers still reading
+// pieces from it must not lose their streams at that moment: they are the
+// swarm's next seeders' customers. ok is false once the file has been
+// closed with no reader left.
+func (p *File) Retain() (release func(), ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed && p.refs == 0 {
+		return nil, false
+	}
+	p.refs++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			p.refs--
+			if p.refs == 0 && p.closed {
+				p.f.Close()
+			}
+		})
+	}, true
 }
 
 // Remove closes the file and deletes its data and state.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -221,5 +222,58 @@ func TestDoneAfterClose(t *testing.T) {
 	}
 	if !errors.Is(p.Err(), piecefile.ErrClosed) || p.Complete() {
 		t.Fatalf("after Close: err %v, complete %v", p.Err(), p.Complete())
+	}
+}
+
+// A reader that retained the file keeps reading held pieces after the
+// download is removed (its data moved into the cache by a rename, as the
+// agent does): an upload stream must not end because the download did.
+// Once the last reader lets go, the file is closed; nobody new may retain
+// it.
+func TestRetainOutlivesRemove(t *testing.T) {
+	b, mi := blob(t, 4096, 1024)
+	dir := t.TempDir()
+	p, err := piecefile.Open(dir, mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range mi.NumPieces() {
+		if err := p.WritePiece(i, piece(b, mi, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release, ok := p.Retain()
+	if !ok {
+		t.Fatal("cannot retain an open file")
+	}
+	if err := os.Rename(p.Path(), filepath.Join(dir, "cached")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 1024)
+	if _, err := p.ReadAt(got, 2048); err != nil || !bytes.Equal(got, piece(b, mi, 2)) {
+		t.Fatalf("read after remove while retained: %v", err)
+	}
+	if _, ok := p.Retain(); !ok {
+		t.Fatal("a second reader while the first holds it")
+	}
+	release()
+	release() // twice is harmless
+	if _, ok := p.Retain(); !ok {
+		t.Fatal("the second reader still holds it")
+	}
+}
+
+func TestRetainAfterCloseFails(t *testing.T) {
+	_, mi := blob(t, 4096, 1024)
+	p, err := piecefile.Open(t.TempDir(), mi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if _, ok := p.Retain(); ok {
+		t.Fatal("retained a closed file nobody held")
 	}
 }

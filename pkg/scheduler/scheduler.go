@@ -9,15 +9,25 @@
 //     position go first, in order, so bytes flow after about one piece.
 //   - Otherwise rarest first (fewest peers holding it, random tie-break), so
 //     the swarm's rare pieces spread before their holders leave.
-//   - Several requests in flight per peer hide the round trip.
-//   - When every missing piece is already requested (end game), the last
-//     ones are also asked of other peers, and the losers are cancelled.
+//   - A couple of requests in flight per peer hide the round trip, and a
+//     bound on the requests in flight over all peers keeps the node's own
+//     downlink from being split so many ways that every piece arrives late.
 //   - An origin is asked only for pieces no other known peer holds: the
 //     origin's uplink is the scarce resource, so each piece should leave
 //     it about once and travel on between agents.
-//   - A request not answered within a timeout scaled by the piece size is
-//     withdrawn; a peer that sends a piece whose hash is wrong is banned
-//     for this blob.
+//   - Deadlines follow each peer's measured delivery, the way TCP's
+//     retransmission timer follows the round trip (RFC 6298): smoothed
+//     service time plus four times its variation, doubled on each expiry.
+//     A request expires only when its peer has also stopped moving bytes:
+//     a slow peer on a shared uplink is not a failed one, and asking its
+//     piece elsewhere would only load another uplink with a duplicate.
+//   - A peer whose uplink is full says so (Busy): its request goes back to
+//     the pool without penalty, and the peer rests until its retry hint.
+//   - A piece is asked twice only in the end game (the last few pieces),
+//     and then only when its request is late against its peer's usual
+//     time.
+//   - A peer that sends a piece whose hash is wrong is banned for this
+//     blob.
 package scheduler
 
 import (
@@ -32,16 +42,23 @@ type PeerID string
 type Config struct {
 	// PerPeer is the most requests in flight to one peer (default 2: a
 	// whole piece already covers the bandwidth-delay product, and deeper
-	// queues on a slow seeder only turn into timeouts and duplicates).
+	// queues on a slow seeder only add waiting).
 	PerPeer int
+	// MaxInflight is the most requests in flight over all peers (default
+	// 8: enough flows to fill the downlink from seeders that each split
+	// their uplink a few ways, few enough that each piece lands in a few
+	// piece-times and can be passed on).
+	MaxInflight int
 	// Window is how many pieces ahead of a streaming reader go first
 	// (default 4).
 	Window int
 	// EndGameCopies is how many peers may be asked for the same piece at
 	// the end (default 2).
 	EndGameCopies int
-	// BaseTimeout plus the piece length at MinRate bounds one request
-	// (defaults 2s and 1 MB/s: 6s for a 4 MiB piece).
+	// BaseTimeout plus the piece length at MinRate is a peer's deadline
+	// before any of its deliveries has been timed (defaults 2s and 1 MB/s:
+	// 6s for a 4 MiB piece); measured times replace it from the first
+	// piece on.
 	BaseTimeout time.Duration
 	MinRate     float64
 }
@@ -49,6 +66,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.PerPeer <= 0 {
 		c.PerPeer = 2
+	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 8
 	}
 	if c.Window <= 0 {
 		c.Window = 4
@@ -65,6 +85,18 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Counters say how the transfer control behaved, for metrics and the load
+// test's report.
+type Counters struct {
+	// Expired: requests withdrawn because their peer went quiet past its
+	// deadline.
+	Expired int
+	// Busy: requests a peer refused because its uplink was full.
+	Busy int
+	// EndGame: second requests for a piece already asked elsewhere.
+	EndGame int
+}
+
 // Request is one piece asked of one peer.
 type Request struct {
 	Peer  PeerID
@@ -75,26 +107,43 @@ type peerState struct {
 	has      []bool
 	complete bool
 	origin   bool
-	inflight map[int]time.Time // piece → deadline
+	inflight map[int]time.Time // piece → when it was asked
 	banned   bool
-	// lastPiece is when the peer last delivered; a peer with requests
-	// out and nothing delivered for long is stalled.
+	// lastActive is when the peer last delivered a piece or moved bytes
+	// of one; a request's clock runs from the later of its asking and
+	// this, so requests queued behind a piece on the wire wait for free.
+	lastActive time.Time
+	// lastPiece is when the peer last delivered a piece.
 	lastPiece time.Time
+	// srtt and rttvar: smoothed time to deliver one piece once the peer
+	// is working on it, and its variation (zero: not measured yet).
+	srtt, rttvar time.Duration
+	// backoff doubles the deadline after each expiry, until a delivery.
+	backoff int
+	// expiries counts expiries since the last delivery: a peer that keeps
+	// expiring has failed.
+	expiries int
+	// restUntil: the peer said its uplink is full; not asked before.
+	restUntil time.Time
 }
 
 // Scheduler plans the download of one blob. It is not safe for concurrent
 // use; the caller serialises calls.
 type Scheduler struct {
-	cfg     Config
-	pieces  int
-	timeout time.Duration
-	have    []bool
-	missing int
-	avail   []int // peers holding each piece
-	asked   []int // requests in flight for each piece
-	peers   map[PeerID]*peerState
-	stream  int // next piece a streaming reader needs; -1 when none
-	rnd     *rand.Rand
+	cfg      Config
+	pieces   int
+	initial  time.Duration // deadline before any measurement
+	have     []bool
+	missing  int
+	avail    []int // peers holding each piece
+	asked    []int // requests in flight for each piece
+	inflight int   // over all peers
+	peers    map[PeerID]*peerState
+	stream   int // next piece a streaming reader needs; -1 when none
+	rnd      *rand.Rand
+	counters Counters
+	ids      []PeerID // scratch for Next
+	late     []bool   // scratch for the end game
 }
 
 // New plans a blob of n pieces of pieceLength bytes, holding those marked
@@ -103,9 +152,9 @@ func New(cfg Config, n int, pieceLength int64, have []bool, rnd *rand.Rand) *Sch
 	cfg = cfg.withDefaults()
 	s := &Scheduler{
 		cfg: cfg, pieces: n,
-		timeout: cfg.BaseTimeout + time.Duration(float64(pieceLength)/cfg.MinRate*float64(time.Second)),
+		initial: cfg.BaseTimeout + time.Duration(float64(pieceLength)/cfg.MinRate*float64(time.Second)),
 		have:    make([]bool, n), missing: n,
-		avail: make([]int, n), asked: make([]int, n),
+		avail: make([]int, n), asked: make([]int, n), late: make([]bool, n),
 		peers: map[PeerID]*peerState{}, stream: -1, rnd: rnd,
 	}
 	for i, h := range have {
@@ -117,8 +166,8 @@ func New(cfg Config, n int, pieceLength int64, have []bool, rnd *rand.Rand) *Sch
 	return s
 }
 
-// RequestTimeout is how long one request may take before it is withdrawn.
-func (s *Scheduler) RequestTimeout() time.Duration { return s.timeout }
+// Counters reports how the transfer control has behaved so far.
+func (s *Scheduler) Counters() Counters { return s.counters }
 
 // Done reports whether every piece is held.
 func (s *Scheduler) Done() bool { return s.missing == 0 }
@@ -130,15 +179,17 @@ func (s *Scheduler) Have(i int) bool { return i >= 0 && i < s.pieces && s.have[i
 func (s *Scheduler) SetStream(next int) { s.stream = next }
 
 // AddPeer adds a peer with its bitfield (MSB first), or complete. Adding a
-// known peer replaces what it has.
+// known peer replaces what it has; what was measured of it is kept.
 func (s *Scheduler) AddPeer(id PeerID, bitfield []byte, complete bool, now time.Time) {
+	p := &peerState{lastActive: now}
 	if old, ok := s.peers[id]; ok {
 		if old.banned {
 			return
 		}
 		s.RemovePeer(id)
+		p.srtt, p.rttvar = old.srtt, old.rttvar
 	}
-	p := &peerState{has: make([]bool, s.pieces), complete: complete, inflight: map[int]time.Time{}, lastPiece: now}
+	p.has, p.complete, p.inflight = make([]bool, s.pieces), complete, map[int]time.Time{}
 	for i := range s.pieces {
 		if complete || (i/8 < len(bitfield) && bitfield[i/8]&(0x80>>(i%8)) != 0) {
 			p.has[i] = true
@@ -182,15 +233,20 @@ func (s *Scheduler) RemovePeer(id PeerID) {
 
 func (s *Scheduler) drop(p *peerState) {
 	for i := range p.inflight {
-		s.asked[i]--
+		s.withdraw(p, i)
 	}
-	clear(p.inflight)
 	for i, h := range p.has {
 		if h {
 			s.avail[i]--
 		}
 	}
 	clear(p.has)
+}
+
+func (s *Scheduler) withdraw(p *peerState, i int) {
+	delete(p.inflight, i)
+	s.asked[i]--
+	s.inflight--
 }
 
 // Peers is the number of usable (not banned) peers.
@@ -204,6 +260,14 @@ func (s *Scheduler) Peers() int {
 	return n
 }
 
+// Moving records that bytes of a piece from peer id are arriving: it is
+// working on our requests, however slowly.
+func (s *Scheduler) Moving(id PeerID, now time.Time) {
+	if p, ok := s.peers[id]; ok && now.After(p.lastActive) {
+		p.lastActive = now
+	}
+}
+
 // Received records piece i from peer id. ok false means its hash was wrong:
 // the peer is banned for this blob. It returns the other peers asked for
 // the same piece, whose requests the caller should cancel.
@@ -212,17 +276,70 @@ func (s *Scheduler) Received(id PeerID, i int, ok bool, now time.Time) (cancel [
 	if !known || i < 0 || i >= s.pieces {
 		return nil
 	}
-	if _, asked := p.inflight[i]; asked {
-		delete(p.inflight, i)
-		s.asked[i]--
+	if asked, was := p.inflight[i]; was {
+		s.withdraw(p, i)
+		if ok {
+			// The peer worked on this piece from when it was asked or
+			// from its previous delivery, whichever came later.
+			p.sample(now.Sub(later(asked, p.lastPiece)))
+		}
 	}
 	if !ok {
 		p.banned = true
 		s.drop(p)
 		return nil
 	}
-	p.lastPiece = now
+	p.lastActive, p.lastPiece, p.backoff, p.expiries = now, now, 0, 0
 	return s.Got(i)
+}
+
+// sample folds one measured piece time into the estimate (RFC 6298 §2).
+func (p *peerState) sample(r time.Duration) {
+	if r <= 0 {
+		return
+	}
+	if p.srtt == 0 {
+		p.srtt, p.rttvar = r, r/2
+		return
+	}
+	d := p.srtt - r
+	if d < 0 {
+		d = -d
+	}
+	p.rttvar += (d - p.rttvar) / 4
+	p.srtt += (r - p.srtt) / 8
+}
+
+const (
+	minRTO = 500 * time.Millisecond
+	maxRTO = 2 * time.Minute
+)
+
+// rto is how long the peer may stay quiet with our requests out.
+func (s *Scheduler) rto(p *peerState) time.Duration {
+	d := s.initial
+	if p.srtt > 0 {
+		d = p.srtt + max(100*time.Millisecond, 4*p.rttvar)
+	}
+	d <<= min(p.backoff, 6)
+	return min(max(d, minRTO), maxRTO)
+}
+
+// Busy records that peer id refused piece i because its uplink is full:
+// the request goes back to the pool, and the peer is not asked again
+// before retryAt.
+func (s *Scheduler) Busy(id PeerID, i int, retryAt time.Time) {
+	p, ok := s.peers[id]
+	if !ok {
+		return
+	}
+	if _, was := p.inflight[i]; was {
+		s.withdraw(p, i)
+	}
+	s.counters.Busy++
+	if retryAt.After(p.restUntil) {
+		p.restUntil = retryAt
+	}
 }
 
 // Got records piece i as held from outside the swarm (the origin), and
@@ -235,8 +352,7 @@ func (s *Scheduler) Got(i int) (cancel []Request) {
 	s.missing--
 	for pid, q := range s.peers {
 		if _, asked := q.inflight[i]; asked {
-			delete(q.inflight, i)
-			s.asked[i]--
+			s.withdraw(q, i)
 			cancel = append(cancel, Request{pid, i})
 		}
 	}
@@ -264,63 +380,92 @@ func (s *Scheduler) Wanted() int {
 	return first
 }
 
-// Expire withdraws requests past their deadline and returns them, so the
-// caller can cancel them on the wire; the pieces go back to the pool.
+// Expire withdraws the requests of peers that have been quiet — no piece
+// and no bytes of one — for longer than their deadline, and returns them
+// so the caller can cancel them on the wire; the pieces go back to the
+// pool and the peer's next deadline doubles.
 func (s *Scheduler) Expire(now time.Time) (expired []Request) {
 	for id, p := range s.peers {
-		for i, deadline := range p.inflight {
-			if now.After(deadline) {
-				delete(p.inflight, i)
-				s.asked[i]--
+		if len(p.inflight) == 0 {
+			continue
+		}
+		rto := s.rto(p)
+		hit := false
+		for i, asked := range p.inflight {
+			if now.Sub(later(asked, p.lastActive)) > rto {
+				s.withdraw(p, i)
 				expired = append(expired, Request{id, i})
+				hit = true
 			}
+		}
+		if hit {
+			s.counters.Expired++
+			p.backoff++
+			p.expiries++
+			p.lastActive = now // the next deadline runs from here
 		}
 	}
 	return expired
 }
 
-// Stalled lists peers with requests out that have delivered nothing for d:
-// the caller replaces them with fresh peers from the tracker.
-func (s *Scheduler) Stalled(now time.Time, d time.Duration) []PeerID {
+// Stalled lists peers whose requests expired twice in a row with nothing
+// delivered in between: the caller replaces them with fresh peers.
+func (s *Scheduler) Stalled() []PeerID {
 	var out []PeerID
 	for id, p := range s.peers {
-		if !p.banned && len(p.inflight) > 0 && now.Sub(p.lastPiece) > d {
+		if !p.banned && p.expiries >= 2 {
 			out = append(out, id)
 		}
 	}
 	return out
 }
 
-// Next fills every peer's pipeline and returns the new requests.
+// Next fills the peers' pipelines, within the bound over all peers, and
+// returns the new requests.
 func (s *Scheduler) Next(now time.Time) []Request {
-	if s.missing == 0 {
+	if s.missing == 0 || s.inflight >= s.cfg.MaxInflight {
 		return nil
 	}
-	endGame := s.endGame()
+	endGame := s.endGame(now)
 	var out []Request
 	// Peers in random order, so no peer is always asked first.
-	ids := make([]PeerID, 0, len(s.peers))
+	s.ids = s.ids[:0]
 	for id, p := range s.peers {
-		if !p.banned {
-			ids = append(ids, id)
+		if !p.banned && !now.Before(p.restUntil) {
+			s.ids = append(s.ids, id)
 		}
 	}
+	ids := s.ids
 	s.rnd.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
-	for _, id := range ids {
-		p := s.peers[id]
-		limit := s.cfg.PerPeer
-		if p.origin {
-			// One piece at a time from an origin: by the time it lands,
-			// other agents' haves say which pieces are already out.
-			limit = 1
-		}
-		for len(p.inflight) < limit {
+	// Round robin, one request per peer per round: with the bound over
+	// all peers, filling one peer's pipeline first would leave the
+	// others idle.
+	for depth := range s.cfg.PerPeer {
+		for _, id := range ids {
+			if s.inflight >= s.cfg.MaxInflight {
+				return out
+			}
+			p := s.peers[id]
+			limit := s.cfg.PerPeer
+			if p.origin {
+				// One piece at a time from an origin: by the time it
+				// lands, other agents' haves say which pieces are
+				// already out.
+				limit = 1
+			}
+			if len(p.inflight) > depth || len(p.inflight) >= limit {
+				continue
+			}
 			i := s.pick(p, endGame)
 			if i < 0 {
-				break
+				continue
 			}
-			p.inflight[i] = now.Add(s.timeout)
+			if s.asked[i] > 0 {
+				s.counters.EndGame++
+			}
+			p.inflight[i] = now
 			s.asked[i]++
+			s.inflight++
 			out = append(out, Request{id, i})
 		}
 	}
@@ -330,8 +475,10 @@ func (s *Scheduler) Next(now time.Time) []Request {
 // endGameMax is the most missing pieces for the end game to begin.
 const endGameMax = 4
 
-// endGame: every missing piece is already asked of someone, and few remain.
-func (s *Scheduler) endGame() bool {
+// endGame: every missing piece is already asked of someone, and few
+// remain. It marks in s.late the pieces whose request is overdue against
+// its peer's usual time: only those are asked twice.
+func (s *Scheduler) endGame(now time.Time) bool {
 	// Only for the last few pieces: with many requests in flight, "all
 	// missing pieces are asked for" comes early, and duplicating that many
 	// requests spends the peers' uplinks twice.
@@ -343,7 +490,23 @@ func (s *Scheduler) endGame() bool {
 			return false
 		}
 	}
-	return true
+	clear(s.late)
+	any := false
+	for _, p := range s.peers {
+		// Late: longer on the way than the peer's usual piece time and
+		// its variation, counted from when the peer could start on it.
+		usual := p.srtt + 2*p.rttvar
+		if p.srtt == 0 {
+			usual = s.initial / 2
+		}
+		for i, asked := range p.inflight {
+			if now.Sub(later(asked, p.lastPiece)) > usual {
+				s.late[i] = true
+				any = true
+			}
+		}
+	}
+	return any
 }
 
 // pick chooses the next piece for p, or -1.
@@ -358,10 +521,10 @@ func (s *Scheduler) pick(p *peerState, endGame bool) int {
 		if p.origin && s.avail[i] > 1 {
 			return false // an agent has it: get it there
 		}
-		if endGame {
-			return s.asked[i] < s.cfg.EndGameCopies
+		if s.asked[i] == 0 {
+			return true
 		}
-		return s.asked[i] == 0
+		return endGame && s.late[i] && s.asked[i] < s.cfg.EndGameCopies
 	}
 	if s.stream >= 0 {
 		for i := s.stream; i < min(s.pieces, s.stream+s.cfg.Window); i++ {
@@ -387,4 +550,11 @@ func (s *Scheduler) pick(p *peerState, endGame bool) int {
 		}
 	}
 	return best
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

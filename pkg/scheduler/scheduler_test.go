@@ -100,23 +100,42 @@ func TestEndGameAndCancel(t *testing.T) {
 	if len(first) != 2 {
 		t.Fatalf("first round %v: each piece once", first)
 	}
-	dups := s.Next(t0)
-	if len(dups) != 2 || dups[0].Peer == first[0].Peer {
-		t.Fatalf("end game round %v after %v: the other peer gets both", dups, first)
+	if dups := s.Next(t0.Add(time.Second)); len(dups) != 0 {
+		t.Fatalf("duplicates %v before any request is late", dups)
 	}
-	if more := s.Next(t0); len(more) != 0 {
+	// Past the unmeasured peers' usual time (half the 6s initial
+	// deadline): the end game asks each late piece of the other peer.
+	late := t0.Add(3500 * time.Millisecond)
+	dups := s.Next(late)
+	if len(dups) != 2 {
+		t.Fatalf("end game round %v after %v: each late piece once more", dups, first)
+	}
+	for _, d := range dups {
+		for _, f := range first {
+			if d == f {
+				t.Fatalf("end game asked %v of the peer already asked", d)
+			}
+		}
+	}
+	if more := s.Next(late); len(more) != 0 {
 		t.Fatalf("beyond EndGameCopies: %v", more)
 	}
-	cancel := s.Received(first[0].Peer, first[0].Piece, true, t0)
+	if c := s.Counters(); c.EndGame != 2 {
+		t.Fatalf("counters %+v: want 2 end-game requests", c)
+	}
+	cancel := s.Received(first[0].Peer, first[0].Piece, true, late)
 	if len(cancel) != 1 || cancel[0].Peer == first[0].Peer || cancel[0].Piece != first[0].Piece {
 		t.Fatalf("cancel %v after %v delivered", cancel, first[0])
 	}
-	other := 1 - first[0].Piece
-	s.Received(dups[0].Peer, other, true, t0)
+	for _, d := range dups {
+		if d.Piece != first[0].Piece {
+			s.Received(d.Peer, d.Piece, true, late)
+		}
+	}
 	if !s.Done() {
 		t.Fatal("not done")
 	}
-	if s.Next(t0) != nil {
+	if s.Next(late) != nil {
 		t.Fatal("requests after done")
 	}
 }
@@ -145,8 +164,8 @@ func TestBadPieceBans(t *testing.T) {
 }
 
 func TestExpireAndStall(t *testing.T) {
-	s := newTest(2, Config{PerPeer: 1, BaseTimeout: time.Second, MinRate: 4 << 20}) // 2s per 4 MiB piece
-	s.AddPeer("slow", nil, true, t0)
+	s := newTest(4, Config{PerPeer: 1, BaseTimeout: time.Second, MinRate: 4 << 20}) // 2s before any measurement
+	s.AddPeer("quiet", nil, true, t0)
 	r := s.Next(t0)
 	if len(r) != 1 {
 		t.Fatal(r)
@@ -154,20 +173,113 @@ func TestExpireAndStall(t *testing.T) {
 	if e := s.Expire(t0.Add(1900 * time.Millisecond)); len(e) != 0 {
 		t.Fatalf("expired early: %v", e)
 	}
-	if st := s.Stalled(t0.Add(1900*time.Millisecond), 5*time.Second); len(st) != 0 {
-		t.Fatalf("stalled early: %v", st)
-	}
-	if st := s.Stalled(t0.Add(6*time.Second), 5*time.Second); len(st) != 1 {
-		t.Fatalf("stall not seen: %v", st)
-	}
 	e := s.Expire(t0.Add(2100 * time.Millisecond))
 	if len(e) != 1 || e[0] != r[0] {
 		t.Fatalf("expired %v, want %v", e, r)
 	}
-	s.RemovePeer("slow")
+	if st := s.Stalled(); len(st) != 0 {
+		t.Fatalf("stalled after one expiry: %v", st)
+	}
+	// The deadline doubles: asked again at 2.1s, quiet until 6.1s+.
+	r = s.Next(t0.Add(2100 * time.Millisecond))
+	if e := s.Expire(t0.Add(5 * time.Second)); len(e) != 0 {
+		t.Fatalf("backed-off deadline expired early: %v", e)
+	}
+	if e := s.Expire(t0.Add(6200 * time.Millisecond)); len(e) != 1 {
+		t.Fatalf("second expiry: %v", e)
+	}
+	if st := s.Stalled(); len(st) != 1 || st[0] != "quiet" {
+		t.Fatalf("two expiries in a row: stalled %v", st)
+	}
+	if c := s.Counters(); c.Expired != 2 {
+		t.Fatalf("counters %+v", c)
+	}
+	s.RemovePeer("quiet")
 	s.AddPeer("fast", nil, true, t0)
-	if r2 := s.Next(t0); len(r2) != 1 || r2[0].Peer != "fast" {
+	if r2 := s.Next(t0.Add(7 * time.Second)); len(r2) != 1 || r2[0].Peer != "fast" {
 		t.Fatalf("reassigned %v", r2)
+	}
+}
+
+// A slow peer that keeps moving bytes is not a failed one, however long a
+// piece takes; and deadlines follow what a peer has been measured at.
+func TestDeadlinesFollowMeasuredDelivery(t *testing.T) {
+	s := newTest(8, Config{PerPeer: 1, BaseTimeout: time.Second, MinRate: 4 << 20})
+	s.AddPeer("slow", nil, true, t0)
+	now := t0
+	for k := range 3 {
+		r := s.Next(now)
+		if len(r) != 1 {
+			t.Fatalf("round %d: %v", k, r)
+		}
+		// 10s per piece, five times the initial deadline, bytes
+		// arriving all along.
+		for range 100 {
+			now = now.Add(100 * time.Millisecond)
+			s.Moving("slow", now)
+			if e := s.Expire(now); len(e) != 0 {
+				t.Fatalf("round %d: a moving peer's request expired at +%s", k, now.Sub(t0))
+			}
+		}
+		s.Received("slow", r[0].Piece, true, now)
+	}
+	// Measured at 10s a piece: a quiet spell of 9s is within its usual
+	// time, one far beyond it is not.
+	r := s.Next(now)
+	if e := s.Expire(now.Add(9 * time.Second)); len(e) != 0 {
+		t.Fatalf("expired within the measured time: %v", e)
+	}
+	if e := s.Expire(now.Add(40 * time.Second)); len(e) != 1 || e[0] != r[0] {
+		t.Fatalf("quiet far past the measured time: expired %v", e)
+	}
+}
+
+// A busy peer's request goes back to the pool at once, the piece goes to
+// another peer, and the busy one rests until its hint.
+func TestBusyGoesElsewhere(t *testing.T) {
+	s := newTest(1, Config{PerPeer: 1})
+	s.AddPeer("full", nil, true, t0)
+	r := s.Next(t0)
+	if len(r) != 1 || r[0].Peer != "full" {
+		t.Fatal(r)
+	}
+	s.Busy("full", r[0].Piece, t0.Add(2*time.Second))
+	s.AddPeer("idle", nil, true, t0)
+	if r := s.Next(t0); len(r) != 1 || r[0].Peer != "idle" {
+		t.Fatalf("after busy: %v, want the idle peer", r)
+	}
+	s.RemovePeer("idle")
+	if r := s.Next(t0.Add(time.Second)); len(r) != 0 {
+		t.Fatalf("resting peer asked: %v", r)
+	}
+	if r := s.Next(t0.Add(2 * time.Second)); len(r) != 1 || r[0].Peer != "full" {
+		t.Fatalf("after its retry hint: %v", r)
+	}
+	if c := s.Counters(); c.Busy != 1 || c.Expired != 0 || c.EndGame != 0 {
+		t.Fatalf("counters %+v", c)
+	}
+}
+
+// Requests in flight over all peers stay within MaxInflight, spread one
+// per peer before any peer gets a second.
+func TestMaxInflight(t *testing.T) {
+	s := newTest(64, Config{PerPeer: 2, MaxInflight: 5})
+	for _, id := range []PeerID{"a", "b", "c", "d"} {
+		s.AddPeer(id, nil, true, t0)
+	}
+	got := byPeer(s.Next(t0))
+	total := 0
+	for id, ps := range got {
+		total += len(ps)
+		if len(ps) == 0 || len(ps) > 2 {
+			t.Fatalf("%s: %v", id, ps)
+		}
+	}
+	if total != 5 || len(got) != 4 {
+		t.Fatalf("got %v: want 5 requests over all 4 peers", got)
+	}
+	if more := s.Next(t0); len(more) != 0 {
+		t.Fatalf("beyond MaxInflight: %v", more)
 	}
 }
 
@@ -238,7 +350,7 @@ func TestSwarmSimulation(t *testing.T) {
 			liarBanned = liarBanned || liar
 		}
 		pending = kept
-		for _, id := range s.Stalled(now, 3*time.Second) {
+		for _, id := range s.Stalled() {
 			s.RemovePeer(id)
 		}
 	}

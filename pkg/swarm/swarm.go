@@ -34,23 +34,27 @@ type Origin interface {
 	ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error)
 }
 
-const (
-	// firstAnnounceTries bounds the tries of the first announce before a
-	// download gives up on the tracker and reads the origin.
-	firstAnnounceTries = 3
-	// maxTopUps is how many stalls in a row are bridged with one piece
-	// from the origin before the rest of the blob comes from there.
-	maxTopUps = 2
-)
+// BusyError is an origin refusing a read because its uplink already
+// serves all the readers it can: ask again after RetryAfter (plus
+// jitter), and meanwhile keep working the swarm.
+type BusyError struct{ RetryAfter time.Duration }
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("origin busy; retry after %s", e.RetryAfter)
+}
+
+// firstAnnounceTries bounds the tries of the first announce before a
+// download gives up on the tracker and reads the origin.
+const firstAnnounceTries = 3
 
 // Config tunes a download. Zero values take defaults.
 type Config struct {
 	Scheduler scheduler.Config
 	// MaxConns bounds the peers one download talks to (default 16).
 	MaxConns int
-	// StallTimeout: no piece from the swarm for this long sends the rest
-	// of the download to the origin (default 10s). A peer with requests
-	// out and nothing delivered for half of it is replaced.
+	// StallTimeout: no piece and no byte from the swarm for this long, and
+	// the download takes pieces from the origin one at a time, while it
+	// keeps working the swarm, until peers deliver again (default 10s).
 	StallTimeout time.Duration
 	// DialTimeout bounds connecting to one peer (default 5s).
 	DialTimeout time.Duration
@@ -78,9 +82,26 @@ func (c Config) withDefaults() Config {
 // bytes received from peers, end-game duplicates and bad pieces included.
 type Stats struct {
 	FromPeers, FromOrigin int64
-	BadPieces             int
-	Peers                 int
+	// Duplicates are piece bytes received for pieces already held.
+	Duplicates int64
+	BadPieces  int
+	Peers      int
+	Stalls     int
+	scheduler.Counters
 }
+
+// Count names what a Downloader's Count hook is told of.
+type Count int
+
+const (
+	CountDuplicateBytes Count = iota // piece bytes received again
+	CountExpired                     // requests withdrawn past their deadline
+	CountBusy                        // requests a peer refused: uplink full
+	CountStall                       // swarm quiet past StallTimeout
+	CountOriginOK                    // origin range reads that delivered
+	CountOriginBusy                  // origin range reads refused: uplink full
+	CountOriginError                 // origin range reads that failed
+)
 
 // Downloader fetches blobs for one node.
 type Downloader struct {
@@ -100,6 +121,15 @@ type Downloader struct {
 	// readers wait for tokens before taking the next piece, so TCP pushes
 	// back on the senders.
 	Limit *rate.Limiter
+	// Count, if set, is told of the transfer control's events as they
+	// happen, for metrics.
+	Count func(what Count, n int)
+}
+
+func (d *Downloader) count(what Count, n int) {
+	if d.Count != nil && n > 0 {
+		d.Count(what, n)
+	}
 }
 
 type event struct {
@@ -110,19 +140,33 @@ type event struct {
 	err   error // connection over (dial failure or stream error)
 	dial  bool  // the outcome of a dial
 	have  bool  // the peer announced a new piece
+	// busy: the peer refused our request for piece; retry is its hint.
+	busy  bool
+	retry time.Duration
 	// topUp is the outcome of fetching piece from the origin while the
 	// swarm stalled: ok, or err.
 	topUp bool
 }
 
+// dialState is what a download remembers of a peer it dialled.
+type dialState struct {
+	// next: not dialled again before; never: not at all (ourselves, a
+	// liar, a protocol breaker).
+	next  time.Time
+	never bool
+	fails int
+}
+
 type download struct {
-	d      *Downloader
-	cfg    Config
-	mi     *metainfo.MetaInfo
-	pf     *piecefile.File
-	sched  *scheduler.Scheduler
-	conns  map[peer.ID]*p2p.Conn
-	tried  map[peer.ID]bool
+	d     *Downloader
+	cfg   Config
+	mi    *metainfo.MetaInfo
+	pf    *piecefile.File
+	sched *scheduler.Scheduler
+	conns map[peer.ID]*p2p.Conn
+	// moved is each connection's byte count at the last tick.
+	moved  map[peer.ID]int64
+	tried  map[peer.ID]*dialState
 	events chan event
 	// received counts piece bytes from peers; readers add to it, since the
 	// last pieces may land after the main loop has seen the blob complete.
@@ -132,12 +176,14 @@ type download struct {
 	origins map[peer.ID]bool
 	// dialing counts dials in flight, against MaxConns.
 	dialing int
-	// toppingUp is set while one piece comes from the origin; stalls
-	// counts stalls with no piece from peers in between.
-	toppingUp bool
-	stalls    int
-	stats     Stats
-	log       *slog.Logger
+	// toppingUp is set while one piece comes from the origin; the origin
+	// is not asked again before originRetry (it said busy).
+	toppingUp   bool
+	stalled     bool
+	originRetry time.Time
+	duplicates  atomic.Int64
+	stats       Stats
+	log         *slog.Logger
 }
 
 // Hints feed a running download; both channels may be nil.
@@ -160,7 +206,8 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 		d: d, cfg: d.Cfg.withDefaults(), mi: mi, pf: pf,
 		sched:   scheduler.New(d.Cfg.Scheduler, mi.NumPieces(), mi.PieceLength, pf.Held(), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
 		conns:   map[peer.ID]*p2p.Conn{},
-		tried:   map[peer.ID]bool{d.Host.ID(): true},
+		moved:   map[peer.ID]int64{},
+		tried:   map[peer.ID]*dialState{d.Host.ID(): {never: true}},
 		origins: map[peer.ID]bool{},
 		events:  make(chan event, 64),
 		log:     log.With("digest", mi.Digest),
@@ -184,12 +231,15 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 	}
 	dl.stats.FromPeers = dl.received.Load()
 	dl.stats.FromOrigin = dl.fromOriginBytes.Load()
+	dl.stats.Duplicates = dl.duplicates.Load()
+	dl.stats.Counters = dl.sched.Counters()
 	return dl.stats, err
 }
 
 func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 	var nextAnnounce time.Time
-	lastPiece := time.Now()
+	// lastSwarm is when peers last delivered a piece or moved bytes.
+	lastSwarm := time.Now()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for !dl.pf.Complete() {
@@ -214,8 +264,8 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 				return dl.fromOrigin(ctx, origin)
 			}
 			if err != nil {
-				// Lost mid-download: keep the peers we have; the stall
-				// timeout sends us to the origin if they run dry.
+				// Lost mid-download: keep the peers we have; a stall
+				// takes pieces from the origin if they run dry.
 				dl.log.Warn("tracker unreachable; carrying on with known peers", "err", err)
 				interval = time.Second
 			}
@@ -227,18 +277,19 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 			}
 			nextAnnounce = now.Add(interval)
 		}
-		if now.Sub(lastPiece) > dl.cfg.StallTimeout && !dl.toppingUp {
-			if dl.stalls >= maxTopUps || len(dl.conns) == 0 || origin == nil {
-				dl.log.Warn("no progress from the swarm; fetching from the origin", "peers", len(dl.conns))
-				return dl.fromOrigin(ctx, origin)
-			}
-			// A slow swarm is usually an overloaded one: take one piece
-			// from the origin and give the peers another round, rather
-			// than leave them for the origin with the rest of the blob.
+		if origin != nil && now.Sub(lastSwarm) > dl.cfg.StallTimeout && !dl.toppingUp && !now.Before(dl.originRetry) {
+			// The swarm is quiet: take the piece the stream needs from
+			// the origin, one at a time, and keep working the peers.
+			// Never the whole blob: a fleet whose swarm stalls at once
+			// must not become a fleet of whole-blob origin reads.
 			if i := dl.sched.Wanted(); i >= 0 {
-				dl.stalls++
+				if !dl.stalled {
+					dl.stalled = true
+					dl.stats.Stalls++
+					dl.d.count(CountStall, 1)
+					dl.log.Info("swarm quiet; taking pieces from the origin one at a time", "piece", i, "peers", len(dl.conns))
+				}
 				dl.toppingUp = true
-				dl.log.Info("swarm stalled; one piece from the origin", "piece", i, "peers", len(dl.conns))
 				go func() {
 					buf := getPiece(dl.mi.PieceLength)
 					err := dl.originPiece(ctx, origin, i, buf)
@@ -246,7 +297,6 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 					dl.send(ctx, event{topUp: true, piece: i, ok: err == nil, err: err})
 				}()
 			}
-			lastPiece = now
 		}
 		for _, r := range dl.sched.Next(now) {
 			if c := dl.conns[peer.ID(r.Peer)]; c == nil || c.Request(r.Piece) != nil {
@@ -263,27 +313,29 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 				dl.dialInfo(ctx, p, false)
 			}
 		case ev := <-dl.events:
-			// New pieces here, or news of pieces at a peer, both mean
-			// the swarm is moving: no reason to go to the origin.
-			if dl.handle(ev) || ev.have {
-				lastPiece = time.Now()
-				if !ev.topUp {
-					dl.stalls = 0
-				}
+			if dl.handle(ev) && !ev.topUp {
+				lastSwarm = time.Now()
+				dl.stalled = false
 			}
 		case <-dl.pf.Done():
 		case <-tick.C:
-			for _, r := range dl.sched.Expire(now) {
+			now := time.Now()
+			for id, c := range dl.conns {
+				if m := c.Moved(); m != dl.moved[id] {
+					dl.moved[id] = m
+					dl.sched.Moving(scheduler.PeerID(id), now)
+					lastSwarm = now
+				}
+			}
+			expired := dl.sched.Expire(now)
+			for _, r := range expired {
 				if c := dl.conns[peer.ID(r.Peer)]; c != nil {
 					c.Cancel(r.Piece)
 				}
 			}
-			// A peer is stalled only after it has let requests time out
-			// twice over: on a slow, shared link a piece may take a while.
-			for _, id := range dl.sched.Stalled(now, max(dl.cfg.StallTimeout/2, 2*dl.sched.RequestTimeout())) {
+			dl.d.count(CountExpired, len(expired))
+			for _, id := range dl.sched.Stalled() {
 				dl.drop(peer.ID(id), "stalled")
-				// It may recover; a later announce may hand it out again.
-				delete(dl.tried, peer.ID(id))
 			}
 		}
 	}
@@ -300,6 +352,13 @@ func (dl *download) handle(ev event) bool {
 	case ev.topUp:
 		dl.toppingUp = false
 		if !ev.ok {
+			var busy *BusyError
+			if errors.As(ev.err, &busy) {
+				// Jittered, so refused agents do not return together.
+				dl.originRetry = time.Now().Add(busy.RetryAfter + rand.N(busy.RetryAfter/2+100*time.Millisecond))
+				return false
+			}
+			dl.originRetry = time.Now().Add(time.Second + rand.N(time.Second))
 			dl.log.Warn("origin piece failed", "piece", ev.piece, "err", ev.err)
 			return false
 		}
@@ -311,8 +370,13 @@ func (dl *download) handle(ev event) bool {
 		return true
 	case ev.have:
 		dl.sched.PeerHas(id, ev.piece)
+	case ev.busy:
+		dl.d.count(CountBusy, 1)
+		wait := ev.retry + rand.N(ev.retry/2+50*time.Millisecond)
+		dl.sched.Busy(id, ev.piece, time.Now().Add(wait))
 	case ev.conn != nil:
 		dl.conns[ev.peer] = ev.conn
+		dl.moved[ev.peer] = ev.conn.Moved()
 		dl.stats.Peers++
 		dl.sched.AddPeer(id, ev.conn.Bitfield, ev.conn.Complete, time.Now())
 		if dl.origins[ev.peer] {
@@ -324,11 +388,22 @@ func (dl *download) handle(ev event) bool {
 			delete(dl.conns, ev.peer)
 		}
 		dl.sched.RemovePeer(id)
+		if errors.Is(ev.err, p2p.ErrProtocol) {
+			dl.never(ev.peer)
+		} else {
+			// It may be back: a refusal, a restart, a finished download.
+			// The next hand-out may dial it again, after a backoff.
+			dl.retryLater(ev.peer)
+		}
 	case !ev.ok:
 		dl.stats.BadPieces++
 		dl.sched.Received(id, ev.piece, false, time.Now())
 		dl.drop(ev.peer, "bad piece")
+		dl.never(ev.peer)
 	default:
+		if st := dl.tried[ev.peer]; st != nil {
+			st.fails = 0
+		}
 		for _, r := range dl.sched.Received(id, ev.piece, true, time.Now()) {
 			if c := dl.conns[peer.ID(r.Peer)]; c != nil {
 				c.Cancel(r.Piece)
@@ -339,6 +414,26 @@ func (dl *download) handle(ev event) bool {
 	return false
 }
 
+// never rules a peer out for the rest of this download.
+func (dl *download) never(id peer.ID) {
+	dl.tried[id] = &dialState{never: true}
+}
+
+// retryLater lets a peer be dialled again after a backoff that doubles
+// with each failure (1s to 30s).
+func (dl *download) retryLater(id peer.ID) {
+	st := dl.tried[id]
+	if st == nil {
+		st = &dialState{}
+		dl.tried[id] = st
+	}
+	if st.never {
+		return
+	}
+	st.fails++
+	st.next = time.Now().Add(min(time.Second<<min(st.fails-1, 5), 30*time.Second))
+}
+
 func (dl *download) drop(id peer.ID, why string) {
 	dl.log.Debug("dropping peer", "peer", id, "why", why)
 	if c := dl.conns[id]; c != nil {
@@ -346,6 +441,7 @@ func (dl *download) drop(id peer.ID, why string) {
 		delete(dl.conns, id)
 	}
 	dl.sched.RemovePeer(scheduler.PeerID(id))
+	dl.retryLater(id)
 }
 
 // announce tells the tracker what we hold and connects to new peers.
@@ -392,10 +488,15 @@ func (dl *download) dial(ctx context.Context, p *shoalpb.Peer) {
 
 func (dl *download) dialInfo(ctx context.Context, info peer.AddrInfo, origin bool) {
 	id := info.ID
-	if dl.tried[id] {
+	if st := dl.tried[id]; dl.conns[id] != nil || (st != nil && (st.never || time.Now().Before(st.next))) {
 		return
 	}
-	dl.tried[id] = true
+	if dl.tried[id] == nil {
+		dl.tried[id] = &dialState{}
+	}
+	// Not again while this dial or its connection lasts; the outcome
+	// sets the next chance.
+	dl.tried[id].next = time.Now().Add(time.Hour)
 	dl.origins[id] = origin
 	dl.dialing++
 	go func() {
@@ -446,9 +547,9 @@ func (dl *download) read(ctx context.Context, id peer.ID, c *p2p.Conn) {
 			dl.send(ctx, event{peer: id, err: err})
 			return
 		}
-		if ev.Have {
+		if ev.Have || ev.Busy {
 			putPiece(buf)
-			if !dl.send(ctx, event{peer: id, piece: ev.Piece, have: true}) {
+			if !dl.send(ctx, event{peer: id, piece: ev.Piece, have: ev.Have, busy: ev.Busy, retry: ev.RetryAfter}) {
 				return
 			}
 			continue
@@ -474,6 +575,12 @@ func (dl *download) read(ctx context.Context, id peer.ID, c *p2p.Conn) {
 // cannot be written.
 func (dl *download) store(ctx context.Context, id peer.ID, full <-chan p2p.Event) {
 	for ev := range full {
+		if dl.pf.Have(ev.Piece) {
+			// Asked twice (end game, or expired and asked again) and
+			// both came: the second copy's bytes were spent for nothing.
+			dl.duplicates.Add(int64(len(ev.Data)))
+			dl.d.count(CountDuplicateBytes, len(ev.Data))
+		}
 		werr := dl.pf.WritePiece(ev.Piece, ev.Data)
 		putPiece(ev.Data)
 		if dl.d.Verified != nil && (werr == nil || errors.Is(werr, piecefile.ErrBadPiece)) {
@@ -503,18 +610,27 @@ func getPiece(n int64) []byte {
 
 func putPiece(b []byte) { pieceBufs.Put(&b) }
 
-// fromOrigin fetches every missing piece from the origin, in order.
+// fromOrigin fetches every missing piece from the origin, in order: for
+// a download with no swarm at all (no tracker, or nobody else holds the
+// blob). An origin that says busy is waited for, as it asks.
 func (dl *download) fromOrigin(ctx context.Context, origin Origin) error {
 	if origin == nil {
-		return errors.New("swarm: no progress and no origin to fall back to")
+		return errors.New("swarm: no peers and no origin to fall back to")
 	}
 	buf := make([]byte, dl.mi.PieceLength)
 	for i := range dl.mi.NumPieces() {
-		if dl.pf.Have(i) {
-			continue
-		}
-		if err := dl.originPiece(ctx, origin, i, buf); err != nil {
-			return err
+		for !dl.pf.Have(i) {
+			err := dl.originPiece(ctx, origin, i, buf)
+			var busy *BusyError
+			if errors.As(err, &busy) {
+				if err := sleep(ctx, busy.RetryAfter+rand.N(busy.RetryAfter/2+100*time.Millisecond)); err != nil {
+					return err
+				}
+				continue
+			}
+			if err != nil {
+				return err
+			}
 		}
 	}
 	select {
@@ -533,14 +649,22 @@ func (dl *download) originPiece(ctx context.Context, origin Origin, i int, buf [
 		return err
 	}
 	rc, err := origin.ReadRange(ctx, off, n)
-	if err != nil {
+	var busy *BusyError
+	switch {
+	case errors.As(err, &busy):
+		dl.d.count(CountOriginBusy, 1)
+		return err
+	case err != nil:
+		dl.d.count(CountOriginError, 1)
 		return fmt.Errorf("origin fallback: %w", err)
 	}
 	_, err = io.ReadFull(rc, buf[:n])
 	rc.Close()
 	if err != nil {
+		dl.d.count(CountOriginError, 1)
 		return fmt.Errorf("origin fallback piece %d: %w", i, err)
 	}
+	dl.d.count(CountOriginOK, 1)
 	if err := dl.pf.WritePiece(i, buf[:n]); err != nil {
 		return fmt.Errorf("origin fallback piece %d: %w", i, err)
 	}
@@ -577,3 +701,26 @@ func (p Partial) Bitfield() ([]byte, bool) { return p.File.Bitfield(), p.File.Co
 
 // ReadAt implements p2p.Blob.
 func (p Partial) ReadAt(b []byte, off int64) (int, error) { return p.File.ReadAt(b, off) }
+
+// Served is a download as one upload stream serves it: it keeps the file
+// open until the stream ends (the seeder closes it), so the download
+// completing and moving into the cache does not cut the stream.
+type Served struct {
+	Partial
+	release func()
+}
+
+// Serve retains pf for one upload stream; false if it is already gone.
+func Serve(pf *piecefile.File) (*Served, bool) {
+	release, ok := pf.Retain()
+	if !ok {
+		return nil, false
+	}
+	return &Served{Partial: Partial{File: pf}, release: release}, true
+}
+
+// Close implements io.Closer: the seeder calls it when the stream ends.
+func (s *Served) Close() error {
+	s.release()
+	return nil
+}

@@ -1,0 +1,164 @@
+// Package uplink admits piece uploads on a seeder's uplink: a few pieces
+// go out at once (slots), a short queue waits behind them, and a request
+// beyond that is refused at once as busy, so the requester asks another
+// peer instead of waiting behind a backlog that would make every transfer
+// slow and every deadline expire. Waiting requests get slots lowest piece
+// index first: the first pieces of a blob are what streaming clients wait
+// on.
+//
+// Requests belong to owners (a seeder's streams): an owner sends one piece
+// at a time, so a slot never goes to an owner already sending.
+//
+// A Gate is pure bookkeeping with no clock and no goroutines: the p2p
+// seeder wraps it with channels, and the fleet simulator drives it from
+// its event loop.
+package uplink
+
+import (
+	"slices"
+	"sync"
+	"time"
+)
+
+// Defaults: four pieces on the wire over all streams, four more promised.
+// Forty pieces sent side by side on a saturated uplink all land at the
+// end; four at a time land one after another and their receivers pass them
+// on meanwhile (BitTorrent's unchoke slots serve the same end). The queue
+// keeps the uplink busy between a slot freeing and the next request
+// arriving, and bounds an admitted request's wait to about two pieces'
+// time at the uplink's rate.
+const (
+	DefaultSlots = 4
+	DefaultQueue = 4
+)
+
+// Ticket names one admitted request.
+type Ticket uint64
+
+// Gate is one seeder's uplink. Its methods are safe for concurrent use.
+type Gate struct {
+	mu       sync.Mutex
+	slots    int
+	queueCap int
+	sending  int
+	active   map[uint64]bool // owners sending
+	waiting  []waiter
+	seq      uint64
+	// pieceTime is a smoothed time to send one piece (while others share
+	// the uplink), for the busy answer's retry hint.
+	pieceTime time.Duration
+	busy      uint64
+}
+
+type waiter struct {
+	t     Ticket
+	owner uint64
+	piece int
+}
+
+// New returns a gate with slots pieces on the wire and queue admitted
+// behind them (zero values take the defaults).
+func New(slots, queue int) *Gate {
+	if slots <= 0 {
+		slots = DefaultSlots
+	}
+	if queue <= 0 {
+		queue = DefaultQueue
+	}
+	return &Gate{slots: slots, queueCap: queue, active: map[uint64]bool{}}
+}
+
+// Admit takes owner's request for piece, or refuses it (ok false) because
+// the uplink already holds all it can serve soon.
+func (g *Gate) Admit(owner uint64, piece int) (t Ticket, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.sending+len(g.waiting) >= g.slots+g.queueCap {
+		g.busy++
+		return 0, false
+	}
+	g.seq++
+	g.waiting = append(g.waiting, waiter{Ticket(g.seq), owner, piece})
+	return Ticket(g.seq), true
+}
+
+// Next starts the best waiting request if a slot is free, among owners
+// not already sending: the lowest piece index, then the oldest. The caller
+// sends it and calls Done with its owner.
+func (g *Gate) Next() (t Ticket, owner uint64, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.sending >= g.slots {
+		return 0, 0, false
+	}
+	best := -1
+	for k, w := range g.waiting {
+		if g.active[w.owner] {
+			continue
+		}
+		if best < 0 || w.piece < g.waiting[best].piece || (w.piece == g.waiting[best].piece && w.t < g.waiting[best].t) {
+			best = k
+		}
+	}
+	if best < 0 {
+		return 0, 0, false
+	}
+	w := g.waiting[best]
+	g.waiting = slices.Delete(g.waiting, best, best+1)
+	g.sending++
+	g.active[w.owner] = true
+	return w.t, w.owner, true
+}
+
+// Done frees owner's slot once its piece was sent (or failed), took being
+// how long the send took (0: not measured).
+func (g *Gate) Done(owner uint64, took time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.active[owner] {
+		return
+	}
+	delete(g.active, owner)
+	g.sending--
+	if took > 0 {
+		if g.pieceTime == 0 {
+			g.pieceTime = took
+		} else {
+			g.pieceTime += (took - g.pieceTime) / 8
+		}
+	}
+}
+
+// Withdraw drops a request still waiting (cancelled, or its stream ended);
+// it reports false if it already started or was never admitted.
+func (g *Gate) Withdraw(t Ticket) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k, w := range g.waiting {
+		if w.t == t {
+			g.waiting = slices.Delete(g.waiting, k, k+1)
+			return true
+		}
+	}
+	return false
+}
+
+// RetryAfter is the hint sent with a busy answer: about when a place
+// should free up, the time for the queue ahead to drain through the slots.
+// A requester adds jitter, so refused peers do not all return at once.
+func (g *Gate) RetryAfter() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	pt := g.pieceTime
+	if pt == 0 {
+		pt = 500 * time.Millisecond
+	}
+	return pt * time.Duration(1+len(g.waiting)) / time.Duration(g.slots)
+}
+
+// Load is what the gate holds now, and how many requests it has refused.
+func (g *Gate) Load() (sending, waiting int, refused uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sending, len(g.waiting), g.busy
+}
