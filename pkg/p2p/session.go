@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,7 +82,14 @@ type Seeder struct {
 	// superSeed: see EnableSuperSeeding.
 	superSeed bool
 	servedMu  sync.Mutex
-	served    map[digest.Digest][]int // pieces advertised, per blob, over all peers
+	served    map[digest.Digest]*handedOut
+}
+
+// handedOut is what a super-seeder has done with each piece of a blob,
+// over all peers: sent, when last asked for, and offered.
+type handedOut struct {
+	sent, offers []int
+	last         []time.Time
 }
 
 // EnableSuperSeeding makes the seeder advertise to each peer only a couple
@@ -91,43 +99,82 @@ type Seeder struct {
 // seeder about once. It is for origins, whose uplink is the scarce one.
 func (s *Seeder) EnableSuperSeeding() {
 	s.superSeed = true
-	s.served = map[digest.Digest][]int{}
+	s.served = map[digest.Digest]*handedOut{}
 }
+
+// SetUplink sizes the upload gate: slots pieces on the wire at once and
+// queue admitted behind them (zero: uplink's defaults). Call it before
+// the seeder serves. An origin gives each of the agents it is handed to
+// a slot: its uplink is the swarm's root, and a slot held by a receiver
+// whose downlink is shared with other peers must not leave it idle.
+func (s *Seeder) SetUplink(slots, queue int) { s.gate = uplink.New(slots, queue) }
 
 // superSeedPatience is how long a super-seeder waits, with nothing asked
 // of it, before offering a peer a piece already handed out: the peer is
 // not getting it from the swarm.
 const superSeedPatience = 2 * time.Second
 
-// offer picks the piece of d least handed out so far that this peer has
-// not been offered yet, or -1. With firstPass it offers only pieces never
-// handed out to anyone: once every piece has left, the swarm should carry
-// them, not the origin.
+// offer picks for this peer the piece of d sent least so far, and among
+// those offered least, that the peer has not been offered yet; or -1.
+// With firstPass it offers only pieces never sent to anyone: once every
+// piece has left, the swarm should carry them, not the origin. Offers
+// count only as a tie-break, not as pieces gone: a peer offered a piece
+// may fetch something else (or nothing), and the piece must not be held
+// back from the others for it.
 func (s *Seeder) offer(d digest.Digest, n int, offered []bool, firstPass bool) int {
 	s.servedMu.Lock()
 	defer s.servedMu.Unlock()
-	counts := s.served[d]
-	if len(counts) != n {
-		counts = make([]int, n)
-		s.served[d] = counts
-	}
+	h := s.handed(d, n)
 	best := -1
 	for i := range n {
-		if !offered[i] && (best < 0 || counts[i] < counts[best]) {
+		if offered[i] {
+			continue
+		}
+		if best < 0 || h.sent[i] < h.sent[best] || (h.sent[i] == h.sent[best] && h.offers[i] < h.offers[best]) {
 			best = i
 		}
 	}
-	if best < 0 || (firstPass && counts[best] > 0) {
+	if best < 0 || (firstPass && h.sent[best] > 0) {
 		return -1
 	}
-	counts[best]++
+	if !firstPass && h.sent[best] > 0 && time.Since(h.last[best]) < s.spreadTime() {
+		// Its last copy has hardly landed: the receiver is about to
+		// pass it on, and the peer will hear of it from the swarm.
+		return -1
+	}
+	h.offers[best]++
 	offered[best] = true
 	return best
 }
 
+// sentPiece records that piece i of d is going out.
+func (s *Seeder) sentPiece(d digest.Digest, n, i int) {
+	s.servedMu.Lock()
+	defer s.servedMu.Unlock()
+	h := s.handed(d, n)
+	h.sent[i]++
+	h.last[i] = time.Now()
+}
+
+// spreadTime is how long after a piece was asked of us it should be in
+// the swarm: two piece-times at our measured pace (one to send it, one for
+// its receiver to pass it on) plus the patience.
+func (s *Seeder) spreadTime() time.Duration {
+	return superSeedPatience + 2*s.gate.PieceTime()
+}
+
+func (s *Seeder) handed(d digest.Digest, n int) *handedOut {
+	h := s.served[d]
+	if h == nil || len(h.sent) != n {
+		h = &handedOut{sent: make([]int, n), offers: make([]int, n), last: make([]time.Time, n)}
+		s.served[d] = h
+	}
+	return h
+}
+
 // offerWhenIdle offers more pieces to a peer that has been idle for the
 // patience, until it has been offered everything.
-func (s *Seeder) offerWhenIdle(ctx context.Context, sw *syncWriter, d digest.Digest, n int, offered []bool, lastBusy *atomic.Int64) {
+func (s *Seeder) offerWhenIdle(ctx context.Context, sw *syncWriter, d digest.Digest, n int, offered []bool, act *activity) {
 	t := time.NewTicker(superSeedPatience / 4)
 	defer t.Stop()
 	// Each idle spell doubles the offer: a peer alone with us (the others
@@ -140,17 +187,22 @@ func (s *Seeder) offerWhenIdle(ctx context.Context, sw *syncWriter, d digest.Dig
 			return
 		case <-t.C:
 		}
-		if time.Since(time.Unix(0, lastBusy.Load())) < superSeedPatience {
+		if !act.idleFor(superSeedPatience) {
 			continue
 		}
-		lastBusy.Store(time.Now().UnixNano())
+		act.touch()
 		for range batch {
 			sw.mu.Lock()
 			next := s.offer(d, n, offered, false)
+			all := !slices.Contains(offered, false)
 			sw.mu.Unlock()
-			if next < 0 {
-				return
+			if all {
+				return // offered everything
 			}
+			if next < 0 {
+				break // what is left has just gone out: the swarm has it soon
+			}
+			s.log.Debug("super-seed idle offer", "offer", next)
 			if sw.send(haveMsg(next)) != nil {
 				return
 			}
@@ -222,8 +274,8 @@ func (s *Seeder) serve(st network.Stream) error {
 	hs0 := handshake(d, mih, blob)
 	sw := &syncWriter{w: w}
 	var offered []bool // super-seeding: what this peer was offered
-	var lastBusy atomic.Int64
-	lastBusy.Store(time.Now().UnixNano())
+	act := &activity{}
+	act.touch()
 	if _, complete := blob.Bitfield(); complete && s.superSeed {
 		offered = make([]bool, mi.NumPieces())
 		bits := make([]byte, (mi.NumPieces()+7)/8)
@@ -235,7 +287,7 @@ func (s *Seeder) serve(st network.Stream) error {
 		hs0.GetHandshake().Have = &shoalpb.Handshake_Bitfield{Bitfield: bits}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		go s.offerWhenIdle(ctx, sw, d, mi.NumPieces(), offered, &lastBusy)
+		go s.offerWhenIdle(ctx, sw, d, mi.NumPieces(), offered, act)
 	}
 	if err := sw.send(hs0); err != nil {
 		return err
@@ -247,7 +299,7 @@ func (s *Seeder) serve(st network.Stream) error {
 		defer cancel()
 		go s.sendHaves(ctx, sw, blob, bits)
 	}
-	return s.serveRequests(st, r, sw, blob, mi, d, offered, &lastBusy)
+	return s.serveRequests(st, r, sw, blob, mi, d, offered, act)
 }
 
 // serveRequests answers the peer's requests until the stream ends. Frames
@@ -256,7 +308,7 @@ func (s *Seeder) serve(st network.Stream) error {
 // request even while another piece is on the wire; pieces go out when the
 // uplink gate starts them.
 func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter, blob Blob, mi *metainfo.MetaInfo,
-	d digest.Digest, offered []bool, lastBusy *atomic.Int64) error {
+	d digest.Digest, offered []bool, act *activity) error {
 	owner := s.owners.Add(1)
 	grant := make(chan uplink.Ticket, 1)
 	s.grantMu.Lock()
@@ -306,6 +358,13 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 					}
 					continue
 				}
+				act.add(1)
+				if offered != nil {
+					// Gone from the moment it is asked for: offering it
+					// to others while it waits or is on the wire would
+					// only send it twice.
+					s.sentPiece(d, mi.NumPieces(), i)
+				}
 				mu.Lock()
 				pending[t] = i
 				delete(cancelled, i)
@@ -318,6 +377,7 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 					if p == i {
 						if s.gate.Withdraw(t) {
 							delete(pending, t)
+							act.add(-1)
 						} else {
 							cancelled[i] = true // started: skip it
 						}
@@ -342,6 +402,7 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 		skip := cancelled[i]
 		delete(cancelled, i)
 		mu.Unlock()
+		act.add(-1)
 		if skip {
 			s.gate.Done(owner, 0)
 			s.dispatch()
@@ -351,15 +412,16 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 		err := s.send(sw, blob, mi, i, buf)
 		s.gate.Done(owner, time.Since(start))
 		s.dispatch()
+		act.touch()
 		if err != nil {
 			return err
 		}
 		_, n := mi.PieceSpan(i)
-		lastBusy.Store(time.Now().UnixNano())
 		if offered != nil {
 			sw.mu.Lock()
 			next := s.offer(d, mi.NumPieces(), offered, true)
 			sw.mu.Unlock()
+			s.log.Debug("super-seed offer", "peer", st.Conn().RemotePeer(), "sent", i, "offer", next)
 			if next >= 0 {
 				if err := sw.send(haveMsg(next)); err != nil {
 					return err
@@ -370,6 +432,27 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 			s.Uploaded(int(n))
 		}
 	}
+}
+
+// activity tells a super-seeder whether a peer is idle: nothing asked of
+// us and nothing sent for a while. A peer waiting for a piece on the wire
+// or in the queue is not idle, however long that takes on a shared
+// uplink: offering it more pieces then would only have it ask the origin
+// for pieces other agents are already getting.
+type activity struct {
+	outstanding atomic.Int32
+	last        atomic.Int64
+}
+
+func (a *activity) touch() { a.last.Store(time.Now().UnixNano()) }
+
+func (a *activity) add(n int32) {
+	a.outstanding.Add(n)
+	a.touch()
+}
+
+func (a *activity) idleFor(d time.Duration) bool {
+	return a.outstanding.Load() <= 0 && time.Since(time.Unix(0, a.last.Load())) >= d
 }
 
 // dispatch hands every request the gate can start now to its stream.

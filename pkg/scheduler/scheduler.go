@@ -32,6 +32,7 @@ package scheduler
 
 import (
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -44,10 +45,11 @@ type Config struct {
 	// whole piece already covers the bandwidth-delay product, and deeper
 	// queues on a slow seeder only add waiting).
 	PerPeer int
-	// MaxInflight is the most requests in flight over all peers (default
-	// 8: enough flows to fill the downlink from seeders that each split
-	// their uplink a few ways, few enough that each piece lands in a few
-	// piece-times and can be passed on).
+	// MaxInflight is the most requests in flight over all peers, an
+	// origin's aside (default 4: with two per peer, two or so flows
+	// arriving at once fill the downlink from seeders that split their
+	// uplink two ways, and each piece lands in about two piece-times, to
+	// be passed on; more flows only slow each piece down).
 	MaxInflight int
 	// Window is how many pieces ahead of a streaming reader go first
 	// (default 4).
@@ -68,7 +70,7 @@ func (c Config) withDefaults() Config {
 		c.PerPeer = 2
 	}
 	if c.MaxInflight <= 0 {
-		c.MaxInflight = 8
+		c.MaxInflight = 4
 	}
 	if c.Window <= 0 {
 		c.Window = 4
@@ -423,7 +425,7 @@ func (s *Scheduler) Stalled() []PeerID {
 // Next fills the peers' pipelines, within the bound over all peers, and
 // returns the new requests.
 func (s *Scheduler) Next(now time.Time) []Request {
-	if s.missing == 0 || s.inflight >= s.cfg.MaxInflight {
+	if s.missing == 0 {
 		return nil
 	}
 	endGame := s.endGame(now)
@@ -437,15 +439,21 @@ func (s *Scheduler) Next(now time.Time) []Request {
 	}
 	ids := s.ids
 	s.rnd.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	// Origins first, and outside the bound: a piece an origin offers is
+	// one no agent has yet, and the origin's uplink — the swarm's root —
+	// idles while the offer waits.
+	slices.SortStableFunc(ids, func(a, b PeerID) int {
+		return cmpBool(s.peers[b].origin, s.peers[a].origin)
+	})
 	// Round robin, one request per peer per round: with the bound over
 	// all peers, filling one peer's pipeline first would leave the
 	// others idle.
 	for depth := range s.cfg.PerPeer {
 		for _, id := range ids {
-			if s.inflight >= s.cfg.MaxInflight {
+			p := s.peers[id]
+			if s.inflight >= s.cfg.MaxInflight && !p.origin {
 				return out
 			}
-			p := s.peers[id]
 			limit := s.cfg.PerPeer
 			if p.origin {
 				// One piece at a time from an origin: by the time it
@@ -550,6 +558,16 @@ func (s *Scheduler) pick(p *peerState, endGame bool) int {
 		}
 	}
 	return best
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 func later(a, b time.Time) time.Time {

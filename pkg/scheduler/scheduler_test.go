@@ -93,7 +93,7 @@ func TestPick(t *testing.T) {
 }
 
 func TestEndGameAndCancel(t *testing.T) {
-	s := newTest(2, Config{PerPeer: 4})
+	s := newTest(2, Config{PerPeer: 4, MaxInflight: 8})
 	s.AddPeer("a", nil, true, t0)
 	s.AddPeer("b", nil, true, t0)
 	first := s.Next(t0)

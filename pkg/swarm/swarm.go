@@ -301,7 +301,9 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 		for _, r := range dl.sched.Next(now) {
 			if c := dl.conns[peer.ID(r.Peer)]; c == nil || c.Request(r.Piece) != nil {
 				dl.sched.RemovePeer(r.Peer)
+				continue
 			}
+			dl.log.Debug("request", "peer", peer.ID(r.Peer), "piece", r.Piece)
 		}
 		select {
 		case <-ctx.Done():
@@ -313,7 +315,11 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 				dl.dialInfo(ctx, p, false)
 			}
 		case ev := <-dl.events:
-			if dl.handle(ev) && !ev.topUp {
+			// A piece, news of one at a peer, or a busy answer (the peer
+			// has what we want and will serve it when its uplink frees)
+			// all say the swarm is alive, if congested: no reason to
+			// load the origin, whose uplink is the most congested of all.
+			if landed := dl.handle(ev); (landed && !ev.topUp) || ev.have || ev.busy {
 				lastSwarm = time.Now()
 				dl.stalled = false
 			}
@@ -374,6 +380,7 @@ func (dl *download) handle(ev event) bool {
 		dl.d.count(CountBusy, 1)
 		wait := ev.retry + rand.N(ev.retry/2+50*time.Millisecond)
 		dl.sched.Busy(id, ev.piece, time.Now().Add(wait))
+		dl.log.Debug("busy", "peer", ev.peer, "piece", ev.piece, "wait", wait)
 	case ev.conn != nil:
 		dl.conns[ev.peer] = ev.conn
 		dl.moved[ev.peer] = ev.conn.Moved()
@@ -401,6 +408,7 @@ func (dl *download) handle(ev event) bool {
 		dl.drop(ev.peer, "bad piece")
 		dl.never(ev.peer)
 	default:
+		dl.log.Debug("piece", "peer", ev.peer, "piece", ev.piece)
 		if st := dl.tried[ev.peer]; st != nil {
 			st.fails = 0
 		}

@@ -28,8 +28,8 @@ import (
 // arriving, and bounds an admitted request's wait to about two pieces'
 // time at the uplink's rate.
 const (
-	DefaultSlots = 4
-	DefaultQueue = 4
+	DefaultSlots = 2
+	DefaultQueue = 2
 )
 
 // Ticket names one admitted request.
@@ -144,8 +144,11 @@ func (g *Gate) Withdraw(t Ticket) bool {
 }
 
 // RetryAfter is the hint sent with a busy answer: about when a place
-// should free up, the time for the queue ahead to drain through the slots.
-// A requester adds jitter, so refused peers do not all return at once.
+// frees, the time for one of the pieces on the wire to finish (they finish
+// in turn, one every piece-time ÷ slots on average). A requester adds
+// jitter, so refused peers do not all return at once; one that comes back
+// to a full gate is refused again at the cost of a few bytes, while one
+// that waits too long leaves the uplink idle.
 func (g *Gate) RetryAfter() time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -153,7 +156,14 @@ func (g *Gate) RetryAfter() time.Duration {
 	if pt == 0 {
 		pt = 500 * time.Millisecond
 	}
-	return pt * time.Duration(1+len(g.waiting)) / time.Duration(g.slots)
+	return pt / time.Duration(g.slots)
+}
+
+// PieceTime is the smoothed time one piece took to send (0 before any).
+func (g *Gate) PieceTime() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.pieceTime
 }
 
 // Load is what the gate holds now, and how many requests it has refused.

@@ -106,7 +106,8 @@ func formatStart(owner uint64, ops []op, tickets map[int]Ticket, tk Ticket) stri
 	return "?"
 }
 
-// The retry hint grows with the queue ahead and follows measured sends.
+// The retry hint follows measured sends: one of the slots frees every
+// piece-time ÷ slots.
 func TestRetryAfter(t *testing.T) {
 	g := New(2, 4)
 	for o := range uint64(6) {
@@ -114,8 +115,8 @@ func TestRetryAfter(t *testing.T) {
 	}
 	g.Next()
 	g.Done(0, 4*time.Second)
-	if got := g.RetryAfter(); got != 4*time.Second*6/2 { // the queue and the request itself
-		t.Fatalf("retry after %s with 5 waiting at 4s a piece over 2 slots", got)
+	if got := g.RetryAfter(); got != 2*time.Second {
+		t.Fatalf("retry after %s at 4s a piece over 2 slots", got)
 	}
 	if _, _, refused := g.Load(); refused != 0 {
 		t.Fatalf("refused %d", refused)
