@@ -196,15 +196,17 @@ func (s *Seeder) offerWhenIdle(ctx context.Context, sw *syncWriter, d digest.Dig
 			next := s.offer(d, n, offered, false)
 			all := !slices.Contains(offered, false)
 			sw.mu.Unlock()
+			if next >= 0 {
+				s.log.Debug("super-seed idle offer", "offer", next)
+				if sw.send(haveMsg(next)) != nil {
+					return
+				}
+			}
 			if all {
 				return // offered everything
 			}
 			if next < 0 {
 				break // what is left has just gone out: the swarm has it soon
-			}
-			s.log.Debug("super-seed idle offer", "offer", next)
-			if sw.send(haveMsg(next)) != nil {
-				return
 			}
 		}
 		batch *= 2
@@ -402,8 +404,8 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 		skip := cancelled[i]
 		delete(cancelled, i)
 		mu.Unlock()
-		act.add(-1)
 		if skip {
+			act.add(-1)
 			s.gate.Done(owner, 0)
 			s.dispatch()
 			continue
@@ -412,7 +414,7 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 		err := s.send(sw, blob, mi, i, buf)
 		s.gate.Done(owner, time.Since(start))
 		s.dispatch()
-		act.touch()
+		act.add(-1) // a piece on the wire is activity until it is sent
 		if err != nil {
 			return err
 		}
@@ -518,19 +520,31 @@ func busyMsg(i int, after time.Duration) *shoalpb.PieceMessage {
 // maxRetryAfter bounds a busy answer's hint, sent or believed.
 const maxRetryAfter = 30 * time.Second
 
-// haveInterval is how often a seeder of a partial blob looks for new
-// pieces to announce.
+// Growing is a Blob that is still downloading: Changed is closed when it
+// gains a piece (take it before reading the bitfield).
+type Growing interface {
+	Changed() <-chan struct{}
+}
+
+// haveInterval is how often a seeder of a partial blob that cannot say
+// when it grows looks for new pieces to announce.
 const haveInterval = 100 * time.Millisecond
 
+// sendHaves tells the peer about each piece the blob gains, until it is
+// complete. A growing blob wakes it per piece; others are polled.
 func (s *Seeder) sendHaves(ctx context.Context, sw *syncWriter, blob Blob, sent []byte) {
 	sent = append([]byte(nil), sent...)
-	t := time.NewTicker(haveInterval)
-	defer t.Stop()
+	g, growing := blob.(Growing)
+	var tick <-chan time.Time
+	if !growing {
+		t := time.NewTicker(haveInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+		var changed <-chan struct{}
+		if growing {
+			changed = g.Changed()
 		}
 		now, complete := blob.Bitfield()
 		for i := range len(sent) * 8 {
@@ -548,6 +562,12 @@ func (s *Seeder) sendHaves(ctx context.Context, sw *syncWriter, blob Blob, sent 
 		}
 		if complete {
 			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+		case <-changed:
 		}
 	}
 }

@@ -124,6 +124,14 @@ func (p *File) Held() []bool {
 	return append([]bool(nil), p.have...)
 }
 
+// Changed is closed when a piece lands or the file closes; take it before
+// looking at what is held, so no change between the two is missed.
+func (p *File) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
 // Bitfield is the held pieces, MSB first, as announced to peers.
 func (p *File) Bitfield() []byte {
 	p.mu.Lock()

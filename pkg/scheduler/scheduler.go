@@ -317,15 +317,53 @@ const (
 	maxRTO = 2 * time.Minute
 )
 
-// rto is how long the peer may stay quiet with our requests out.
+// rto is how long the peer may stay quiet with our requests out. A peer
+// not measured yet gets the slowest measured peer's deadline, or the
+// configured one while nobody has delivered: a new peer's uplink is
+// likely as shared as the others'.
 func (s *Scheduler) rto(p *peerState) time.Duration {
 	d := s.initial
 	if p.srtt > 0 {
 		d = p.srtt + max(100*time.Millisecond, 4*p.rttvar)
+	} else if slow := s.slowest(); slow > 0 {
+		d = max(d, slow)
 	}
 	d <<= min(p.backoff, 6)
 	return min(max(d, minRTO), maxRTO)
 }
+
+// Slowest is the longest deadline among measured peers (0: none): the
+// download's own measure of how long the swarm may take over a piece.
+func (s *Scheduler) Slowest() time.Duration { return s.slowest() }
+
+func (s *Scheduler) slowest() time.Duration {
+	var d time.Duration
+	for _, p := range s.peers {
+		if p.srtt > 0 {
+			d = max(d, p.srtt+max(100*time.Millisecond, 4*p.rttvar))
+		}
+	}
+	return d
+}
+
+// Useful reports whether peer id holds a piece we lack.
+func (s *Scheduler) Useful(id PeerID) bool {
+	p, ok := s.peers[id]
+	if !ok || p.banned {
+		return false
+	}
+	for i, h := range p.has {
+		if h && !s.have[i] {
+			return true
+		}
+	}
+	return false
+}
+
+// Inflight is the number of requests out (not expired, refused or
+// answered): while any is, the download is waiting on peers that
+// accepted, not stalled.
+func (s *Scheduler) Inflight() int { return s.inflight }
 
 // Busy records that peer id refused piece i because its uplink is full:
 // the request goes back to the pool, and the peer is not asked again
@@ -405,6 +443,9 @@ func (s *Scheduler) Expire(now time.Time) (expired []Request) {
 			p.backoff++
 			p.expiries++
 			p.lastActive = now // the next deadline runs from here
+			// Its pieces go to other peers first: a quiet peer rests for
+			// its (doubled) deadline before it is asked again.
+			p.restUntil = now.Add(s.rto(p))
 		}
 	}
 	return expired
@@ -438,13 +479,20 @@ func (s *Scheduler) Next(now time.Time) []Request {
 		}
 	}
 	ids := s.ids
+	// Sorted before the shuffle: map order is not the random source's, and
+	// the same seed must plan the same requests (the fleet simulator).
+	slices.Sort(ids)
 	s.rnd.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	// Origins first, and outside the bound: a piece an origin offers is
 	// one no agent has yet, and the origin's uplink — the swarm's root —
 	// idles while the offer waits.
-	slices.SortStableFunc(ids, func(a, b PeerID) int {
-		return cmpBool(s.peers[b].origin, s.peers[a].origin)
-	})
+	front := 0
+	for k, id := range ids {
+		if s.peers[id].origin {
+			ids[front], ids[k] = ids[k], ids[front]
+			front++
+		}
+	}
 	// Round robin, one request per peer per round: with the bound over
 	// all peers, filling one peer's pipeline first would leave the
 	// others idle.
@@ -558,16 +606,6 @@ func (s *Scheduler) pick(p *peerState, endGame bool) int {
 		}
 	}
 	return best
-}
-
-func cmpBool(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case a:
-		return 1
-	}
-	return -1
 }
 
 func later(a, b time.Time) time.Time {

@@ -180,12 +180,18 @@ func TestExpireAndStall(t *testing.T) {
 	if st := s.Stalled(); len(st) != 0 {
 		t.Fatalf("stalled after one expiry: %v", st)
 	}
-	// The deadline doubles: asked again at 2.1s, quiet until 6.1s+.
-	r = s.Next(t0.Add(2100 * time.Millisecond))
-	if e := s.Expire(t0.Add(5 * time.Second)); len(e) != 0 {
+	// The peer rests for its doubled deadline (4s) before it is asked
+	// again, and the new request gets 4s too.
+	if r := s.Next(t0.Add(5 * time.Second)); len(r) != 0 {
+		t.Fatalf("resting peer asked at 5s: %v", r)
+	}
+	if r := s.Next(t0.Add(6200 * time.Millisecond)); len(r) != 1 {
+		t.Fatalf("not asked again after its rest: %v", r)
+	}
+	if e := s.Expire(t0.Add(10 * time.Second)); len(e) != 0 {
 		t.Fatalf("backed-off deadline expired early: %v", e)
 	}
-	if e := s.Expire(t0.Add(6200 * time.Millisecond)); len(e) != 1 {
+	if e := s.Expire(t0.Add(10300 * time.Millisecond)); len(e) != 1 {
 		t.Fatalf("second expiry: %v", e)
 	}
 	if st := s.Stalled(); len(st) != 1 || st[0] != "quiet" {
@@ -196,7 +202,7 @@ func TestExpireAndStall(t *testing.T) {
 	}
 	s.RemovePeer("quiet")
 	s.AddPeer("fast", nil, true, t0)
-	if r2 := s.Next(t0.Add(7 * time.Second)); len(r2) != 1 || r2[0].Peer != "fast" {
+	if r2 := s.Next(t0.Add(11 * time.Second)); len(r2) != 1 || r2[0].Peer != "fast" {
 		t.Fatalf("reassigned %v", r2)
 	}
 }

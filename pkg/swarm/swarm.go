@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +44,10 @@ func (e *BusyError) Error() string {
 	return fmt.Sprintf("origin busy; retry after %s", e.RetryAfter)
 }
 
+// movingBytes is how much must arrive from a peer between two ticks for
+// it to count as delivering (frames other than pieces are tens of bytes).
+const movingBytes = 8 << 10
+
 // firstAnnounceTries bounds the tries of the first announce before a
 // download gives up on the tracker and reads the origin.
 const firstAnnounceTries = 3
@@ -52,9 +57,10 @@ type Config struct {
 	Scheduler scheduler.Config
 	// MaxConns bounds the peers one download talks to (default 16).
 	MaxConns int
-	// StallTimeout: no piece and no byte from the swarm for this long, and
-	// the download takes pieces from the origin one at a time, while it
-	// keeps working the swarm, until peers deliver again (default 10s).
+	// StallTimeout: no piece, byte, have or busy answer from the swarm for
+	// this long, and no request out within its deadline, and the download
+	// takes pieces from the origin one at a time, while it keeps working
+	// the swarm, until peers deliver again (default 10s).
 	StallTimeout time.Duration
 	// DialTimeout bounds connecting to one peer (default 5s).
 	DialTimeout time.Duration
@@ -164,8 +170,10 @@ type download struct {
 	pf    *piecefile.File
 	sched *scheduler.Scheduler
 	conns map[peer.ID]*p2p.Conn
-	// moved is each connection's byte count at the last tick.
+	// moved is each connection's byte count at the last tick; since is
+	// when it was made.
 	moved  map[peer.ID]int64
+	since  map[peer.ID]time.Time
 	tried  map[peer.ID]*dialState
 	events chan event
 	// received counts piece bytes from peers; readers add to it, since the
@@ -180,6 +188,7 @@ type download struct {
 	// is not asked again before originRetry (it said busy).
 	toppingUp   bool
 	stalled     bool
+	busyHint    time.Duration // the longest wait a busy peer asked for
 	originRetry time.Time
 	duplicates  atomic.Int64
 	stats       Stats
@@ -207,6 +216,7 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 		sched:   scheduler.New(d.Cfg.Scheduler, mi.NumPieces(), mi.PieceLength, pf.Held(), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
 		conns:   map[peer.ID]*p2p.Conn{},
 		moved:   map[peer.ID]int64{},
+		since:   map[peer.ID]time.Time{},
 		tried:   map[peer.ID]*dialState{d.Host.ID(): {never: true}},
 		origins: map[peer.ID]bool{},
 		events:  make(chan event, 64),
@@ -240,7 +250,9 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 	var nextAnnounce time.Time
 	// lastSwarm is when peers last delivered a piece or moved bytes.
 	lastSwarm := time.Now()
-	tick := time.NewTicker(50 * time.Millisecond)
+	// Often enough to see a quiet peer within a fraction of its deadline;
+	// a fleet of agents waking faster spends its CPU on wakeups.
+	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for !dl.pf.Complete() {
 		if err := dl.pf.Err(); err != nil {
@@ -277,7 +289,15 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 			}
 			nextAnnounce = now.Add(interval)
 		}
-		if origin != nil && now.Sub(lastSwarm) > dl.cfg.StallTimeout && !dl.toppingUp && !now.Before(dl.originRetry) {
+		// Quiet for StallTimeout, and no request out that a peer has
+		// accepted and whose deadline (its measured pace) has not passed:
+		// on a slow, shared uplink a queued request may wait several
+		// piece-times, and that is waiting, not a stall.
+		// StallTimeout is a floor: on a slow swarm the limit is a few of
+		// its own piece-times, as measured (deadlines, busy hints).
+		limit := max(dl.cfg.StallTimeout, 3*dl.sched.Slowest(), 3*dl.busyHint)
+		quiet := now.Sub(lastSwarm) > limit && dl.sched.Inflight() == 0
+		if origin != nil && quiet && !dl.toppingUp && !now.Before(dl.originRetry) {
 			// The swarm is quiet: take the piece the stream needs from
 			// the origin, one at a time, and keep working the peers.
 			// Never the whole blob: a fleet whose swarm stalls at once
@@ -319,7 +339,11 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 			// has what we want and will serve it when its uplink frees)
 			// all say the swarm is alive, if congested: no reason to
 			// load the origin, whose uplink is the most congested of all.
-			if landed := dl.handle(ev); (landed && !ev.topUp) || ev.have || ev.busy {
+			// So is a new peer that holds pieces: early in a rollout the
+			// swarm fills from the origin outwards, and a node that has
+			// heard of no holder yet is not looking at a dead swarm.
+			fresh := ev.conn != nil && (ev.conn.Complete || slices.ContainsFunc(ev.conn.Bitfield, func(b byte) bool { return b != 0 }))
+			if landed := dl.handle(ev); (landed && !ev.topUp) || ev.have || ev.busy || fresh {
 				lastSwarm = time.Now()
 				dl.stalled = false
 			}
@@ -327,7 +351,9 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 		case <-tick.C:
 			now := time.Now()
 			for id, c := range dl.conns {
-				if m := c.Moved(); m != dl.moved[id] {
+				// Piece bytes, not the odd have or busy frame: a peer
+				// that only talks is not delivering.
+				if m := c.Moved(); m-dl.moved[id] >= movingBytes {
 					dl.moved[id] = m
 					dl.sched.Moving(scheduler.PeerID(id), now)
 					lastSwarm = now
@@ -379,11 +405,13 @@ func (dl *download) handle(ev event) bool {
 	case ev.busy:
 		dl.d.count(CountBusy, 1)
 		wait := ev.retry + rand.N(ev.retry/2+50*time.Millisecond)
+		dl.busyHint = max(dl.busyHint, ev.retry)
 		dl.sched.Busy(id, ev.piece, time.Now().Add(wait))
 		dl.log.Debug("busy", "peer", ev.peer, "piece", ev.piece, "wait", wait)
 	case ev.conn != nil:
 		dl.conns[ev.peer] = ev.conn
 		dl.moved[ev.peer] = ev.conn.Moved()
+		dl.since[ev.peer] = time.Now()
 		dl.stats.Peers++
 		dl.sched.AddPeer(id, ev.conn.Bitfield, ev.conn.Complete, time.Now())
 		if dl.origins[ev.peer] {
@@ -471,7 +499,7 @@ func (dl *download) announce(ctx context.Context, complete bool) (time.Duration,
 	}
 	if !complete {
 		for _, p := range resp.GetPeers() {
-			if len(dl.conns)+dl.dialing >= dl.cfg.MaxConns {
+			if len(dl.conns)+dl.dialing >= dl.cfg.MaxConns && !dl.makeRoom() {
 				break
 			}
 			dl.dial(ctx, p)
@@ -479,6 +507,31 @@ func (dl *download) announce(ctx context.Context, complete bool) (time.Duration,
 	}
 	return time.Duration(max(1, resp.GetIntervalSeconds())) * time.Second, nil
 }
+
+// makeRoom drops one connection to a peer that holds nothing we lack, so
+// a fresh peer from the tracker can take its place: with a fixed number of
+// connections, peers that cannot help would otherwise hold the places of
+// those that can (the tracker ranks holders first). Only one per call, and
+// only a peer connected for a while: an empty peer early in a rollout is
+// about to receive pieces.
+func (dl *download) makeRoom() bool {
+	for id, c := range dl.conns {
+		if dl.origins[id] || time.Since(dl.since[id]) < uselessAfter || dl.sched.Useful(scheduler.PeerID(id)) {
+			continue
+		}
+		dl.log.Debug("dropping peer", "peer", id, "why", "nothing we lack")
+		c.Close()
+		delete(dl.conns, id)
+		dl.sched.RemovePeer(scheduler.PeerID(id))
+		dl.retryLater(id)
+		return true
+	}
+	return false
+}
+
+// uselessAfter is how long a connected peer may hold nothing we lack
+// before its place may go to another.
+const uselessAfter = 5 * time.Second
 
 func (dl *download) dial(ctx context.Context, p *shoalpb.Peer) {
 	id, err := peer.Decode(p.GetId())
@@ -709,6 +762,9 @@ func (p Partial) Bitfield() ([]byte, bool) { return p.File.Bitfield(), p.File.Co
 
 // ReadAt implements p2p.Blob.
 func (p Partial) ReadAt(b []byte, off int64) (int, error) { return p.File.ReadAt(b, off) }
+
+// Changed implements p2p.Growing.
+func (p Partial) Changed() <-chan struct{} { return p.File.Changed() }
 
 // Served is a download as one upload stream serves it: it keeps the file
 // open until the stream ends (the seeder closes it), so the download

@@ -162,9 +162,10 @@ func TestStallTopsUpFromOrigin(t *testing.T) {
 	tr := newTracker(t)
 	blob := p2ptest.NewBlob(2<<20, 128<<10) // 16 pieces
 	const piece = 128 << 10
-	seedAs(t, tr, blob.MI.Digest, &pausingBlob{Blob: blob, at: 4, pause: 900 * time.Millisecond})
-	// A real origin takes a while per piece: 300ms here, so in the
-	// seeder's 400ms of silence past the stall timeout two pieces come.
+	seedAs(t, tr, blob.MI.Digest, &pausingBlob{Blob: blob, at: 4, pause: 1500 * time.Millisecond})
+	// The peer's requests expire about 0.5s into the pause, it rests, the
+	// swarm is quiet 300ms later; a real origin takes a while per piece
+	// (300ms here), so in what is left of the pause a piece or two come.
 	origin := &memOrigin{data: blob.Data, delay: 300 * time.Millisecond}
 	st, err := fetch(t, tr, blob, origin, swarm.Config{StallTimeout: 500 * time.Millisecond})
 	if err != nil {
