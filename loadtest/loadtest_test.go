@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,57 @@ func TestTinyFleet(t *testing.T) {
 	if !strings.Contains(string(html), "<polyline") || strings.Count(string(html), "<rect") != 2*o.Agents {
 		t.Fatal("HTML report lacks the CDF or the timeline")
 	}
+	if !strings.Contains(string(html), `<table id="counters">`) || !strings.Contains(string(html), "duplicate bytes") {
+		t.Fatal("HTML report lacks the table of counters")
+	}
+	// The origin's egress splits into its two paths; the direct fleet
+	// takes everything over /v2.
+	for _, ph := range r.Phases {
+		if ph.OriginEgress != ph.OriginP2P+ph.OriginV2 {
+			t.Fatalf("%s: egress %d ≠ p2p %d + /v2 %d", ph.Mode, ph.OriginEgress, ph.OriginP2P, ph.OriginV2)
+		}
+		if c := ph.CPU; c.Cores != runtime.NumCPU() || c.Busy <= 0 || c.Busy > 1 || c.Max < c.Busy || c.Max > 1 {
+			t.Fatalf("%s: CPU %+v", ph.Mode, c)
+		}
+	}
+	if ph := r.Phases[1]; ph.OriginP2P != 0 || ph.OriginV2 < int64(o.Agents)*o.Image {
+		t.Fatalf("direct: origin seeded %d bytes, sent %d over /v2", ph.OriginP2P, ph.OriginV2)
+	}
+	if j, _ := os.ReadFile(r.Files[0]); !strings.Contains(string(j), `"duplicate_bytes"`) || !strings.Contains(string(j), `"cpu_busy_share"`) {
+		t.Fatal("JSON report lacks the counters or the CPU share")
+	}
+}
+
+// The scrape keeps labelled series apart as well as summing them per
+// name, so one label's count (fallback GETs by result) is at hand.
+func TestParseMetrics(t *testing.T) {
+	m := parseMetrics(`# HELP shoal_agent_origin_requests_total Fallback GETs.
+# TYPE shoal_agent_origin_requests_total counter
+shoal_agent_origin_requests_total{result="ok"} 7
+shoal_agent_origin_requests_total{result="busy"} 2
+shoal_agent_origin_requests_total{origin="b",result="ok"} 1
+shoal_agent_peer_bytes_total 4.194304e+06
+odd{path="/a b,c=\"d\"}",result="ok"} 3 1700000000000
+shoal_agent_blob_first_byte_seconds_bucket{le="+Inf"} 4
+broken{result="ok" 9
+`)
+	const req = "shoal_agent_origin_requests_total"
+	for _, tt := range []struct {
+		got, want float64
+	}{
+		{m[req], 10}, {labelled(m, req, "result", "ok"), 8}, {labelled(m, req, "result", "busy"), 2},
+		{labelled(m, req, "result", "error"), 0}, {m["shoal_agent_peer_bytes_total"], 4 << 20},
+		{m["odd"], 3}, {labelled(m, "odd", "result", "ok"), 3}, {m["shoal_agent_blob_first_byte_seconds_bucket"], 4},
+		{m["broken"], 0}, {m["shoal_agent_stalls_total"], 0},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("got %v, want %v (%v)", tt.got, tt.want, m)
+		}
+	}
+	c := agentCountersOf(m)
+	if c.OriginOK != 8 || c.OriginBusy != 2 || c.OriginError != 0 {
+		t.Errorf("agent counters %+v", c)
+	}
 }
 
 // Faults through the harness: two origins, one killed mid-pull; half the
@@ -144,6 +196,40 @@ func TestParse(t *testing.T) {
 		if (err != nil) != tt.bad || got != tt.want {
 			t.Errorf("%q: %d, %v", tt.in, got, err)
 		}
+	}
+}
+
+// The counters reach the summary, the terminal table and the HTML table:
+// shares of the bytes needed, and a CPU-bound phase is called out.
+func TestReportCounters(t *testing.T) {
+	o := options{Agents: 2, Image: 8 << 20, Layers: 1, LinkBps: 1 << 20}
+	ph := &phase{Mode: "p2p", PeerBytes: 14 << 20, AgentOriginBytes: 4 << 20, OriginEgress: 5 << 20,
+		originCounters: originCounters{OriginP2P: 4 << 20, OriginV2: 1 << 20, OriginRefused: 3, OriginBusySent: 5},
+		agentCounters:  agentCounters{DuplicateBytes: 2 << 20, Expired: 7, BusyReceived: 11, BusySent: 6, Stalls: 1, OriginOK: 4, OriginBusy: 3},
+		CPU:            cpuUse{Busy: 0.9, Max: 1, Cores: 2}}
+	for i := range o.Agents {
+		ph.Agents = append(ph.Agents, agentResult{Name: fmt.Sprint(i), Done: 9, FirstByte: 1, ReceivedAll: o.Image})
+	}
+	r := buildReport(o, []*phase{ph})
+	s := r.Summaries[0]
+	if s.NeededBytes != 16<<20 || s.ReceivedOverNeeded != 18.0/16 || s.DuplicateShare != 2.0/16 || !s.CPULimited ||
+		s.BusyReceived != 11 || s.OriginBusySent != 5 || s.OriginOK != 4 {
+		t.Fatalf("summary %+v", s)
+	}
+	var sb strings.Builder
+	r.text(&sb)
+	for _, want := range []string{"90%/100%", "1.12x", "2.0 MiB 12.5%", "11/11", "4.0 MiB", "4/3/0", "the CPU was busy 90%"} {
+		if !strings.Contains(sb.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, sb.String())
+		}
+	}
+	dir := t.TempDir()
+	if err := r.write(dir); err != nil {
+		t.Fatal(err)
+	}
+	html, _ := os.ReadFile(r.Files[1])
+	if !strings.Contains(string(html), "4 / 3 / 0") || !strings.Contains(string(html), "2.0 MiB (12.5%)") {
+		t.Errorf("HTML lacks the fallback GETs:\n%s", html)
 	}
 }
 
@@ -244,5 +330,51 @@ func TestNetnsFleet(t *testing.T) {
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	if strings.Contains(string(out), fmt.Sprintf("shoal-lt%d", os.Getpid())) {
 		t.Fatalf("namespaces left behind:\n%s", out)
+	}
+}
+
+// Fifty agents, each in a network namespace of its own on a 20 Mbit/s
+// link, pull an 8 MiB image at once (the bound, image ÷ link, is 3.4 s):
+// every one ends with the right bytes, and the origin sends at most two
+// copies — the swarm, not the origin, feeds the fleet, even when the
+// origin's link is as thin as everyone's. 8 MiB is two 4 MiB pieces: the
+// swarm has little to trade, the hard case for the origin's egress. Set-up
+// (52 namespaces and processes) takes about 5 s of the run.
+func TestFleet50SlowLinks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a fleet of processes")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	if _, err := exec.LookPath("tc"); err != nil {
+		t.Skip("tc not installed")
+	}
+	o := options{Agents: 50, Image: 32 << 20, Layers: 1, LinkBps: 20e6 / 8, Bin: binDir(t), Out: t.TempDir(),
+		Timeout: 2 * time.Minute, Netns: true}
+	began := time.Now()
+	r, err := fleetRun(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	r.text(&sb)
+	t.Log(sb.String())
+	ph := r.Phases[0]
+	t.Logf("setup %.1fs, pull %.1fs, all told %.1fs", ph.Setup, ph.Wall, time.Since(began).Seconds())
+	failed := 0
+	for _, a := range ph.Agents {
+		if a.Error != "" || a.ReceivedAll != o.Image {
+			if failed++; failed <= 5 {
+				t.Errorf("%s: received %d of %d: %s", a.Name, a.ReceivedAll, o.Image, a.Error)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d agents failed", failed, o.Agents)
+	}
+	if s := r.Summaries[0]; s.EgressCopies > 2 {
+		t.Errorf("the origin sent %.2f copies of the image (p2p %s, /v2 %s; fallback GETs ok %d, busy %d), want ≤ 2",
+			s.EgressCopies, mib1(s.OriginP2P), mib1(s.OriginV2), s.OriginOK, s.OriginBusy)
 	}
 }

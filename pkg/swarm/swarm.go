@@ -60,7 +60,9 @@ type Config struct {
 	// StallTimeout: no piece, byte, have or busy answer from the swarm for
 	// this long, and no request out within its deadline, and the download
 	// takes pieces from the origin one at a time, while it keeps working
-	// the swarm, until peers deliver again (default 10s).
+	// the swarm, until peers deliver again (default 20s: early in a
+	// rollout on slow links a node may wait several piece-times before
+	// any peer near it holds a piece).
 	StallTimeout time.Duration
 	// DialTimeout bounds connecting to one peer (default 5s).
 	DialTimeout time.Duration
@@ -73,7 +75,7 @@ func (c Config) withDefaults() Config {
 		c.MaxConns = 16
 	}
 	if c.StallTimeout <= 0 {
-		c.StallTimeout = 10 * time.Second
+		c.StallTimeout = 20 * time.Second
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
@@ -296,6 +298,13 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 		// StallTimeout is a floor: on a slow swarm the limit is a few of
 		// its own piece-times, as measured (deadlines, busy hints).
 		limit := max(dl.cfg.StallTimeout, 3*dl.sched.Slowest(), 3*dl.busyHint)
+		if dl.received.Load() == 0 {
+			// Nothing from peers yet: a rollout's swarm fills from the
+			// origin outwards, one piece-time per hop, and the last
+			// nodes to be reached wait longest. Give them three times
+			// the floor before they load the origin.
+			limit *= 3
+		}
 		quiet := now.Sub(lastSwarm) > limit && dl.sched.Inflight() == 0
 		if origin != nil && quiet && !dl.toppingUp && !now.Before(dl.originRetry) {
 			// The swarm is quiet: take the piece the stream needs from
@@ -499,6 +508,10 @@ func (dl *download) announce(ctx context.Context, complete bool) (time.Duration,
 	}
 	if !complete {
 		for _, p := range resp.GetPeers() {
+			id, err := peer.Decode(p.GetId())
+			if err != nil || !dl.mayDial(id) {
+				continue
+			}
 			if len(dl.conns)+dl.dialing >= dl.cfg.MaxConns && !dl.makeRoom() {
 				break
 			}
@@ -506,6 +519,12 @@ func (dl *download) announce(ctx context.Context, complete bool) (time.Duration,
 		}
 	}
 	return time.Duration(max(1, resp.GetIntervalSeconds())) * time.Second, nil
+}
+
+// mayDial: not connected, not ruled out, not waiting out a backoff.
+func (dl *download) mayDial(id peer.ID) bool {
+	st := dl.tried[id]
+	return dl.conns[id] == nil && (st == nil || (!st.never && !time.Now().Before(st.next)))
 }
 
 // makeRoom drops one connection to a peer that holds nothing we lack, so
@@ -549,7 +568,7 @@ func (dl *download) dial(ctx context.Context, p *shoalpb.Peer) {
 
 func (dl *download) dialInfo(ctx context.Context, info peer.AddrInfo, origin bool) {
 	id := info.ID
-	if st := dl.tried[id]; dl.conns[id] != nil || (st != nil && (st.never || time.Now().Before(st.next))) {
+	if !dl.mayDial(id) {
 		return
 	}
 	if dl.tried[id] == nil {
