@@ -44,25 +44,25 @@ type Config struct {
 	// PerPeer is the most requests in flight to one peer (default 2: a
 	// whole piece already covers the bandwidth-delay product, and deeper
 	// queues on a slow seeder only add waiting).
-	PerPeer int
+	PerPeer int `yaml:"per_peer"`
 	// MaxInflight is the most requests in flight over all peers, an
 	// origin's aside (default 4: with two per peer, two or so flows
 	// arriving at once fill the downlink from seeders that split their
 	// uplink two ways, and each piece lands in about two piece-times, to
 	// be passed on; more flows only slow each piece down).
-	MaxInflight int
+	MaxInflight int `yaml:"max_inflight"`
 	// Window is how many pieces ahead of a streaming reader go first
 	// (default 4).
-	Window int
+	Window int `yaml:"window"`
 	// EndGameCopies is how many peers may be asked for the same piece at
 	// the end (default 2).
-	EndGameCopies int
+	EndGameCopies int `yaml:"end_game_copies"`
 	// BaseTimeout plus the piece length at MinRate is a peer's deadline
 	// before any of its deliveries has been timed (defaults 2s and 1 MB/s:
 	// 6s for a 4 MiB piece); measured times replace it from the first
 	// piece on.
-	BaseTimeout time.Duration
-	MinRate     float64
+	BaseTimeout time.Duration `yaml:"base_timeout"`
+	MinRate     float64       `yaml:"min_rate"`
 }
 
 func (c Config) withDefaults() Config {
@@ -140,6 +140,7 @@ type Scheduler struct {
 	avail    []int // peers holding each piece
 	asked    []int // requests in flight for each piece
 	inflight int   // over all peers
+	ofOrigin int   // of those, asked of origins: outside the bound
 	peers    map[PeerID]*peerState
 	stream   int // next piece a streaming reader needs; -1 when none
 	rnd      *rand.Rand
@@ -249,6 +250,9 @@ func (s *Scheduler) withdraw(p *peerState, i int) {
 	delete(p.inflight, i)
 	s.asked[i]--
 	s.inflight--
+	if p.origin {
+		s.ofOrigin--
+	}
 }
 
 // Peers is the number of usable (not banned) peers.
@@ -499,7 +503,7 @@ func (s *Scheduler) Next(now time.Time) []Request {
 	for depth := range s.cfg.PerPeer {
 		for _, id := range ids {
 			p := s.peers[id]
-			if s.inflight >= s.cfg.MaxInflight && !p.origin {
+			if s.inflight-s.ofOrigin >= s.cfg.MaxInflight && !p.origin {
 				return out
 			}
 			limit := s.cfg.PerPeer
@@ -522,6 +526,9 @@ func (s *Scheduler) Next(now time.Time) []Request {
 			p.inflight[i] = now
 			s.asked[i]++
 			s.inflight++
+			if p.origin {
+				s.ofOrigin++
+			}
 			out = append(out, Request{id, i})
 		}
 	}

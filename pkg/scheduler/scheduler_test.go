@@ -368,3 +368,26 @@ func TestSwarmSimulation(t *testing.T) {
 		t.Fatalf("%d requests for %d pieces", requested, n)
 	}
 }
+
+// An origin's offer is asked at once, even with the in-flight bound used
+// up by agents: the origin's uplink is the swarm's root and idles while
+// the offer waits. Useful tells peers that hold something we lack.
+func TestOriginFirstAndUseful(t *testing.T) {
+	s := newTest(8, Config{PerPeer: 2, MaxInflight: 2})
+	s.AddPeer("agent", bits(8, 0, 1, 2, 3), false, t0)
+	s.AddPeer("empty", bits(8), false, t0)
+	s.AddPeer("origin", bits(8, 7), false, t0)
+	s.MarkOrigin("origin")
+	got := byPeer(s.Next(t0))
+	if len(got["agent"]) != 2 || len(got["origin"]) != 1 || got["origin"][0] != 7 {
+		t.Fatalf("got %v: want two from the agent (the bound) and the origin's offer besides", got)
+	}
+	for id, want := range map[PeerID]bool{"agent": true, "empty": false, "origin": true, "nobody": false} {
+		if s.Useful(id) != want {
+			t.Errorf("Useful(%s) = %v", id, !want)
+		}
+	}
+	if s.Inflight() != 3 {
+		t.Fatalf("inflight %d", s.Inflight())
+	}
+}

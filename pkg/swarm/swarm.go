@@ -54,20 +54,20 @@ const firstAnnounceTries = 3
 
 // Config tunes a download. Zero values take defaults.
 type Config struct {
-	Scheduler scheduler.Config
+	Scheduler scheduler.Config `yaml:"scheduler"`
 	// MaxConns bounds the peers one download talks to (default 16).
-	MaxConns int
+	MaxConns int `yaml:"max_conns"`
 	// StallTimeout: no piece, byte, have or busy answer from the swarm for
 	// this long, and no request out within its deadline, and the download
 	// takes pieces from the origin one at a time, while it keeps working
 	// the swarm, until peers deliver again (default 20s: early in a
 	// rollout on slow links a node may wait several piece-times before
 	// any peer near it holds a piece).
-	StallTimeout time.Duration
+	StallTimeout time.Duration `yaml:"stall_timeout"`
 	// DialTimeout bounds connecting to one peer (default 5s).
-	DialTimeout time.Duration
+	DialTimeout time.Duration `yaml:"dial_timeout"`
 	// AnnounceTimeout bounds one tracker call (default 3s).
-	AnnounceTimeout time.Duration
+	AnnounceTimeout time.Duration `yaml:"announce_timeout"`
 }
 
 func (c Config) withDefaults() Config {
