@@ -20,13 +20,15 @@ type trackerProc struct {
 	grpc, http, etcd string
 }
 
-// startTracker runs a tracker with its embedded etcd under dir.
-func startTracker(t *testing.T, dir string) trackerProc {
+// startTracker runs a tracker with its embedded etcd under dir; extra are
+// more flags (say --config FILE for the settings that have no flag).
+func startTracker(t *testing.T, dir string, extra ...string) trackerProc {
 	t.Helper()
 	tr := trackerProc{grpc: proctest.FreeAddr(t), http: proctest.FreeAddr(t), etcd: "http://" + proctest.FreeAddr(t)}
-	tr.Proc = proctest.Start(t, proctest.Binary(t, "tracker"), "--id", "t0", "--grpc-addr", tr.grpc, "--http-addr", tr.http,
+	args := append([]string{"--id", "t0", "--grpc-addr", tr.grpc, "--http-addr", tr.http,
 		"--advertise", tr.grpc, "--data-dir", filepath.Join(dir, "tracker"), "--interval", "1s",
-		"--embedded-etcd-client-url", tr.etcd, "--embedded-etcd-peer-url", "http://"+proctest.FreeAddr(t))
+		"--embedded-etcd-client-url", tr.etcd, "--embedded-etcd-peer-url", "http://" + proctest.FreeAddr(t)}, extra...)
+	tr.Proc = proctest.Start(t, proctest.Binary(t, "tracker"), args...)
 	tr.WaitReady("http://"+tr.http+"/readyz", time.Minute)
 	return tr
 }
@@ -35,9 +37,28 @@ func startTracker(t *testing.T, dir string) trackerProc {
 // the piece protocol.
 func startOrigin(t *testing.T, dir, etcd string, extra ...string) string {
 	t.Helper()
+	return startOriginSeeding(t, dir, etcd, true, extra...)
+}
+
+// startOriginSeeding runs an origin joined to the tracker's etcd; without
+// seed it has no libp2p host, so it serves only /v2 and the tracker never
+// hands it out.
+func startOriginSeeding(t *testing.T, dir, etcd string, seed bool, extra ...string) string {
+	t.Helper()
+	return startOriginAs(t, "o0", filepath.Join(dir, "origin"), etcd, seed, extra...)
+}
+
+// startOriginAs runs origin id with its data in dataDir, joined to the
+// tracker's etcd, each blob on one owner; seed gives it a libp2p host.
+func startOriginAs(t *testing.T, id, dataDir, etcd string, seed bool, extra ...string) string {
+	t.Helper()
 	addr := proctest.FreeAddr(t)
-	args := append([]string{"--id", "o0", "--addr", addr, "--advertise", addr, "--data-dir", filepath.Join(dir, "origin"),
-		"--etcd-endpoints", etcd, "--replicas", "1", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"}, extra...)
+	args := []string{"--id", id, "--addr", addr, "--advertise", addr, "--data-dir", dataDir,
+		"--etcd-endpoints", etcd, "--replicas", "1"}
+	if seed {
+		args = append(args, "--p2p-listen", "/ip4/127.0.0.1/tcp/0")
+	}
+	args = append(args, extra...)
 	p := proctest.Start(t, proctest.Binary(t, "origin"), args...)
 	p.WaitReady("http://"+addr+"/readyz", 30*time.Second)
 	return addr

@@ -38,7 +38,9 @@ func layer(t *testing.T, name string, size int) (gz []byte, diffID string) {
 	tw.Write(content)
 	tw.Close()
 	var gzBuf bytes.Buffer
-	zw := gzip.NewWriter(&gzBuf)
+	// Stored blocks: random bytes do not compress, and deflating tens of
+	// MiB under the race detector takes a minute.
+	zw, _ := gzip.NewWriterLevel(&gzBuf, gzip.NoCompression)
 	zw.Write(tarBuf.Bytes())
 	zw.Close()
 	return gzBuf.Bytes(), sha(tarBuf.Bytes())
@@ -63,34 +65,79 @@ func request(t *testing.T, method, url, ctype string, body []byte) {
 // layers' total size.
 func pushImage(t *testing.T, origin, repo, tag string) int64 {
 	t.Helper()
-	type desc struct {
-		MediaType string `json:"mediaType"`
-		Digest    string `json:"digest"`
-		Size      int    `json:"size"`
+	return pushLayers(t, origin, repo, tag, 6<<20, 3<<20, 1<<20).layerBytes
+}
+
+// image is what pushLayers pushed.
+type image struct {
+	layers     []blobDesc // in manifest order
+	config     blobDesc
+	layerBytes int64 // the layers' total size
+}
+
+type blobDesc struct {
+	MediaType string `json:"mediaType"`
+	Digest    string `json:"digest"`
+	Size      int    `json:"size"`
+}
+
+// blobs are every blob the manifest names: the layers and the config.
+func (im image) blobs() []blobDesc { return append(append([]blobDesc(nil), im.layers...), im.config) }
+
+// bytes is the size of every blob the manifest names.
+func (im image) bytes() int64 { return im.layerBytes + int64(im.config.Size) }
+
+// pushLayers pushes an image with one layer of random content per size
+// (uncompressed bytes) and tags it.
+func pushLayers(t *testing.T, origin, repo, tag string, sizes ...int) image {
+	t.Helper()
+	return pushImageOf(t, origin, repo, tag, placement{}, sizes...)
+}
+
+// placement steers where pushImageOf puts blobs; zero fields do nothing.
+type placement struct {
+	// accept may refuse a layer's digest: the layer is drawn again with
+	// new random content.
+	accept func(digest string) bool
+	// origin is the base URL to push a blob to, instead of pushImageOf's.
+	origin func(digest string) string
+}
+
+// pushImageOf is pushLayers with a placement.
+func pushImageOf(t *testing.T, origin, repo, tag string, place placement, sizes ...int) image {
+	t.Helper()
+	to := func(d string) string {
+		if place.origin != nil {
+			return place.origin(d)
+		}
+		return origin
 	}
-	var layers []desc
+	var im image
 	var diffIDs []string
-	var total int64
-	for i, size := range []int{6 << 20, 3 << 20, 1 << 20} {
+	for i, size := range sizes {
 		gz, diffID := layer(t, fmt.Sprintf("data/file%d", i), size)
-		request(t, "POST", origin+"/v2/"+repo+"/blobs/uploads/?digest="+sha(gz), "application/octet-stream", gz)
-		layers = append(layers, desc{"application/vnd.oci.image.layer.v1.tar+gzip", sha(gz), len(gz)})
+		for place.accept != nil && !place.accept(sha(gz)) {
+			gz, diffID = layer(t, fmt.Sprintf("data/file%d", i), size)
+		}
+		request(t, "POST", to(sha(gz))+"/v2/"+repo+"/blobs/uploads/?digest="+sha(gz), "application/octet-stream", gz)
+		im.layers = append(im.layers, blobDesc{"application/vnd.oci.image.layer.v1.tar+gzip", sha(gz), len(gz)})
 		diffIDs = append(diffIDs, diffID)
-		total += int64(len(gz))
+		im.layerBytes += int64(len(gz))
 	}
 	cfg, _ := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
 		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
 		"config": map[string]any{"Cmd": []string{"/bin/true"}},
 	})
-	request(t, "POST", origin+"/v2/"+repo+"/blobs/uploads/?digest="+sha(cfg), "application/octet-stream", cfg)
+	request(t, "POST", to(sha(cfg))+"/v2/"+repo+"/blobs/uploads/?digest="+sha(cfg), "application/octet-stream", cfg)
+	im.config = blobDesc{"application/vnd.oci.image.config.v1+json", sha(cfg), len(cfg)}
 	m, _ := json.Marshal(map[string]any{
 		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-		"config": desc{"application/vnd.oci.image.config.v1+json", sha(cfg), len(cfg)},
-		"layers": layers,
+		"config": im.config,
+		"layers": im.layers,
 	})
 	request(t, "PUT", origin+"/v2/"+repo+"/manifests/"+tag, "application/vnd.oci.image.manifest.v1+json", m)
-	return total
+	return im
 }
 
 // metric sums a counter's series from a component's /metrics.

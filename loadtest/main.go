@@ -47,6 +47,7 @@ func run(args []string) error {
 	killOrigin := fs.Bool("kill-origin", false, "kill one origin mid-pull (needs --origins 2 or more)")
 	logLevel := fs.String("log-level", "warn", "log level of the fleet's processes (logs are kept beside the report)")
 	netns := fs.Bool("netns", false, "every process in its own network namespace, links capped by tc (root)")
+	sim := addSimFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,6 +58,12 @@ func run(args []string) error {
 	bps, err := parseRate(*link)
 	if err != nil {
 		return err
+	}
+	if sim.enabled() {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return sim.run(ctx, os.Stdout, simOptions{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps,
+			Stagger: *stagger, Churn: *churn, Out: *out})
 	}
 	if *agents < 1 || *agents > 500 || *layers < 1 || *layers > 128 || *origins < 1 || *origins > 16 {
 		return errors.New("--agents must be 1..500, --layers 1..128, --origins 1..16")

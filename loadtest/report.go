@@ -25,6 +25,21 @@ type summary struct {
 	PeerBytes    int64   `json:"peer_bytes"`
 	P99OverBound float64 `json:"p99_over_bound,omitempty"`
 	Failed       int     `json:"failed_agents"`
+	// NeededBytes is agents × image; ReceivedOverNeeded is what the agents
+	// received (from peers and origins) ÷ that, DuplicateShare the
+	// duplicate bytes ÷ that.
+	NeededBytes        int64   `json:"needed_bytes"`
+	ReceivedOverNeeded float64 `json:"received_over_needed"`
+	DuplicateShare     float64 `json:"duplicate_share"`
+	agentCounters
+	originCounters
+	// CPUBusy and CPUBusyMax are the machine's busy share over the pull
+	// and in its busiest second; CPULimited says the CPU may have been
+	// the limit, and the times not the links'.
+	CPUBusy    float64 `json:"cpu_busy_share"`
+	CPUBusyMax float64 `json:"cpu_busy_share_max_1s"`
+	CPULimited bool    `json:"cpu_limited"`
+	Setup      float64 `json:"setup_seconds"`
 }
 
 type report struct {
@@ -49,7 +64,13 @@ func percentile(xs []float64, p float64) float64 {
 }
 
 func summarize(o options, ph *phase, bound float64) summary {
-	s := summary{Mode: ph.Mode, OriginEgress: ph.OriginEgress, PeerBytes: ph.PeerBytes}
+	s := summary{Mode: ph.Mode, OriginEgress: ph.OriginEgress, PeerBytes: ph.PeerBytes,
+		agentCounters: ph.agentCounters, originCounters: ph.originCounters, NeededBytes: int64(len(ph.Agents)) * o.Image,
+		CPUBusy: ph.CPU.Busy, CPUBusyMax: ph.CPU.Max, CPULimited: ph.CPU.limited(), Setup: ph.Setup}
+	if s.NeededBytes > 0 {
+		s.ReceivedOverNeeded = float64(ph.PeerBytes+ph.AgentOriginBytes) / float64(s.NeededBytes)
+		s.DuplicateShare = float64(ph.DuplicateBytes) / float64(s.NeededBytes)
+	}
 	var done, fb []float64
 	for _, a := range ph.Agents {
 		if a.Error != "" {
@@ -87,21 +108,39 @@ func buildReport(o options, phases []*phase) *report {
 	return r
 }
 
+// mib1 is MiB with a decimal, for counters that are often small.
+func mib1(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
 func (r *report) text(w io.Writer) {
 	fmt.Fprintf(w, "\nShoal load test: %d agents pulling a %s image in %d layers", r.Agents, mib(r.ImageBytes), r.Layers)
 	if r.LinkBps > 0 {
 		fmt.Fprintf(w, ", every link capped at %.0f Mbit/s (bound: image ÷ link = %.1fs)", float64(r.LinkBps)*8/1e6, r.BoundSeconds)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "\n%-7s %8s %8s %8s %8s %10s %10s %14s %8s %12s %6s\n",
-		"mode", "p50", "p90", "p99", "max", "ttfb p50", "ttfb p99", "origin egress", "copies", "from peers", "failed")
+	fmt.Fprintf(w, "\n%-7s %8s %8s %8s %8s %9s %10s %10s %14s %8s %12s %6s\n",
+		"mode", "p50", "p90", "p99", "max", "cpu/max", "ttfb p50", "ttfb p99", "origin egress", "copies", "from peers", "failed")
 	for _, s := range r.Summaries {
-		fmt.Fprintf(w, "%-7s %7.2fs %7.2fs %7.2fs %7.2fs %9.3fs %9.3fs %14s %7.2fx %12s %6d\n",
-			s.Mode, s.P50, s.P90, s.P99, s.Max, s.FirstByteP50, s.FirstByteP99, mib(s.OriginEgress), s.EgressCopies, mib(s.PeerBytes), s.Failed)
+		fmt.Fprintf(w, "%-7s %7.2fs %7.2fs %7.2fs %7.2fs %9s %9.3fs %9.3fs %14s %7.2fx %12s %6d\n",
+			s.Mode, s.P50, s.P90, s.P99, s.Max, fmt.Sprintf("%.0f%%/%.0f%%", 100*s.CPUBusy, 100*s.CPUBusyMax), s.FirstByteP50, s.FirstByteP99,
+			mib(s.OriginEgress), s.EgressCopies, mib(s.PeerBytes), s.Failed)
 	}
+	// What the processes counted: how the bytes moved.
+	fmt.Fprintf(w, "\n%-7s %9s %15s %8s %15s %7s %12s %12s %15s %6s\n",
+		"mode", "recv/need", "duplicate", "expired", "busy rcvd/sent", "stalls", "origin p2p", "origin /v2", "/v2 ok/busy/err", "429s")
+	for _, s := range r.Summaries {
+		fmt.Fprintf(w, "%-7s %8.2fx %15s %8d %15s %7d %12s %12s %15s %6d\n",
+			s.Mode, s.ReceivedOverNeeded, fmt.Sprintf("%s %.1f%%", mib1(s.DuplicateBytes), 100*s.DuplicateShare), s.Expired,
+			fmt.Sprintf("%d/%d", s.BusyReceived, s.BusySent+s.OriginBusySent), s.Stalls, mib1(s.OriginP2P), mib1(s.OriginV2),
+			fmt.Sprintf("%d/%d/%d", s.OriginOK, s.OriginBusy, s.OriginError), s.OriginRefused)
+	}
+	fmt.Fprintln(w)
 	for _, s := range r.Summaries {
 		if s.P99OverBound > 0 {
 			fmt.Fprintf(w, "%s: p99 is %.2f × the bound\n", s.Mode, s.P99OverBound)
+		}
+		if s.CPULimited {
+			fmt.Fprintf(w, "%s: the CPU was busy %.0f%% (%.0f%% in its busiest second): the times may be the machine's limit, not the links'\n",
+				s.Mode, 100*s.CPUBusy, 100*s.CPUBusyMax)
 		}
 	}
 	if r.P2PVsDirect > 0 {
@@ -148,9 +187,16 @@ type bar struct {
 	Failed        bool
 }
 
+// counterRow is one line of the HTML table of counters: a value per mode.
+type counterRow struct {
+	Name, Meaning string
+	Values        []string
+}
+
 type view struct {
 	*report
 	Text     string
+	Counters []counterRow
 	Series   []series
 	Bars     []bar
 	Width    float64
@@ -163,7 +209,7 @@ type view struct {
 func (r *report) view() view {
 	var sb strings.Builder
 	r.text(&sb)
-	v := view{report: r, Text: sb.String(), Width: 640, Height: 320}
+	v := view{report: r, Text: sb.String(), Width: 640, Height: 320, Counters: r.counterRows()}
 	colors := map[string]string{"p2p": "#1f77b4", "direct": "#d62728"}
 	for _, ph := range r.Phases {
 		for _, a := range ph.Agents {
@@ -206,13 +252,57 @@ func (r *report) view() view {
 	return v
 }
 
+func (r *report) counterRows() []counterRow {
+	rows := []struct {
+		name, meaning string
+		value         func(s summary) string
+	}{
+		{"CPU busy", "the machine's busy share over the pull, and in its busiest second; near 100%: the CPU, not the links, set the pace",
+			func(s summary) string { return fmt.Sprintf("%.0f%% / %.0f%%", 100*s.CPUBusy, 100*s.CPUBusyMax) }},
+		{"received ÷ needed", "bytes the agents received from peers and origins ÷ agents × image",
+			func(s summary) string { return fmt.Sprintf("%.2f×", s.ReceivedOverNeeded) }},
+		{"duplicate bytes", "piece bytes received for pieces already held (share of the bytes needed)",
+			func(s summary) string {
+				return fmt.Sprintf("%s (%.1f%%)", mib1(s.DuplicateBytes), 100*s.DuplicateShare)
+			}},
+		{"requests expired", "piece requests withdrawn because the peer went quiet past its deadline (asked again elsewhere)",
+			func(s summary) string { return fmt.Sprint(s.Expired) }},
+		{"busy received", "piece requests a seeder refused because its uplink was full (chokes)",
+			func(s summary) string { return fmt.Sprint(s.BusyReceived) }},
+		{"busy sent", "refusals sent by agents' seeders / by origins",
+			func(s summary) string { return fmt.Sprintf("%d / %d", s.BusySent, s.OriginBusySent) }},
+		{"stalls", "times a download's swarm went quiet, so pieces came from the origin one at a time",
+			func(s summary) string { return fmt.Sprint(s.Stalls) }},
+		{"origin egress p2p", "piece bytes the origins seeded over the piece protocol",
+			func(s summary) string { return mib1(s.OriginP2P) }},
+		{"origin egress /v2", "bytes the origins sent as /v2 bodies (blobs, fallback ranges, manifests)",
+			func(s summary) string { return mib1(s.OriginV2) }},
+		{"/v2 fallback GETs", "agents' range GETs to an origin: ok / busy / error",
+			func(s summary) string { return fmt.Sprintf("%d / %d / %d", s.OriginOK, s.OriginBusy, s.OriginError) }},
+		{"/v2 refused (429)", "blob GETs the origins refused because their uplink was full",
+			func(s summary) string { return fmt.Sprint(s.OriginRefused) }},
+		{"setup", "time to start the fleet before the pull",
+			func(s summary) string { return fmt.Sprintf("%.1fs", s.Setup) }},
+	}
+	var out []counterRow
+	for _, row := range rows {
+		c := counterRow{Name: row.name, Meaning: row.meaning}
+		for _, s := range r.Summaries {
+			c.Values = append(c.Values, row.value(s))
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 func (v view) X(t float64) float64 { return 50 + t/v.MaxT*(v.Width-70) }
 
 var page = template.Must(template.New("report").Funcs(template.FuncMap{
 	"sub": func(a, b float64) float64 { return a - b },
 }).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>Shoal load test</title>
-<style>body{font:14px sans-serif;margin:24px;color:#222} pre{background:#f6f6f6;padding:12px} svg{background:#fff;border:1px solid #ddd}</style>
+<style>body{font:14px sans-serif;margin:24px;color:#222} pre{background:#f6f6f6;padding:12px} svg{background:#fff;border:1px solid #ddd}
+table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left} td.v{text-align:right;white-space:nowrap} td.m{color:#666;font-size:12px}</style>
 </head><body>
 <h1>Shoal load test</h1>
 <pre>{{.Text}}</pre>
@@ -233,5 +323,10 @@ var page = template.Must(template.New("report").Funcs(template.FuncMap{
 <line x1="{{.X0}}" y1="{{.Y}}" x2="{{.X1}}" y2="{{.Y}}" stroke="{{.Color}}" stroke-width="2"/>
 <rect x="{{.X1}}" y="{{sub .Y 5}}" width="{{sub .X2 .X1}}" height="10" fill="{{.Color}}"{{if .Failed}} stroke="red"{{end}}/>
 {{end}}</svg>
+<h2>What the processes counted</h2>
+<table id="counters">
+<tr><th>counter</th>{{range .Summaries}}<th>{{.Mode}}</th>{{end}}<th>meaning</th></tr>
+{{range .Counters}}<tr><td>{{.Name}}</td>{{range .Values}}<td class="v">{{.}}</td>{{end}}<td class="m">{{.Meaning}}</td></tr>
+{{end}}</table>
 </body></html>
 `))

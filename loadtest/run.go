@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +58,18 @@ type phase struct {
 	OriginEgress int64         `json:"origin_egress_bytes"`
 	PeerBytes    int64         `json:"peer_bytes"`
 	Wall         float64       `json:"wall_seconds"`
+	// Setup is the time to start the fleet (namespaces, processes, the
+	// push), before the pull.
+	Setup float64 `json:"setup_seconds"`
+	// The origins' counters over the pull: egress split by path, and
+	// refusals because their uplink was full.
+	originCounters
+	// AgentOriginBytes is what the agents counted from origins.
+	AgentOriginBytes int64 `json:"agent_origin_bytes"`
+	// The agents' counters, summed.
+	agentCounters
+	// CPU is how busy the machine was during the pull.
+	CPU cpuUse `json:"cpu"`
 }
 
 type agentResult struct {
@@ -68,6 +82,73 @@ type agentResult struct {
 	Uploaded    int64   `json:"uploaded_bytes"`
 	Error       string  `json:"error,omitempty"`
 	ReceivedAll int64   `json:"received_bytes"`
+	agentCounters
+}
+
+// agentCounters are what an agent counted of the mechanism, over all its
+// incarnations; a counter an agent does not export reads 0.
+type agentCounters struct {
+	// DuplicateBytes are piece bytes received for pieces already held.
+	DuplicateBytes int64 `json:"duplicate_bytes"`
+	// Expired are piece requests withdrawn because the peer went quiet.
+	Expired int64 `json:"requests_expired"`
+	// BusyReceived are requests a seeder refused because its uplink was
+	// full (chokes); BusySent are the refusals this agent's seeder sent.
+	BusyReceived int64 `json:"busy_received"`
+	BusySent     int64 `json:"busy_sent"`
+	// Stalls are downloads whose swarm went quiet, so pieces came from
+	// the origin one at a time.
+	Stalls int64 `json:"stalls"`
+	// Origin* are the fallback range GETs to an origin's /v2, by result.
+	OriginOK    int64 `json:"origin_requests_ok"`
+	OriginBusy  int64 `json:"origin_requests_busy"`
+	OriginError int64 `json:"origin_requests_error"`
+}
+
+func agentCountersOf(m map[string]float64) agentCounters {
+	const req = "shoal_agent_origin_requests_total"
+	return agentCounters{
+		DuplicateBytes: int64(m["shoal_agent_duplicate_bytes_total"]),
+		Expired:        int64(m["shoal_agent_requests_expired_total"]),
+		BusyReceived:   int64(m["shoal_agent_busy_received_total"]),
+		BusySent:       int64(m["shoal_agent_busy_sent_total"]),
+		Stalls:         int64(m["shoal_agent_stalls_total"]),
+		OriginOK:       int64(labelled(m, req, "result", "ok")),
+		OriginBusy:     int64(labelled(m, req, "result", "busy")),
+		OriginError:    int64(labelled(m, req, "result", "error")),
+	}
+}
+
+func (c *agentCounters) add(d agentCounters) {
+	c.DuplicateBytes += d.DuplicateBytes
+	c.Expired += d.Expired
+	c.BusyReceived += d.BusyReceived
+	c.BusySent += d.BusySent
+	c.Stalls += d.Stalls
+	c.OriginOK += d.OriginOK
+	c.OriginBusy += d.OriginBusy
+	c.OriginError += d.OriginError
+}
+
+// originCounters are what the origins counted over the pull.
+type originCounters struct {
+	// OriginP2P is piece bytes seeded over the piece protocol; OriginV2 is
+	// /v2 bodies (blob reads, fallback ranges, manifests).
+	OriginP2P int64 `json:"origin_p2p_bytes"`
+	OriginV2  int64 `json:"origin_v2_bytes"`
+	// OriginRefused are /v2 blob GETs answered 429 because the uplink was
+	// full; OriginBusySent are piece requests refused for the same reason.
+	OriginRefused  int64 `json:"origin_readers_refused"`
+	OriginBusySent int64 `json:"origin_busy_sent"`
+}
+
+func originCountersOf(m map[string]float64) originCounters {
+	return originCounters{
+		OriginP2P:      int64(m["shoal_origin_seeded_bytes_total"]),
+		OriginV2:       int64(m["shoal_origin_bytes_sent_total"]),
+		OriginRefused:  int64(m["shoal_origin_blob_readers_refused_total"]),
+		OriginBusySent: int64(m["shoal_origin_busy_sent_total"]),
+	}
 }
 
 type layerDesc struct {
@@ -79,6 +160,7 @@ type layerDesc struct {
 // runPhase starts tracker, origin and agents, pushes the image, has every
 // agent pull it at once, and measures.
 func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
+	setupStart := time.Now()
 	dir, err := os.MkdirTemp("", "shoal-loadtest-"+mode+"-")
 	if err != nil {
 		return nil, err
@@ -137,22 +219,26 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 		return nil, fmt.Errorf("push image: %w", err)
 	}
 
+	// Agents start a few at a time: a fleet of 50 is ready in seconds,
+	// not in 50 one-by-one process starts.
 	agents := make([]*agentProc, o.Agents)
-	for i := range agents {
-		if agents[i], err = startAgent(ctx, f, topo, i, o, mode, trackerAddr, originURLs); err != nil {
-			return nil, err
-		}
+	if err := fewAtATime(o.Agents, func(i int) (err error) {
+		agents[i], err = startAgent(ctx, f, topo, i, o, mode, trackerAddr, originURLs)
+		return err
+	}); err != nil {
+		return nil, err
 	}
 	for _, org := range origins {
-		if org.base, err = originEgress(org.pl.client, org.url); err != nil {
+		if org.base, err = scrape(org.pl.client, org.url+"/metrics"); err != nil {
 			return nil, err
 		}
 	}
 
-	ph := &phase{Mode: mode, Agents: make([]agentResult, o.Agents)}
+	ph := &phase{Mode: mode, Agents: make([]agentResult, o.Agents), Setup: time.Since(setupStart).Seconds()}
 	var received atomic.Int64
 	var doneCount atomic.Int32
 	stopProgress := progress(o.Progress, mode, o.Agents, int64(o.Agents)*o.Image, &doneCount, &received)
+	cpu := startCPU()
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -187,35 +273,64 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 		})
 	}
 	wg.Wait()
-	stopProgress()
 	ph.Wall = time.Since(start).Seconds()
+	ph.CPU = cpu.stop()
+	stopProgress()
 
 	for _, org := range origins {
-		e, err := org.egress()
+		m, err := org.counters()
 		if err != nil {
 			return nil, err
 		}
-		ph.OriginEgress += e
+		c := originCountersOf(m)
+		ph.OriginP2P += c.OriginP2P
+		ph.OriginV2 += c.OriginV2
+		ph.OriginRefused += c.OriginRefused
+		ph.OriginBusySent += c.OriginBusySent
 	}
-	for i, a := range agents {
-		m, err := a.counters()
-		if err != nil {
-			return nil, err
-		}
+	ph.OriginEgress = ph.OriginP2P + ph.OriginV2
+	// Fifty scrapes through namespaces add up, too.
+	scraped := make([]map[string]float64, len(agents))
+	if err := fewAtATime(len(agents), func(i int) (err error) {
+		scraped[i], err = agents[i].counters()
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	for i, m := range scraped {
 		ph.Agents[i].FromPeers = int64(m["shoal_agent_peer_bytes_total"])
 		ph.Agents[i].FromOrigin = int64(m["shoal_agent_origin_bytes_total"])
 		ph.Agents[i].Uploaded = int64(m["shoal_agent_uploaded_bytes_total"])
+		ph.Agents[i].agentCounters = agentCountersOf(m)
 		ph.PeerBytes += ph.Agents[i].FromPeers
+		ph.AgentOriginBytes += ph.Agents[i].FromOrigin
+		ph.agentCounters.add(ph.Agents[i].agentCounters)
 	}
 	return ph, nil
 }
 
-// originProc is one origin; a killed one keeps the egress it had.
+// fewAtATime runs do(0)…do(n-1), four at once, and joins their errors.
+func fewAtATime(n int, do func(i int) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	slots := make(chan struct{}, 4)
+	for i := range n {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			errs[i] = do(i)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// originProc is one origin; a killed one keeps the counts it had.
 type originProc struct {
 	*proc
 	url    string
-	base   int64 // egress before the pull
-	killed *int64
+	base   map[string]float64 // counters before the pull
+	killed map[string]float64 // counters when it was killed
 }
 
 func startOrigin(ctx context.Context, f *fleet, topo topology, i int, o options, etcd string) (*originProc, error) {
@@ -239,6 +354,12 @@ func startOrigin(ctx context.Context, f *fleet, topo topology, i int, o options,
 	if o.LinkBps > 0 && !o.Netns {
 		args = append(args, "--upload-rate", strconv.FormatInt(o.LinkBps, 10))
 	}
+	if o.LinkBps > 0 && o.Netns {
+		// tc paces the link; the origin still needs to know its size to
+		// admit only the /v2 readers it can serve (as --upload-rate
+		// would derive it).
+		args = append(args, "--blob-readers", strconv.FormatInt(max(2, o.LinkBps/(4<<20)), 10))
+	}
 	p, err := f.start(pl, "origin-"+id, "origin", args...)
 	if err != nil {
 		return nil, err
@@ -247,21 +368,28 @@ func startOrigin(ctx context.Context, f *fleet, topo topology, i int, o options,
 	return org, waitReady(ctx, p, org.url+"/readyz")
 }
 
-// kill crashes the origin, remembering what it had sent.
+// kill crashes the origin, remembering what it had counted.
 func (o *originProc) kill() {
-	e, err := originEgress(o.pl.client, o.url)
-	if err == nil {
-		o.killed = &e
+	if m, err := scrape(o.pl.client, o.url+"/metrics"); err == nil {
+		o.killed = m
 	}
 	o.proc.kill()
 }
 
-func (o *originProc) egress() (int64, error) {
-	if o.killed != nil {
-		return *o.killed - o.base, nil
+// counters are the origin's counters since the pull began.
+func (o *originProc) counters() (map[string]float64, error) {
+	m := o.killed
+	if m == nil {
+		var err error
+		if m, err = scrape(o.pl.client, o.url+"/metrics"); err != nil {
+			return nil, err
+		}
 	}
-	e, err := originEgress(o.pl.client, o.url)
-	return e - o.base, err
+	out := make(map[string]float64, len(m))
+	for k, v := range m {
+		out[k] = v - o.base[k]
+	}
+	return out, nil
 }
 
 // agentProc is one agent; restarts keep its config and data, and its
@@ -535,45 +663,208 @@ func pull(ctx context.Context, c *http.Client, agent string, layers []layerDesc,
 	return r
 }
 
-// originEgress is what the origin has sent: blob bodies and seeded pieces.
-func originEgress(c *http.Client, originURL string) (int64, error) {
-	m, err := scrape(c, originURL+"/metrics")
-	if err != nil {
-		return 0, err
-	}
-	return int64(m["shoal_origin_bytes_sent_total"] + m["shoal_origin_seeded_bytes_total"]), nil
-}
-
-// scrape reads a Prometheus text page, summing series per metric name.
+// scrape reads a process's Prometheus text page (see parseMetrics).
 func scrape(c *http.Client, url string) (map[string]float64, error) {
 	resp, err := c.Get(url)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return nil, err
 	}
+	return parseMetrics(string(b)), nil
+}
+
+// parseMetrics reads a Prometheus text page into two kinds of keys: every
+// metric name with its series summed ("m"), and every labelled series on
+// its own under its name and sorted labels ("m{a=\"x\",b=\"y\"}"), so
+// both totals and one label's share are at hand (see labelled). Sums are
+// right for counters; a missing metric reads 0.
+func parseMetrics(page string) map[string]float64 {
 	out := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
+	for line := range strings.Lines(page) {
+		line = strings.TrimSpace(line)
 		if line == "" || line[0] == '#' {
 			continue
 		}
-		sp := strings.LastIndexByte(line, ' ')
-		if sp < 0 {
+		end := strings.IndexAny(line, "{ \t")
+		if end <= 0 {
 			continue
 		}
-		name := line[:sp]
-		if i := strings.IndexByte(name, '{'); i >= 0 {
-			name = name[:i]
+		name, rest := line[:end], line[end:]
+		var labels []string
+		if rest[0] == '{' {
+			var ok bool
+			if labels, rest, ok = parseLabels(rest[1:]); !ok {
+				continue
+			}
 		}
-		v, err := strconv.ParseFloat(line[sp+1:], 64)
-		if err == nil {
-			out[name] += v
+		fields := strings.Fields(rest) // value, then maybe a timestamp
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			continue
+		}
+		out[name] += v
+		if len(labels) > 0 {
+			slices.Sort(labels)
+			out[name+"{"+strings.Join(labels, ",")+"}"] += v
 		}
 	}
-	return out, nil
+	return out
+}
+
+// parseLabels reads `a="x",b="y"}` (values may hold escaped quotes,
+// commas, braces and spaces) and returns the pairs as written and what
+// follows the closing brace.
+func parseLabels(s string) (labels []string, rest string, ok bool) {
+	for {
+		s = strings.TrimLeft(s, " \t,")
+		if s == "" {
+			return nil, "", false
+		}
+		if s[0] == '}' {
+			return labels, s[1:], true
+		}
+		eq := strings.IndexByte(s, '=')
+		if eq <= 0 || eq+1 >= len(s) || s[eq+1] != '"' {
+			return nil, "", false
+		}
+		key := strings.TrimSpace(s[:eq])
+		i := eq + 2
+		for i < len(s) && s[i] != '"' {
+			if s[i] == '\\' {
+				i++
+			}
+			i++
+		}
+		if i >= len(s) {
+			return nil, "", false
+		}
+		labels = append(labels, key+"="+s[eq+1:i+1])
+		s = s[i+1:]
+	}
+}
+
+// labelled sums the series of metric name whose label key is value.
+func labelled(m map[string]float64, name, key, value string) float64 {
+	want := key + "=" + strconv.Quote(value)
+	var sum float64
+	for k, v := range m {
+		labels, ok := strings.CutPrefix(k, name+"{")
+		if !ok {
+			continue
+		}
+		if strings.Contains(","+strings.TrimSuffix(labels, "}")+",", ","+want+",") {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// cpuUse is how busy the whole machine was over a pull: the fleet's times
+// are the links' only if the CPU was not the limit.
+type cpuUse struct {
+	// Busy is 1 − (idle + iowait) ÷ total, over all cores, from the
+	// pull's start to its end; Max is the busiest second.
+	Busy  float64 `json:"busy_share"`
+	Max   float64 `json:"busy_share_max_1s"`
+	Cores int     `json:"cores"`
+}
+
+// limited says the CPU, not the links, may have set the pace.
+func (c cpuUse) limited() bool { return c.Busy >= 0.85 || c.Max >= 0.98 }
+
+// cpuTimes is the first line of /proc/stat: busy and total jiffies.
+type cpuTimes struct{ busy, total uint64 }
+
+func readCPU() (cpuTimes, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return cpuTimes{}, false
+	}
+	// user nice system idle iowait irq softirq steal; guest time is
+	// already counted in user.
+	var t cpuTimes
+	var idle uint64
+	for i, s := range f[1:min(len(f), 9)] {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return cpuTimes{}, false
+		}
+		t.total += v
+		if i == 3 || i == 4 {
+			idle += v
+		}
+	}
+	t.busy = t.total - idle
+	return t, true
+}
+
+// busyShare of the interval from a to b.
+func busyShare(a, b cpuTimes) float64 {
+	if b.total <= a.total {
+		return 0
+	}
+	return float64(b.busy-a.busy) / float64(b.total-a.total)
+}
+
+type cpuMeter struct {
+	first cpuTimes
+	ok    bool
+	max   float64
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// startCPU samples /proc/stat now and every second until stop.
+func startCPU() *cpuMeter {
+	m := &cpuMeter{done: make(chan struct{})}
+	m.first, m.ok = readCPU()
+	if !m.ok {
+		return m
+	}
+	m.wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		last := m.first
+		for {
+			select {
+			case <-m.done:
+				return
+			case <-t.C:
+			}
+			if now, ok := readCPU(); ok {
+				m.max = max(m.max, busyShare(last, now))
+				last = now
+			}
+		}
+	})
+	return m
+}
+
+func (m *cpuMeter) stop() cpuUse {
+	close(m.done)
+	m.wg.Wait()
+	if !m.ok {
+		return cpuUse{}
+	}
+	end, _ := readCPU()
+	u := cpuUse{Busy: busyShare(m.first, end), Max: m.max, Cores: runtime.NumCPU()}
+	u.Max = max(u.Max, u.Busy) // a pull shorter than a second
+	return u
 }
 
 // progress prints agents done and bytes moved twice a second until

@@ -96,6 +96,15 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// policy is the hand-out policy of a config with defaults applied.
+func (c Config) policy() policy {
+	return policy{
+		interval: c.Interval, seederInterval: c.SeederInterval,
+		defaultPeers: c.DefaultPeers, maxPeers: c.MaxPeers, sampleSize: 64,
+		originFanout: c.OriginFanout, seederTarget: c.SeederTarget,
+	}
+}
+
 // RingSource gives the current member set: a membership.Group, or a fixed
 // *ring.Ring.
 type RingSource interface {
@@ -153,12 +162,8 @@ func WithHTTPClient(c *http.Client) Option { return func(s *Server) { s.meta.htt
 func New(cfg Config, opts ...Option) *Server {
 	cfg = cfg.withDefaults()
 	s := &Server{
-		cfg: cfg,
-		policy: policy{
-			interval: cfg.Interval, seederInterval: cfg.SeederInterval,
-			defaultPeers: cfg.DefaultPeers, maxPeers: cfg.MaxPeers, sampleSize: 64,
-			originFanout: cfg.OriginFanout, seederTarget: cfg.SeederTarget,
-		},
+		cfg:     cfg,
+		policy:  cfg.policy(),
 		log:     slog.Default(),
 		swarms:  newSwarms(cfg.MaxPeerEntries),
 		perPeer: newPeerLimiter(cfg.PeerAnnounceRate, cfg.PeerAnnounceBurst),

@@ -1,0 +1,313 @@
+package swarmsim
+
+import (
+	"errors"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/scheduler"
+	"github.com/shoal-project/shoal/pkg/tracker"
+)
+
+// Config describes one simulated rollout. Zero values take the defaults
+// given, which are those of the load test's fleet.
+type Config struct {
+	// Agents start pulling an image of BlobBytes in Layers layers (default
+	// 1), ParallelLayers of them at a time (default 3, as containerd and
+	// the load test do).
+	Agents         int
+	BlobBytes      int64
+	Layers         int
+	ParallelLayers int
+	// UpBps and DownBps cap every agent's uplink and downlink, bytes per
+	// second; OriginBps the origin's uplink (default UpBps).
+	UpBps, DownBps int64
+	OriginBps      int64
+	// Latency is every host's access latency: a message between two hosts
+	// takes the sum of theirs (default 2ms: 4ms one way).
+	Latency time.Duration
+	// Stagger spreads the agents' starts evenly over this window.
+	Stagger time.Duration
+	// Churn is the fraction of agents (the first ones) that leave at
+	// ChurnAt after their start (default half the bound, at least 1s, as
+	// the load test) and come back ChurnDelay later (default 1s) with the
+	// pieces they held.
+	Churn      float64
+	ChurnAt    time.Duration
+	ChurnDelay time.Duration
+	// Seed makes a run reproducible (0 is a seed like any other).
+	Seed uint64
+	// MaxSimTime bounds simulated time (default 20 bounds + 2 staggers +
+	// 1 minute); agents not done by then fail. MaxEvents bounds the work
+	// (default 4000 per agent-piece + 1M); reaching it is an error.
+	MaxSimTime time.Duration
+	MaxEvents  int64
+
+	// The system's own settings, defaults as deployed by the load test.
+
+	// Scheduler configures every agent's scheduler (its own defaults).
+	Scheduler scheduler.Config
+	// Tracker is the hand-out policy; Interval defaults to 1s, as the
+	// load test runs its tracker.
+	Tracker tracker.PolicyConfig
+	// Slots and Queue size every agent's uplink gate (pkg/uplink's
+	// defaults), OriginSlots and OriginQueue the origin's (default 2 and
+	// 2, as cmd/origin sets them).
+	Slots, Queue             int
+	OriginSlots, OriginQueue int
+	// OriginReaders is how many /v2 blob bodies the origin serves at once
+	// (default: OriginBps ÷ 4 MiB/s, at least 2, as the load test sets).
+	OriginReaders int
+	// MaxConns, StallTimeout: pkg/swarm's (16, 10s).
+	MaxConns     int
+	StallTimeout time.Duration
+	// SeedInterval is how often an agent announces its complete blobs
+	// (default 2s, the load test's agent config).
+	SeedInterval time.Duration
+	// Tick is how often a download notes bytes moving, expires requests
+	// and looks for stalls (default 200ms, as pkg/swarm).
+	Tick time.Duration
+	// PieceLength overrides metainfo.PieceLength.
+	PieceLength int64
+}
+
+func (c Config) withDefaults() Config {
+	if c.Layers <= 0 {
+		c.Layers = 1
+	}
+	if c.ParallelLayers <= 0 {
+		c.ParallelLayers = 3
+	}
+	if c.DownBps <= 0 {
+		c.DownBps = c.UpBps
+	}
+	if c.UpBps <= 0 {
+		c.UpBps = c.DownBps
+	}
+	if c.OriginBps <= 0 {
+		c.OriginBps = c.UpBps
+	}
+	if c.OriginSlots <= 0 {
+		c.OriginSlots = 2
+	}
+	if c.OriginQueue <= 0 {
+		c.OriginQueue = 2
+	}
+	if c.OriginReaders <= 0 {
+		c.OriginReaders = int(max(2, c.OriginBps/(4<<20)))
+	}
+	if c.Latency <= 0 {
+		c.Latency = 2 * time.Millisecond
+	}
+	if c.ChurnDelay <= 0 {
+		c.ChurnDelay = time.Second
+	}
+	if c.ChurnAt <= 0 {
+		c.ChurnAt = max(time.Second, c.bound()/2)
+	}
+	if c.Tracker.Interval <= 0 {
+		c.Tracker.Interval = time.Second
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 16
+	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = 10 * time.Second
+	}
+	if c.SeedInterval <= 0 {
+		c.SeedInterval = 2 * time.Second
+	}
+	if c.Tick <= 0 {
+		c.Tick = 200 * time.Millisecond
+	}
+	if c.MaxSimTime <= 0 {
+		c.MaxSimTime = 20*c.bound() + 2*c.Stagger + time.Minute
+	}
+	if c.MaxEvents <= 0 {
+		pieces := int64(0)
+		for _, l := range c.layers() {
+			pieces += int64(l.pieces)
+		}
+		c.MaxEvents = 4000*int64(c.Agents)*pieces + 1_000_000
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Agents < 1:
+		return errors.New("swarmsim: Agents must be at least 1")
+	case c.BlobBytes < 1:
+		return errors.New("swarmsim: BlobBytes must be positive")
+	case c.UpBps <= 0 && c.DownBps <= 0:
+		return errors.New("swarmsim: UpBps or DownBps must be set")
+	case c.Layers > 0 && int64(c.Layers) > c.BlobBytes:
+		return errors.New("swarmsim: more layers than bytes")
+	case c.Churn < 0 || c.Churn > 1:
+		return errors.New("swarmsim: Churn must be 0..1")
+	}
+	return nil
+}
+
+// bound is the physical floor: the image over an agent's downlink.
+func (c Config) bound() time.Duration {
+	down := c.DownBps
+	if down <= 0 {
+		down = c.UpBps
+	}
+	if down <= 0 {
+		return 0
+	}
+	return time.Duration(float64(c.BlobBytes) / float64(down) * float64(time.Second))
+}
+
+type layerInfo struct {
+	digest   string
+	size     int64
+	pieceLen int64
+	pieces   int
+}
+
+func (l layerInfo) pieceBytes(i int) int64 {
+	if i == l.pieces-1 {
+		return l.size - int64(l.pieces-1)*l.pieceLen
+	}
+	return l.pieceLen
+}
+
+// layers cuts the image: equal layers, the last taking the remainder.
+func (c Config) layers() []layerInfo {
+	n := max(c.Layers, 1)
+	out := make([]layerInfo, n)
+	for i := range out {
+		size := c.BlobBytes / int64(n)
+		if i == n-1 {
+			size = c.BlobBytes - size*int64(n-1)
+		}
+		pl := c.PieceLength
+		if pl <= 0 {
+			pl = metainfo.PieceLength(size)
+		}
+		out[i] = layerInfo{
+			// A digest-shaped name: the tracker table keys swarms by it.
+			digest: "sha256:" + hex64(uint64(i)+1),
+			size:   size, pieceLen: pl, pieces: metainfo.NumPieces(size, pl),
+		}
+	}
+	return out
+}
+
+func hex64(v uint64) string {
+	const digits = "0123456789abcdef"
+	b := make([]byte, 64)
+	for i := range b {
+		b[i] = '0'
+	}
+	for i := 63; v > 0; i-- {
+		b[i] = digits[v&15]
+		v >>= 4
+	}
+	return string(b)
+}
+
+// AgentResult is one agent's pull. Times are since the simulation began.
+type AgentResult struct {
+	Start     time.Duration
+	FirstByte time.Duration // piece 0 of a layer held: what a streaming client waits for
+	Done      time.Duration // every layer held
+	Failed    bool          // not done by MaxSimTime
+	// Received counts piece bytes that reached it (duplicates included);
+	// Uploaded what it sent; FromOrigin what came from the origin.
+	Received, Uploaded, FromOrigin int64
+	Restarts                       int
+}
+
+// Took is the agent's pull time.
+func (a AgentResult) Took() time.Duration { return a.Done - a.Start }
+
+// Result is what a simulated rollout did.
+type Result struct {
+	// Config is the configuration run, defaults filled in.
+	Config Config
+	// PieceLength of the (first) layer, and Pieces over all layers.
+	PieceLength int64
+	Pieces      int
+	// Bound is the image over an agent's downlink.
+	Bound  time.Duration
+	Agents []AgentResult
+	Failed int
+	// OriginEgress is what the origin sent (seeding and HTTP fallback);
+	// OriginCopies that over the image.
+	OriginEgress int64
+	OriginCopies float64
+	// PeerBytes is what agents sent each other; ReceivedBytes what agents
+	// received, DuplicateBytes the part they already held (end-game
+	// losers, pieces landing after a download ended), AbortedBytes the
+	// part of pieces cut off (churn, dropped peers).
+	PeerBytes, ReceivedBytes, DuplicateBytes, AbortedBytes int64
+	// Expired, Busy and EndGame sum the agents' scheduler counters
+	// (scheduler.Counters); Refused counts the requests seeders' gates
+	// refused; PeersDropped the peers dropped as stalled; Stalls the times
+	// a download's swarm went quiet, TopUps the pieces then read from the
+	// origin one at a time, OriginBusy the reads it refused (429), and
+	// Fallbacks the layers read whole from it (nobody else had them).
+	// Requests counts piece requests sent to peers.
+	Requests                                      int
+	Expired, Busy, EndGame, Refused, PeersDropped int
+	Stalls, TopUps, OriginBusy, Fallbacks         int
+	// Events processed, simulated time at the end, and the wall-clock time
+	// the simulation took.
+	Events  int64
+	SimTime time.Duration
+	Wall    time.Duration
+	// Notes says where the model departs from the code it drives.
+	Notes []string
+}
+
+// Percentile of the finished agents' pull times (nearest rank, as the
+// load test reports).
+func (r *Result) Percentile(p float64) time.Duration {
+	return percentile(r.collect(AgentResult.Took), p)
+}
+
+// FirstBytePercentile of the finished agents' time to first byte.
+func (r *Result) FirstBytePercentile(p float64) time.Duration {
+	return percentile(r.collect(func(a AgentResult) time.Duration { return a.FirstByte - a.Start }), p)
+}
+
+// P99OverBound is the 99th percentile pull time over the bound.
+func (r *Result) P99OverBound() float64 {
+	if r.Bound <= 0 {
+		return 0
+	}
+	return float64(r.Percentile(99)) / float64(r.Bound)
+}
+
+// DuplicateFraction is DuplicateBytes over ReceivedBytes.
+func (r *Result) DuplicateFraction() float64 {
+	if r.ReceivedBytes == 0 {
+		return 0
+	}
+	return float64(r.DuplicateBytes) / float64(r.ReceivedBytes)
+}
+
+func (r *Result) collect(f func(AgentResult) time.Duration) []time.Duration {
+	var xs []time.Duration
+	for _, a := range r.Agents {
+		if !a.Failed {
+			xs = append(xs, f(a))
+		}
+	}
+	slices.Sort(xs)
+	return xs
+}
+
+func percentile(xs []time.Duration, p float64) time.Duration {
+	if len(xs) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(len(xs)))) - 1
+	return xs[max(0, min(i, len(xs)-1))]
+}

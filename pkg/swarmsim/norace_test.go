@@ -1,0 +1,5 @@
+//go:build !race
+
+package swarmsim
+
+const raceEnabled = false
