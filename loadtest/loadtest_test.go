@@ -297,9 +297,10 @@ func TestReportRendersInChromium(t *testing.T) {
 	}
 }
 
-// The same fleet in network namespaces with tc-capped links: every agent
-// finishes, and nothing is left behind in the host's namespace list.
-func TestNetnsFleet(t *testing.T) {
+// needNamespaces skips a fleet test that cannot run here: namespaces and
+// tc need root and iproute2.
+func needNamespaces(t *testing.T) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("runs a fleet of processes")
 	}
@@ -309,6 +310,12 @@ func TestNetnsFleet(t *testing.T) {
 	if _, err := exec.LookPath("tc"); err != nil {
 		t.Skip("tc not installed")
 	}
+}
+
+// The same fleet in network namespaces with tc-capped links: every agent
+// finishes, and nothing is left behind in the host's namespace list.
+func TestNetnsFleet(t *testing.T) {
+	needNamespaces(t)
 	o := options{Agents: 3, Image: 16 << 20, Layers: 2, LinkBps: 200e6 / 8, Bin: binDir(t), Out: t.TempDir(),
 		Timeout: 2 * time.Minute, Netns: true}
 	r, err := fleetRun(context.Background(), o)
@@ -341,15 +348,7 @@ func TestNetnsFleet(t *testing.T) {
 // swarm has little to trade, the hard case for the origin's egress. Set-up
 // (52 namespaces and processes) takes about 5 s of the run.
 func TestFleet50SlowLinks(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs a fleet of processes")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
-	}
-	if _, err := exec.LookPath("tc"); err != nil {
-		t.Skip("tc not installed")
-	}
+	needNamespaces(t)
 	o := options{Agents: 50, Image: 32 << 20, Layers: 1, LinkBps: 20e6 / 8, Bin: binDir(t), Out: t.TempDir(),
 		Timeout: 2 * time.Minute, Netns: true}
 	began := time.Now()

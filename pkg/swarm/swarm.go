@@ -48,10 +48,6 @@ func (e *BusyError) Error() string {
 // it to count as delivering (frames other than pieces are tens of bytes).
 const movingBytes = 8 << 10
 
-// firstAnnounceTries bounds the tries of the first announce before a
-// download gives up on the tracker and reads the origin.
-const firstAnnounceTries = 3
-
 // Config tunes a download. Zero values take defaults.
 type Config struct {
 	Scheduler scheduler.Config `yaml:"scheduler"`
@@ -188,13 +184,18 @@ type download struct {
 	dialing int
 	// toppingUp is set while one piece comes from the origin; the origin
 	// is not asked again before originRetry (it said busy).
-	toppingUp   bool
-	stalled     bool
-	busyHint    time.Duration // the longest wait a busy peer asked for
-	originRetry time.Time
-	duplicates  atomic.Int64
-	stats       Stats
-	log         *slog.Logger
+	toppingUp bool
+	stalled   bool
+	// alone: no tracker answer, or nobody else in the swarm; the origin
+	// is read piece by piece at once, not after a stall timeout.
+	alone bool
+	// trackerFails counts announces failed in a row.
+	trackerFails int
+	busyHint     time.Duration // the longest wait a busy peer asked for
+	originRetry  time.Time
+	duplicates   atomic.Int64
+	stats        Stats
+	log          *slog.Logger
 }
 
 // Hints feed a running download; both channels may be nil.
@@ -264,30 +265,40 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 		if !now.Before(nextAnnounce) {
 			first := nextAnnounce.IsZero()
 			interval, err := dl.announce(ctx, false)
-			for try := 1; err != nil && first && try < firstAnnounceTries; try++ {
-				// A tracker slow under a rollout's load is not a dead
-				// one: a whole fleet reading the origin at once is the
-				// failure Shoal exists to prevent.
-				if err := sleep(ctx, time.Duration(try)*(250*time.Millisecond+rand.N(500*time.Millisecond))); err != nil {
-					return err
-				}
-				interval, err = dl.announce(ctx, false)
-			}
-			if err != nil && first {
-				dl.log.Warn("tracker unreachable; fetching from the origin", "err", err)
-				return dl.fromOrigin(ctx, origin)
-			}
 			if err != nil {
+				dl.trackerFails++
+			} else {
+				dl.trackerFails = 0
+			}
+			switch {
+			case err != nil && len(dl.conns) == 0 && origin == nil && dl.trackerFails >= 3:
+				return fmt.Errorf("swarm: no tracker, no peers and no origin: %w", err)
+			case err != nil && len(dl.conns) == 0 && origin == nil:
+				interval = time.Duration(dl.trackerFails) * (250*time.Millisecond + rand.N(500*time.Millisecond))
+			case err != nil && len(dl.conns) == 0:
+				// No tracker and no peers (yet): read the origin one piece
+				// at a time, within its admission, and keep asking the
+				// tracker; a tracker slow under a rollout's load is not a
+				// dead one, and a fleet reading whole blobs from the
+				// origin at once is the failure Shoal exists to prevent.
+				if !dl.alone {
+					dl.log.Warn("tracker unreachable; origin pieces one at a time until it answers", "err", err)
+				}
+				dl.alone = true
+				interval = time.Second + rand.N(time.Second)
+			case err != nil:
 				// Lost mid-download: keep the peers we have; a stall
 				// takes pieces from the origin if they run dry.
 				dl.log.Warn("tracker unreachable; carrying on with known peers", "err", err)
 				interval = time.Second
-			}
-			if first && len(dl.tried) == 1 && origin != nil {
+			case first && len(dl.tried) == 1:
 				// Nobody else has it yet: the first node of a rollout
-				// reads the origin rather than wait for a swarm.
-				dl.log.Debug("no peers; fetching from the origin")
-				return dl.fromOrigin(ctx, origin)
+				// reads the origin rather than wait for a swarm, and
+				// joins it as soon as the tracker hands out peers.
+				dl.log.Debug("no peers; origin pieces until peers come")
+				dl.alone = true
+			default:
+				dl.alone = len(dl.conns) == 0 && dl.dialing == 0 && len(dl.tried) == 1
 			}
 			nextAnnounce = now.Add(interval)
 		}
@@ -305,7 +316,7 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 			// the floor before they load the origin.
 			limit *= 3
 		}
-		quiet := now.Sub(lastSwarm) > limit && dl.sched.Inflight() == 0
+		quiet := (now.Sub(lastSwarm) > limit || (dl.alone && len(dl.conns) == 0)) && dl.sched.Inflight() == 0
 		if origin != nil && quiet && !dl.toppingUp && !now.Before(dl.originRetry) {
 			// The swarm is quiet: take the piece the stream needs from
 			// the origin, one at a time, and keep working the peers.
