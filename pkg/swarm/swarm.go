@@ -62,7 +62,7 @@ type Config struct {
 	StallTimeout time.Duration `yaml:"stall_timeout"`
 	// DialTimeout bounds connecting to one peer (default 5s).
 	DialTimeout time.Duration `yaml:"dial_timeout"`
-	// AnnounceTimeout bounds one tracker call (default 3s).
+	// AnnounceTimeout bounds one tracker call (default 10s).
 	AnnounceTimeout time.Duration `yaml:"announce_timeout"`
 }
 
@@ -77,7 +77,10 @@ func (c Config) withDefaults() Config {
 		c.DialTimeout = 5 * time.Second
 	}
 	if c.AnnounceTimeout <= 0 {
-		c.AnnounceTimeout = 3 * time.Second
+		// Generous: an agent's own downlink is full during a rollout, and
+		// a small reply queued behind pieces (or a dropped SYN, retried
+		// after 1s and 3s) takes seconds without the tracker being down.
+		c.AnnounceTimeout = 10 * time.Second
 	}
 	return c
 }
