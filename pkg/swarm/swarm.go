@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
 
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
@@ -516,7 +517,9 @@ func (dl *download) announce(ctx context.Context, complete bool) (time.Duration,
 	}
 	actx, cancel := context.WithTimeout(ctx, dl.cfg.AnnounceTimeout)
 	defer cancel()
-	resp, err := dl.d.Tracker.Announce(actx, req)
+	// Wait for a connection being re-made rather than fail at once: the
+	// timeout bounds the call either way.
+	resp, err := dl.d.Tracker.Announce(actx, req, grpc.WaitForReady(true))
 	if err != nil {
 		return 0, fmt.Errorf("announce: %w", err)
 	}
