@@ -85,8 +85,12 @@ func newNamespaces(ctx context.Context, rate int64, hosts int) (*namespaces, err
 		return nil, errors.New("--netns needs iproute2 (ip, tc)")
 	}
 	n := &namespaces{prefix: fmt.Sprintf("shoal-lt%d", os.Getpid()), rate: rate}
-	if hosts > 100 {
-		// Past ~100 hosts on one bridge the neighbour table overflows.
+	if hosts*hosts > 512 {
+		// The kernel's neighbour (ARP) table is one for all namespaces,
+		// and a fleet fills it with about hosts² entries (every host
+		// talks to every other): past the default gc_thresh3 of 1024,
+		// new entries fail ("neighbor table overflow" in dmesg) and
+		// hosts get "no route to host" — seen at 50 agents.
 		n.arp = map[string]string{}
 		for i, v := range []string{"4096", "8192", "16384"} {
 			key := fmt.Sprintf("/proc/sys/net/ipv4/neigh/default/gc_thresh%d", i+1)
