@@ -72,7 +72,7 @@ func TestTrackerLossMidDownload(t *testing.T) {
 	blob, d := pushBlob(t, origin, 24<<20)
 
 	// One agent holds the blob and seeds it slowly; two more start.
-	seedCap := "upload_rate: 8388608\nswarm:\n  stalltimeout: 3s\n"
+	seedCap := "upload_rate: 8388608\nswarm:\n  stall_timeout: 3s\n"
 	first := startAgent(t, dir, "first", tr.grpc, origin, seedCap)
 	if body, err := first.get(d); err != nil || !bytes.Equal(body, blob) {
 		t.Fatalf("first agent: %v", err)

@@ -88,8 +88,8 @@ type Seeder struct {
 // handedOut is what a super-seeder has done with each piece of a blob,
 // over all peers: sent, when last asked for, and offered.
 type handedOut struct {
-	sent, offers []int
-	last         []time.Time
+	sent, offers  []int
+	last, offered []time.Time // last asked for, last offered
 }
 
 // EnableSuperSeeding makes the seeder advertise to each peer only a couple
@@ -137,12 +137,19 @@ func (s *Seeder) offer(d digest.Digest, n int, offered []bool, firstPass bool) i
 	if best < 0 || (firstPass && h.sent[best] > 0) {
 		return -1
 	}
+	if firstPass && h.offers[best] > 0 && time.Since(h.offered[best]) < superSeedPatience {
+		// Offered to another peer a moment ago and not asked for yet:
+		// two peers asking for it would take it twice. An offer left
+		// untaken past the patience no longer holds the piece back.
+		return -1
+	}
 	if !firstPass && h.sent[best] > 0 && time.Since(h.last[best]) < s.spreadTime() {
 		// Its last copy has hardly landed: the receiver is about to
 		// pass it on, and the peer will hear of it from the swarm.
 		return -1
 	}
 	h.offers[best]++
+	h.offered[best] = time.Now()
 	offered[best] = true
 	return best
 }
@@ -166,7 +173,7 @@ func (s *Seeder) spreadTime() time.Duration {
 func (s *Seeder) handed(d digest.Digest, n int) *handedOut {
 	h := s.served[d]
 	if h == nil || len(h.sent) != n {
-		h = &handedOut{sent: make([]int, n), offers: make([]int, n), last: make([]time.Time, n)}
+		h = &handedOut{sent: make([]int, n), offers: make([]int, n), last: make([]time.Time, n), offered: make([]time.Time, n)}
 		s.served[d] = h
 	}
 	return h
