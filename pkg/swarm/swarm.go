@@ -20,7 +20,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/time/rate"
-	"google.golang.org/grpc"
 
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
@@ -63,7 +62,7 @@ type Config struct {
 	StallTimeout time.Duration `yaml:"stall_timeout"`
 	// DialTimeout bounds connecting to one peer (default 5s).
 	DialTimeout time.Duration `yaml:"dial_timeout"`
-	// AnnounceTimeout bounds one tracker call (default 10s).
+	// AnnounceTimeout bounds one tracker call (default 3s).
 	AnnounceTimeout time.Duration `yaml:"announce_timeout"`
 }
 
@@ -78,10 +77,9 @@ func (c Config) withDefaults() Config {
 		c.DialTimeout = 5 * time.Second
 	}
 	if c.AnnounceTimeout <= 0 {
-		// Generous: an agent's own downlink is full during a rollout, and
-		// a small reply queued behind pieces (or a dropped SYN, retried
-		// after 1s and 3s) takes seconds without the tracker being down.
-		c.AnnounceTimeout = 10 * time.Second
+		// The download's loop waits on the call: short, and a failure
+		// costs nothing but the next announce.
+		c.AnnounceTimeout = 3 * time.Second
 	}
 	return c
 }
@@ -517,9 +515,10 @@ func (dl *download) announce(ctx context.Context, complete bool) (time.Duration,
 	}
 	actx, cancel := context.WithTimeout(ctx, dl.cfg.AnnounceTimeout)
 	defer cancel()
-	// Wait for a connection being re-made rather than fail at once: the
-	// timeout bounds the call either way.
-	resp, err := dl.d.Tracker.Announce(actx, req, grpc.WaitForReady(true))
+	// Fail fast while the connection is down (the loop must not block on
+	// it); the client re-makes it within seconds and a later announce
+	// gets through.
+	resp, err := dl.d.Tracker.Announce(actx, req)
 	if err != nil {
 		return 0, fmt.Errorf("announce: %w", err)
 	}
@@ -762,10 +761,12 @@ func (dl *download) originPiece(ctx context.Context, origin Origin, i int, buf [
 		return fmt.Errorf("origin fallback piece %d: %w", i, err)
 	}
 	dl.d.count(CountOriginOK, 1)
+	// Counted when received, before the write that may complete the
+	// download and end Fetch, which reads the count.
+	dl.fromOriginBytes.Add(n)
 	if err := dl.pf.WritePiece(i, buf[:n]); err != nil {
 		return fmt.Errorf("origin fallback piece %d: %w", i, err)
 	}
-	dl.fromOriginBytes.Add(n)
 	if dl.d.Progress != nil {
 		dl.d.Progress(true, int(n))
 	}
