@@ -125,7 +125,7 @@ type simRow struct {
 	Busy          int       `json:"busy_received"`
 	EndGame       int       `json:"end_game_requests"`
 	TopUps        int       `json:"origin_top_ups"`
-	Fallbacks     int       `json:"origin_fallbacks"`
+	Alone         int       `json:"alone_downloads"`
 	Failed        int       `json:"failed_agents"`
 	Wall          float64   `json:"sim_wall_seconds"`
 	SimSeconds    float64   `json:"sim_seconds"`
@@ -171,7 +171,7 @@ func (f *simFlags) simulateRow(ctx context.Context, o simOptions, runs int) (sim
 		row.Busy += r.Busy
 		row.EndGame += r.EndGame
 		row.TopUps += r.TopUps
-		row.Fallbacks += r.Fallbacks
+		row.Alone += r.Alone
 		row.Failed += r.Failed
 		row.Wall += r.Wall.Seconds()
 		row.SimSeconds += sec(r.SimTime)
@@ -189,7 +189,7 @@ func (f *simFlags) simulateRow(ctx context.Context, o simOptions, runs int) (sim
 	row.Busy /= runs
 	row.EndGame /= runs
 	row.TopUps /= runs
-	row.Fallbacks /= runs
+	row.Alone /= runs
 	row.Failed /= runs
 	row.Events /= int64(runs)
 	return row, nil
@@ -225,8 +225,35 @@ type realReport struct {
 		P99OverBound float64 `json:"p99_over_bound"`
 		EgressCopies float64 `json:"origin_egress_copies"`
 		Failed       int     `json:"failed_agents"`
+		CPUShare     float64 `json:"cpu_busy_share"`
 		CPULimited   bool    `json:"cpu_limited"`
 	} `json:"summaries"`
+	Phases []struct {
+		Mode   string `json:"mode"`
+		Agents []struct {
+			Start float64 `json:"start_seconds"`
+		} `json:"agents"`
+	} `json:"phases"`
+}
+
+// startSpread is how far apart the p2p phase's agents started: a load
+// test run with --stagger starts agent i of n at stagger × i ÷ (n-1), so
+// the spread is the stagger (reports do not record it). Under a second
+// counts as none: unstaggered agents start within milliseconds.
+func (r *realReport) startSpread() time.Duration {
+	for _, ph := range r.Phases {
+		if ph.Mode != "p2p" || len(ph.Agents) < 2 {
+			continue
+		}
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for _, a := range ph.Agents {
+			lo, hi = min(lo, a.Start), max(hi, a.Start)
+		}
+		if spread := hi - lo; spread >= 1 {
+			return time.Duration(spread * float64(time.Second)).Round(100 * time.Millisecond)
+		}
+	}
+	return 0
 }
 
 func readRealReport(path string) (*realReport, error) {
@@ -261,6 +288,8 @@ type calibrationRow struct {
 	Layers       int     `json:"layers"`
 	LinkBps      int64   `json:"link_bytes_per_second"`
 	Netns        string  `json:"netns"` // yes, no, or ? (not in the report)
+	Stagger      float64 `json:"stagger_seconds,omitempty"`
+	CPUShare     float64 `json:"real_cpu_share"`
 	CPULimited   bool    `json:"real_cpu_limited"`
 	RealP99Bound float64 `json:"real_p99_over_bound"`
 	RealCopies   float64 `json:"real_origin_copies"`
@@ -301,8 +330,12 @@ func (f *simFlags) runCalibration(ctx context.Context, w io.Writer, paths []stri
 		if rr.Origins > 1 {
 			fmt.Fprintf(w, "note: %s ran %d origins; the simulator has one\n", p, rr.Origins)
 		}
+		stagger := time.Duration(rr.StaggerSeconds * float64(time.Second))
+		if stagger == 0 {
+			stagger = rr.startSpread()
+		}
 		row, err := f.simulateRow(ctx, simOptions{Agents: rr.Agents, Image: rr.ImageBytes, Layers: rr.Layers, LinkBps: rr.LinkBps,
-			Stagger: time.Duration(rr.StaggerSeconds * float64(time.Second)), Churn: rr.Churn}, runs)
+			Stagger: stagger, Churn: rr.Churn}, runs)
 		if err != nil {
 			return err
 		}
@@ -311,7 +344,7 @@ func (f *simFlags) runCalibration(ctx context.Context, w io.Writer, paths []stri
 			real = s.P99 / rr.BoundSeconds
 		}
 		cr := calibrationRow{Report: p, Agents: rr.Agents, ImageBytes: rr.ImageBytes, Layers: rr.Layers, LinkBps: rr.LinkBps,
-			Netns: yesNo(rr.Netns), CPULimited: s.CPULimited, RealP99Bound: real, RealCopies: s.EgressCopies, RealFailed: s.Failed,
+			Netns: yesNo(rr.Netns), Stagger: stagger.Seconds(), CPUShare: s.CPUShare, CPULimited: s.CPULimited, RealP99Bound: real, RealCopies: s.EgressCopies, RealFailed: s.Failed,
 			SimP99Bound: row.p99OverBound(), SimCopies: row.OriginCopies, SimFailed: row.Failed}
 		if real > 0 {
 			cr.Error = (cr.SimP99Bound - real) / real
@@ -325,8 +358,8 @@ func (f *simFlags) runCalibration(ctx context.Context, w io.Writer, paths []stri
 	slices.SortStableFunc(c.Rows, func(a, b calibrationRow) int { return a.Agents - b.Agents })
 	fmt.Fprintf(w, "\nCalibration: the simulator (%d runs each, seeds from %d) against real load-test runs; within %.0f%% of the real p99 ÷ bound counts\n\n",
 		runs, *f.seed, 100*calibrationLimit)
-	fmt.Fprintf(w, "%7s %8s %7s %12s %6s %4s %10s %10s %8s %7s %11s %10s  %s\n",
-		"agents", "image", "layers", "link", "netns", "cpu", "real p99÷b", "sim p99÷b", "error", "within", "real copies", "sim copies", "report")
+	fmt.Fprintf(w, "%7s %8s %7s %12s %8s %6s %5s %10s %10s %8s %7s %11s %10s  %s\n",
+		"agents", "image", "layers", "link", "stagger", "netns", "cpu", "real p99÷b", "sim p99÷b", "error", "within", "real copies", "sim copies", "report")
 	for _, r := range c.Rows {
 		yes := "no"
 		if r.Within {
@@ -335,21 +368,22 @@ func (f *simFlags) runCalibration(ctx context.Context, w io.Writer, paths []stri
 		if r.RealFailed > 0 {
 			yes = fmt.Sprintf("no (%d failed)", r.RealFailed)
 		}
-		cpu := "ok"
+		cpu := fmt.Sprintf("%.0f%%", 100*r.CPUShare)
 		if r.CPULimited {
-			cpu = "full"
+			cpu += "!"
 		}
-		fmt.Fprintf(w, "%7d %8s %7d %12s %6s %4s %10.2f %10.2f %+7.0f%% %7s %10.2fx %9.2fx  %s\n",
-			r.Agents, mib(r.ImageBytes), r.Layers, mbit(r.LinkBps), r.Netns, cpu, r.RealP99Bound, r.SimP99Bound, 100*r.Error, yes,
+		fmt.Fprintf(w, "%7d %8s %7d %12s %7.1fs %6s %5s %10.2f %10.2f %+7.0f%% %7s %10.2fx %9.2fx  %s\n",
+			r.Agents, mib(r.ImageBytes), r.Layers, mbit(r.LinkBps), r.Stagger, r.Netns, cpu, r.RealP99Bound, r.SimP99Bound, 100*r.Error, yes,
 			r.RealCopies, r.SimCopies, r.Report)
 	}
 	fmt.Fprintln(w)
 	for _, r := range c.Rows {
 		if r.CPULimited {
-			fmt.Fprintln(w, "cpu full: the real run's machine was CPU-bound, which the simulator does not model; its times are not the links' alone")
+			fmt.Fprintln(w, "cpu !: the real run's machine was CPU-bound, which the simulator does not model; its times are not the links' alone")
 			break
 		}
 	}
+	fmt.Fprintln(w, "cpu: the real run's busy share of the machine's cores (the simulator models links only, no CPU); stagger: the spread of the real agents' starts, simulated alike")
 	fmt.Fprintln(w, c.summary())
 	if out == "" {
 		return nil

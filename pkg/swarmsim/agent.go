@@ -14,9 +14,17 @@ import (
 // The downloading side: an agent's pull, and per layer pkg/swarm's
 // download loop around a real scheduler.
 
-// endGameMax is pkg/scheduler's: the end game is at most this many
-// pieces from the end.
-const endGameMax = 4
+// defaultMaxInflight is pkg/scheduler's default bound on requests in
+// flight over all peers but origins.
+const defaultMaxInflight = 4
+
+// movingBytes is pkg/swarm's: what must arrive from a peer between two
+// ticks for it to count as delivering.
+const movingBytes = 8 << 10
+
+// uselessAfter is pkg/swarm's: how long a connected peer may hold nothing
+// we lack before its place may go to another.
+const uselessAfter = 5 * time.Second
 
 // maxRetryAfter is pkg/p2p's bound on a busy answer's hint.
 const maxRetryAfter = 30 * time.Second
@@ -30,22 +38,23 @@ type download struct {
 	tried   map[*host]*dialState
 	dialing int
 	stream  int // the streaming reader's next piece
-	// lastSwarm is when peers last delivered a piece or moved bytes.
+	// lastSwarm is when the swarm last showed life: a piece from peers,
+	// a have, a busy answer, bytes moving, a new peer holding pieces.
 	lastSwarm time.Duration
+	// received counts piece bytes from peers (duplicates included).
+	received int64
+	// busyHint is the longest wait a busy peer asked for.
+	busyHint time.Duration
 	// While the swarm is quiet (stalled), pieces come from the origin one
 	// at a time (toppingUp), not before originRetry when it said busy.
 	stalled     bool
 	toppingUp   bool
 	originRetry time.Duration
-	fallback    bool // nobody else had it: the whole layer from the origin
-	ended       bool
-	// moved lists the streams that delivered anything (a piece, a have,
-	// a busy) since the last tick: pkg/p2p's Conn.Moved counts every
-	// byte off the stream.
-	moved []*stream
-	// wakes are when busy peers' rests end: the scheduler asks them again
-	// from then on, so the next tick asks it for requests.
-	wakes []time.Duration
+	// alone: nobody else was in the swarm at the last announce; while it
+	// has no peers, pieces come from the origin one at a time at once,
+	// not after the quiet limit.
+	alone bool
+	ended bool
 }
 
 // dialState is pkg/swarm's memory of a peer dialled: not again before
@@ -132,21 +141,29 @@ func (s *sim) announce(dl *download, first bool) {
 	interval := time.Second
 	if err == nil {
 		for _, p := range resp.GetPeers() {
-			if len(dl.conns)+dl.dialing >= s.cfg.MaxConns {
+			peer := s.ids[p.GetId()]
+			if peer == nil || !s.mayDial(dl, peer) {
+				continue
+			}
+			if len(dl.conns)+dl.dialing >= s.cfg.MaxConns && !s.makeRoom(dl) {
 				break
 			}
-			if peer := s.ids[p.GetId()]; peer != nil {
-				s.dial(dl, peer, p.GetOrigin())
-			}
+			s.dial(dl, peer, p.GetOrigin())
 		}
 		interval = time.Duration(max(1, resp.GetIntervalSeconds())) * time.Second
 	}
-	if first && len(dl.tried) == 1 {
-		// Nobody else has it yet: the first node reads the origin.
-		s.fromOrigin(dl)
-		return
+	switch {
+	case first && len(dl.tried) == 1:
+		// Nobody else has it yet: the first node of a rollout reads the
+		// origin piece by piece, and joins the swarm as soon as the
+		// tracker hands out peers.
+		dl.alone = true
+		s.res.Alone++
+	default:
+		dl.alone = len(dl.conns) == 0 && dl.dialing == 0 && len(dl.tried) == 1
 	}
 	s.after(interval, event{kind: evAnnounce, dl: dl})
+	s.topUp(dl)
 }
 
 func (s *sim) announceComplete(h *host, layer int) {
@@ -176,13 +193,43 @@ func (s *sim) seedAnnounce(h *host, epoch int) {
 	s.after(s.cfg.SeedInterval, event{kind: evSeedAnnounce, h: h, epoch: epoch})
 }
 
+// mayDial is pkg/swarm's: not connected, not ruled out, not being
+// dialled, not waiting out a backoff.
+func (s *sim) mayDial(dl *download, peer *host) bool {
+	ds := dl.tried[peer]
+	return dl.conns[peer.pid] == nil && (ds == nil || (!ds.never && s.now >= ds.next))
+}
+
+// makeRoom is pkg/swarm's: it closes one connection, made at least
+// uselessAfter ago and not to an origin, to a peer that holds nothing dl
+// lacks, so a peer from the tracker can take its place. pkg/swarm takes
+// the first such peer in map order; here a random one.
+func (s *sim) makeRoom(dl *download) bool {
+	var useless []*stream
+	for _, st := range sortedConns(dl) {
+		if !st.origin && s.now-st.since >= uselessAfter && !dl.sched.Useful(st.seeder.pid) {
+			useless = append(useless, st)
+		}
+	}
+	if len(useless) == 0 {
+		return false
+	}
+	st := useless[s.rnd.IntN(len(useless))]
+	s.res.PeersReplaced++
+	s.disconnect(st)
+	dl.sched.RemovePeer(st.seeder.pid)
+	s.retryLater(dl, st.seeder)
+	s.after(s.oneway(dl.h, st.seeder), event{kind: evSeederClose, st: st})
+	return true
+}
+
 // dial opens a stream from dl to peer, unless it is connected, being
 // dialled or resting after a failure.
 func (s *sim) dial(dl *download, peer *host, origin bool) {
-	ds := dl.tried[peer]
-	if dl.conns[peer.pid] != nil || (ds != nil && (ds.never || s.now < ds.next)) {
+	if !s.mayDial(dl, peer) {
 		return
 	}
+	ds := dl.tried[peer]
 	if ds == nil {
 		ds = &dialState{}
 		dl.tried[peer] = ds
@@ -226,23 +273,25 @@ func (s *sim) dialResult(st *stream, ok bool) {
 		s.retryLater(dl, st.seeder)
 		return
 	}
-	if dl.fallback {
-		s.after(s.oneway(dl.h, st.seeder), event{kind: evSeederClose, st: st})
-		return
-	}
 	id := st.seeder.pid
 	dl.conns[id] = st
 	st.dlOpen = true
+	st.since = s.now
 	dl.sched.AddPeer(id, st.hsBits, st.hsComplete, s.at())
 	if st.origin {
 		dl.sched.MarkOrigin(id)
+	}
+	if st.hsComplete || slices.ContainsFunc(st.hsBits, func(b byte) bool { return b != 0 }) {
+		// A new peer that holds pieces: early in a rollout the swarm
+		// fills from the origin outwards, and this is it reaching us.
+		s.alive(dl)
 	}
 	s.think(dl)
 }
 
 // think is the top of pkg/swarm's loop: fill the peers' pipelines.
 func (s *sim) think(dl *download) {
-	if dl.ended || dl.fallback {
+	if dl.ended {
 		return
 	}
 	for _, r := range dl.sched.Next(s.at()) {
@@ -256,12 +305,23 @@ func (s *sim) think(dl *download) {
 	}
 }
 
-// noteMoved records that bytes arrived on st since the last tick.
-func (s *sim) noteMoved(st *stream) {
-	if !st.moved {
-		st.moved = true
-		st.dl.moved = append(st.dl.moved, st)
+// alive: the swarm showed life (pkg/swarm resets its quiet clock).
+func (s *sim) alive(dl *download) {
+	dl.lastSwarm, dl.stalled = s.now, false
+}
+
+// arrived is how many bytes have reached dl on st so far (pkg/p2p's
+// Conn.Moved, pieces only): the pieces landed and what has come of those
+// on the way.
+func (s *sim) arrived(st *stream) int64 {
+	n := st.rcvd
+	ow := s.oneway(st.seeder, st.dl.h)
+	for _, f := range st.sending {
+		if s.now-ow > f.start {
+			n += min(max(f.sent(s.now-ow), 0), f.bytes)
+		}
 	}
+	return n
 }
 
 // disconnect forgets st on the downloader's side.
@@ -293,7 +353,8 @@ func (s *sim) piece(st *stream, piece int) {
 		s.res.DuplicateBytes += n
 		return
 	}
-	s.noteMoved(st)
+	st.rcvd += n
+	dl.received += n
 	if ds := dl.tried[st.seeder]; ds != nil {
 		ds.fails = 0
 	}
@@ -304,7 +365,7 @@ func (s *sim) piece(st *stream, piece int) {
 		cancel := dl.sched.Received(st.seeder.pid, piece, true, s.at())
 		s.got(dl, piece, cancel)
 	}
-	dl.lastSwarm, dl.stalled = s.now, false
+	s.alive(dl)
 	s.think(dl)
 }
 
@@ -359,9 +420,8 @@ func (s *sim) have(st *stream, piece int) {
 	if !st.dlOpen || dl.ended {
 		return
 	}
-	s.noteMoved(st)
 	// News of a piece at a peer says the swarm is alive.
-	dl.lastSwarm, dl.stalled = s.now, false
+	s.alive(dl)
 	dl.sched.PeerHas(st.seeder.pid, piece)
 	// A have can only make a request of its own peer, and not of a peer
 	// resting after a busy answer, nor for a piece held.
@@ -376,16 +436,15 @@ func (s *sim) busy(st *stream, piece int, hint time.Duration) {
 	if !st.dlOpen || dl.ended {
 		return
 	}
-	s.noteMoved(st)
 	// A busy peer has what we want and serves it when its uplink frees:
 	// the swarm is alive, if congested.
-	dl.lastSwarm, dl.stalled = s.now, false
+	s.alive(dl)
 	// Jittered, so refused peers do not all come back at once.
 	hint = min(hint, maxRetryAfter)
 	retry := hint + s.jitter(hint/2+50*time.Millisecond)
+	dl.busyHint = max(dl.busyHint, hint)
 	dl.sched.Busy(st.seeder.pid, piece, base.Add(s.now+retry))
 	st.restUntil = max(st.restUntil, s.now+retry)
-	dl.wakes = append(dl.wakes, s.now+retry)
 	s.think(dl)
 }
 
@@ -403,26 +462,19 @@ func (s *sim) connErr(st *stream) {
 // tick is pkg/swarm's timer: bytes moving, expiries, stalled peers, and
 // the origin when the swarm is quiet.
 func (s *sim) tick(dl *download) {
-	if dl.ended || dl.fallback {
+	if dl.ended {
 		return
 	}
 	now := s.at()
-	// Bytes arriving from a peer are progress, even before the piece is
-	// whole: a piece on its way, or any message.
-	for _, f := range s.net.links[dl.h.down].flows {
-		if f.st != nil && f.st.dl == dl && f.st.dlOpen && s.now-f.start >= s.oneway(f.st.seeder, dl.h) {
-			s.noteMoved(f.st)
-		}
-	}
-	for _, st := range dl.moved {
-		st.moved = false
-		if st.dlOpen {
+	// Piece bytes arriving from a peer are progress, even before the
+	// piece is whole; a have or a busy frame is not.
+	for _, st := range dl.conns {
+		if m := s.arrived(st); m-st.mark >= movingBytes {
+			st.mark = m
 			dl.sched.Moving(st.seeder.pid, now)
 			dl.lastSwarm = s.now
 		}
 	}
-	clear(dl.moved)
-	dl.moved = dl.moved[:0]
 	expired := dl.sched.Expire(now)
 	s.sendCancels(dl, expired)
 	var stalled []scheduler.PeerID
@@ -442,17 +494,9 @@ func (s *sim) tick(dl *download) {
 	}
 	s.topUp(dl)
 	// pkg/swarm asks the scheduler for requests on every turn of its
-	// loop; between events only expiries, dropped peers and the end
-	// game's lateness (the last few pieces) and the end of a busy peer's
-	// rest can make new ones, so other ticks skip it.
-	woke := false
-	dl.wakes = slices.DeleteFunc(dl.wakes, func(w time.Duration) bool {
-		if w <= s.now {
-			woke = true
-		}
-		return w <= s.now
-	})
-	if woke || len(expired) > 0 || len(stalled) > 0 || s.layers[dl.layer].pieces-dl.h.nheld[dl.layer] <= endGameMax {
+	// loop. With more requests out than the bound over all peers, the
+	// excess being the one an origin may have, it has none to give.
+	if dl.sched.Inflight() <= s.cfg.maxInflight() {
 		s.think(dl)
 	}
 	s.after(s.cfg.Tick, event{kind: evTick, dl: dl})
@@ -463,7 +507,17 @@ func (s *sim) tick(dl *download) {
 // from the origin, one at a time, while the download keeps working its
 // peers.
 func (s *sim) topUp(dl *download) {
-	if dl.ended || dl.fallback || dl.toppingUp || s.now-dl.lastSwarm <= s.cfg.StallTimeout || dl.sched.Inflight() > 0 || s.now < dl.originRetry {
+	if dl.ended || dl.toppingUp || dl.sched.Inflight() > 0 || s.now < dl.originRetry {
+		return
+	}
+	// StallTimeout is a floor: on a slow swarm the limit is a few of its
+	// own piece-times, as measured (deadlines, busy hints); three times
+	// that before anything came from peers.
+	limit := max(s.cfg.StallTimeout, 3*dl.sched.Slowest(), 3*dl.busyHint)
+	if dl.received == 0 {
+		limit *= 3
+	}
+	if s.now-dl.lastSwarm <= limit && !(dl.alone && len(dl.conns) == 0) {
 		return
 	}
 	i := dl.sched.Wanted()
@@ -475,64 +529,37 @@ func (s *sim) topUp(dl *download) {
 		s.res.Stalls++
 	}
 	dl.toppingUp = true
-	s.after(s.oneway(dl.h, s.origin), event{kind: evHTTPStart, dl: dl, piece: i, flag: true})
-}
-
-// fromOrigin reads the whole layer from the origin, piece by piece in
-// order: nobody else holds it.
-func (s *sim) fromOrigin(dl *download) {
-	dl.fallback = true
-	s.res.Fallbacks++
-	s.nextFromOrigin(dl)
-}
-
-func (s *sim) nextFromOrigin(dl *download) {
-	for i := range s.layers[dl.layer].pieces {
-		if !hasBit(dl.h.held[dl.layer], i) {
-			s.after(s.oneway(dl.h, s.origin), event{kind: evHTTPStart, dl: dl, piece: i})
-			return
-		}
-	}
+	s.after(s.oneway(dl.h, s.origin), event{kind: evHTTPStart, dl: dl, piece: i})
 }
 
 // httpBusy: the origin answered a range read with 429 and a Retry-After
 // (whole seconds, read as 1 to 30).
-func (s *sim) httpBusy(dl *download, piece int, topUp bool, after time.Duration) {
+func (s *sim) httpBusy(dl *download, piece int, after time.Duration) {
 	if dl.ended {
 		return
 	}
 	s.res.OriginBusy++
 	after = min(max(after, time.Second), 30*time.Second)
 	wait := after + s.jitter(after/2+100*time.Millisecond)
-	if !topUp {
-		s.after(wait+s.oneway(dl.h, s.origin), event{kind: evHTTPStart, dl: dl, piece: piece})
-		return
-	}
 	dl.toppingUp = false
 	dl.originRetry = s.now + wait
 }
 
 // httpPiece: a piece read from the origin over HTTP lands.
-func (s *sim) httpPiece(dl *download, piece int, topUp bool) {
+func (s *sim) httpPiece(dl *download, piece int) {
 	n := s.layers[dl.layer].pieceBytes(piece)
 	if dl.ended {
 		s.res.DuplicateBytes += n
 		return
 	}
-	if topUp {
-		dl.toppingUp = false
-		s.res.TopUps++
-	}
+	dl.toppingUp = false
+	s.res.TopUps++
 	if hasBit(dl.h.held[dl.layer], piece) {
 		s.res.DuplicateBytes += n
 	} else {
 		s.got(dl, piece, dl.sched.Got(piece))
 	}
 	if dl.ended {
-		return
-	}
-	if dl.fallback {
-		s.nextFromOrigin(dl)
 		return
 	}
 	s.topUp(dl)

@@ -47,20 +47,23 @@ type Config struct {
 
 	// The system's own settings, defaults as deployed by the load test.
 
-	// Scheduler configures every agent's scheduler (its own defaults).
+	// Scheduler configures every agent's scheduler (its own defaults: 2
+	// requests per peer, 4 in flight over all peers but an origin).
 	Scheduler scheduler.Config
 	// Tracker is the hand-out policy; Interval defaults to 1s, as the
 	// load test runs its tracker.
 	Tracker tracker.PolicyConfig
 	// Slots and Queue size every agent's uplink gate (pkg/uplink's
-	// defaults), OriginSlots and OriginQueue the origin's (default 2 and
-	// 2, as cmd/origin sets them).
+	// defaults, 2 and 2), OriginSlots and OriginQueue the origin's
+	// (default 2 and 2, as cmd/origin sets them).
 	Slots, Queue             int
 	OriginSlots, OriginQueue int
 	// OriginReaders is how many /v2 blob bodies the origin serves at once
 	// (default: OriginBps ÷ 4 MiB/s, at least 2, as the load test sets).
 	OriginReaders int
-	// MaxConns, StallTimeout: pkg/swarm's (16, 10s).
+	// MaxConns, StallTimeout: pkg/swarm's (16, 20s). StallTimeout is the
+	// floor of the quiet limit, which grows with the download's measured
+	// deadlines and busy hints, and triples until a piece came from peers.
 	MaxConns     int
 	StallTimeout time.Duration
 	// SeedInterval is how often an agent announces its complete blobs
@@ -114,7 +117,7 @@ func (c Config) withDefaults() Config {
 		c.MaxConns = 16
 	}
 	if c.StallTimeout <= 0 {
-		c.StallTimeout = 10 * time.Second
+		c.StallTimeout = 20 * time.Second
 	}
 	if c.SeedInterval <= 0 {
 		c.SeedInterval = 2 * time.Second
@@ -149,6 +152,15 @@ func (c Config) validate() error {
 		return errors.New("swarmsim: Churn must be 0..1")
 	}
 	return nil
+}
+
+// maxInflight is the agents' schedulers' bound on requests in flight
+// over all peers but an origin.
+func (c Config) maxInflight() int {
+	if c.Scheduler.MaxInflight > 0 {
+		return c.Scheduler.MaxInflight
+	}
+	return defaultMaxInflight
 }
 
 // bound is the physical floor: the image over an agent's downlink.
@@ -238,7 +250,7 @@ type Result struct {
 	Bound  time.Duration
 	Agents []AgentResult
 	Failed int
-	// OriginEgress is what the origin sent (seeding and HTTP fallback);
+	// OriginEgress is what the origin sent (seeding and /v2 top-ups);
 	// OriginCopies that over the image.
 	OriginEgress int64
 	OriginCopies float64
@@ -249,14 +261,19 @@ type Result struct {
 	PeerBytes, ReceivedBytes, DuplicateBytes, AbortedBytes int64
 	// Expired, Busy and EndGame sum the agents' scheduler counters
 	// (scheduler.Counters); Refused counts the requests seeders' gates
-	// refused; PeersDropped the peers dropped as stalled; Stalls the times
+	// refused; PeersDropped the peers dropped as stalled, PeersReplaced
+	// the connections closed to make room (holding nothing the download
+	// lacked) for a peer from the tracker; Stalls the times
 	// a download's swarm went quiet, TopUps the pieces then read from the
 	// origin one at a time, OriginBusy the reads it refused (429), and
-	// Fallbacks the layers read whole from it (nobody else had them).
+	// Alone the downloads that found nobody else in the swarm at their
+	// first announce, and so read the origin piece by piece until the
+	// tracker handed out peers.
 	// Requests counts piece requests sent to peers.
 	Requests                                      int
 	Expired, Busy, EndGame, Refused, PeersDropped int
-	Stalls, TopUps, OriginBusy, Fallbacks         int
+	PeersReplaced                                 int
+	Stalls, TopUps, OriginBusy, Alone             int
 	// Events processed, simulated time at the end, and the wall-clock time
 	// the simulation took.
 	Events  int64

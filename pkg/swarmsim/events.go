@@ -21,8 +21,8 @@ const (
 	evSeederReset                // st, at the seeder: the downloader reset it
 	evConnErr                    // st, at the downloader: the seeder is gone
 	evSuperIdle                  // st, at the origin: super-seeding patience
-	evHTTPStart                  // dl, piece, at the origin; flag = top-up
-	evHTTPPiece                  // dl, piece, at the downloader; flag = top-up
+	evHTTPStart                  // dl, piece, at the origin: a top-up's range read
+	evHTTPPiece                  // dl, piece, at the downloader
 	evHTTPBusy                   // dl, piece, at the downloader: 429; d = Retry-After
 	evLeave                      // h: churn takes it down
 	evReturn                     // h: back, with what it held

@@ -57,7 +57,6 @@ type flow struct {
 	ticket uint64
 	dl     *download
 	piece  int
-	topUp  bool
 }
 
 // sent is how many bytes of f have left by now.

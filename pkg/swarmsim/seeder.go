@@ -29,7 +29,10 @@ type stream struct {
 	waiting []waitingReq
 	sending []*flow
 	super   *superState
-	moved   bool // on the downloader's moved list
+	// Downloader side: when it connected; piece bytes landed, and what
+	// had arrived at the last tick that counted as moving.
+	since      time.Duration
+	rcvd, mark int64
 	// restUntil: the peer said busy; the scheduler does not ask it before.
 	restUntil time.Duration
 }
@@ -44,17 +47,24 @@ type superState struct {
 	offered []bool
 	batch   int
 	done    bool // everything offered: the idle loop has ended
-	// outstanding counts requests admitted and not yet on the wire; last
-	// is the stream's last activity (pkg/p2p's activity).
+	// outstanding counts requests admitted and not yet sent (waiting or
+	// on the wire); last is the stream's last activity (pkg/p2p's
+	// activity).
 	outstanding int
 	last        time.Duration
 }
 
-// idleFor is pkg/p2p's activity.idleFor: nothing waiting to be sent and
-// no activity for d. A piece on the wire does not count: it was taken
-// off the queue when it started, and touched the clock then.
+// idleFor is pkg/p2p's activity.idleFor: nothing admitted that is still
+// waiting or on the wire, and no activity for d.
 func (ss *superState) idleFor(now, d time.Duration) bool {
 	return ss.outstanding <= 0 && now-ss.last >= d
+}
+
+// add is pkg/p2p's activity.add: n requests more (or fewer) admitted
+// and not yet sent, and the clock reset.
+func (ss *superState) add(n int, now time.Duration) {
+	ss.outstanding += n
+	ss.last = now
 }
 
 // handedOut is the origin's record of one layer over all peers: each
@@ -96,7 +106,7 @@ func (s *sim) streamOpen(st *stream) {
 	}
 	// The peer that opened the stream is in the swarm: a seeder still
 	// downloading the layer may fetch from it too (agent.peerSeen).
-	if back := h.dls[st.layer]; back != nil && !back.ended && !back.fallback {
+	if back := h.dls[st.layer]; back != nil && !back.ended {
 		if len(back.conns)+back.dialing < s.cfg.MaxConns {
 			s.dial(back, dl.h, false)
 		}
@@ -138,8 +148,7 @@ func (s *sim) request(st *stream, piece int) {
 	h.pending[t] = &admitted{st, piece}
 	st.waiting = append(st.waiting, waitingReq{t, piece})
 	if st.super != nil {
-		st.super.outstanding++
-		st.super.last = s.now
+		st.super.add(1, s.now)
 		// Gone from the moment it is asked for: not offered to others
 		// while it waits or is on the wire.
 		ho := h.served[st.layer]
@@ -159,10 +168,6 @@ func (s *sim) pump(h *host) {
 		a := h.pending[t]
 		st := a.st
 		st.waiting = slices.DeleteFunc(st.waiting, func(w waitingReq) bool { return w.t == t })
-		if st.super != nil {
-			st.super.outstanding--
-			st.super.last = s.now
-		}
 		f := &flow{
 			up: h.up, down: st.dl.h.down, bytes: s.layers[st.layer].pieceBytes(a.piece),
 			st: st, ticket: uint64(t), piece: a.piece,
@@ -182,8 +187,7 @@ func (s *sim) cancel(st *stream, piece int) {
 			if st.seeder.gate.Withdraw(w.t) {
 				delete(st.seeder.pending, w.t)
 				if st.super != nil {
-					st.super.outstanding--
-					st.super.last = s.now
+					st.super.add(-1, s.now)
 				}
 			}
 			st.waiting = slices.Delete(st.waiting, k, k+1)
@@ -242,16 +246,17 @@ func (s *sim) superIdle(st *stream) {
 		ss.last = s.now
 		for range ss.batch {
 			next := s.offer(st, false)
-			if !slices.Contains(ss.offered, false) {
-				// Offered everything: the loop ends (pkg/p2p returns
-				// here before sending this last offer).
-				ss.done = true
+			all := !slices.Contains(ss.offered, false)
+			if next >= 0 {
+				s.after(s.oneway(st.seeder, st.dl.h), event{kind: evHave, st: st, piece: next})
+			}
+			if all {
+				ss.done = true // offered everything: the loop ends
 				return
 			}
 			if next < 0 {
 				break // what is left has just gone out
 			}
-			s.after(s.oneway(st.seeder, st.dl.h), event{kind: evHave, st: st, piece: next})
 		}
 		ss.batch *= 2
 	}
@@ -271,15 +276,15 @@ func (s *sim) haveAll(h *host, layer, piece int) {
 // httpStart: an HTTP range read of one piece reaches the origin's /v2,
 // which serves it beside the seeder, on the same uplink, if its reader
 // gate has room, and answers 429 otherwise.
-func (s *sim) httpStart(dl *download, piece int, topUp bool) {
+func (s *sim) httpStart(dl *download, piece int) {
 	if dl.ended {
 		return
 	}
 	if after, ok := s.origin.readers.admit(); !ok {
-		s.after(s.oneway(s.origin, dl.h), event{kind: evHTTPBusy, dl: dl, piece: piece, flag: topUp, d: after})
+		s.after(s.oneway(s.origin, dl.h), event{kind: evHTTPBusy, dl: dl, piece: piece, d: after})
 		return
 	}
-	f := &flow{up: s.origin.up, down: dl.h.down, bytes: s.layers[dl.layer].pieceBytes(piece), dl: dl, piece: piece, topUp: topUp}
+	f := &flow{up: s.origin.up, down: dl.h.down, bytes: s.layers[dl.layer].pieceBytes(piece), dl: dl, piece: piece}
 	s.net.start(f, s.now)
 }
 

@@ -18,15 +18,25 @@
 //   - links: per-host uplink and downlink caps and an access latency
 //     (a message between two hosts takes the sum); a piece in flight is a
 //     flow sharing both links max-min fairly, recomputed locally (net.go);
-//   - pkg/p2p's seeder: a have per stream as each piece lands, the origin's
-//     super-seeding (one never-sent piece offered per peer at a time, more
-//     when a peer idles; a piece counts as gone once asked for), dials of
-//     a few round trips, dial-back to peers that contact us;
-//   - pkg/swarm's loop: announce every interval, at most MaxConns peers,
-//     redial backoff, cancels, and when the swarm is quiet past the stall
-//     timeout one piece at a time from the origin's /v2, whose reader gate
-//     (pkg/origin) answers 429 beyond its readers; the whole layer from
-//     the origin only when nobody else has it;
+//   - pkg/p2p's seeder: a have per stream as each piece lands (a growing
+//     blob says so when it grows), the origin's super-seeding (one
+//     never-sent piece offered per peer at a time, more when a peer idles;
+//     a piece counts as gone once asked for, and a peer with a piece
+//     waiting or on the wire is not idle; an idle offer skips pieces whose
+//     last copy left within the patience plus two piece-times), dials of a
+//     few round trips, dial-back to peers that contact us;
+//   - pkg/swarm's loop: announce every interval, at most MaxConns peers
+//     (a connection to a peer that has held nothing we lack for 5s gives
+//     its place to a new one from the tracker), redial backoff, cancels,
+//     bytes moving (8 KiB a tick), and when the swarm is quiet — no piece,
+//     have, busy answer, bytes moving or new holder for max(StallTimeout,
+//     3 × the slowest deadline, 3 × the longest busy hint), three times
+//     that before the first piece from peers, and no request out — one
+//     piece at a time from the origin's /v2, whose reader gate
+//     (pkg/origin) answers 429 beyond its readers (a 429 is retried after
+//     its Retry-After plus jitter); a download that finds nobody else at
+//     its first announce reads the origin so at once, until the tracker
+//     hands out peers, and never the whole layer in one go;
 //   - pkg/agent: layers three at a time, complete blobs announced every
 //     seed interval; the load test's client streams each layer in order
 //     (first byte = a piece 0 held); staggered starts; churn (an agent
@@ -38,9 +48,10 @@
 // trips), bandwidth of control messages, more than one origin, zones and
 // racks. The seeder's and the download's timers tick every Config.Tick.
 //
-// Runs are reproducible for a Seed as far as pkg/scheduler is: it orders
-// peers by map iteration before shuffling them, so two runs of one seed
-// differ until it sorts them first.
+// Runs are reproducible: the same Config, Seed included, gives the same
+// Result (pkg/scheduler sorts its peers before shuffling them with the
+// random source it is given; where pkg/swarm takes the first of a map,
+// the simulator draws from its own seeded source).
 package swarmsim
 
 import (
@@ -275,7 +286,7 @@ func (s *sim) dispatch(e event) {
 			s.after(s.cfg.Tick, event{kind: evTick, dl: e.dl})
 		}
 	case evAnnounce:
-		if !e.dl.ended && !e.dl.fallback {
+		if !e.dl.ended {
 			s.announce(e.dl, false)
 		}
 	case evTick:
@@ -305,11 +316,11 @@ func (s *sim) dispatch(e event) {
 	case evSuperIdle:
 		s.superIdle(e.st)
 	case evHTTPStart:
-		s.httpStart(e.dl, e.piece, e.flag)
+		s.httpStart(e.dl, e.piece)
 	case evHTTPPiece:
-		s.httpPiece(e.dl, e.piece, e.flag)
+		s.httpPiece(e.dl, e.piece)
 	case evHTTPBusy:
-		s.httpBusy(e.dl, e.piece, e.flag, e.d)
+		s.httpBusy(e.dl, e.piece, e.d)
 	case evLeave:
 		s.leave(e.h)
 	case evReturn:
@@ -323,7 +334,7 @@ func (s *sim) flowDone(f *flow) {
 	s.account(f, f.bytes)
 	if f.st == nil {
 		s.origin.readers.release(s.now - f.start)
-		s.after(s.oneway(s.origin, f.dl.h), event{kind: evHTTPPiece, dl: f.dl, piece: f.piece, flag: f.topUp})
+		s.after(s.oneway(s.origin, f.dl.h), event{kind: evHTTPPiece, dl: f.dl, piece: f.piece})
 		return
 	}
 	st, h := f.st, f.st.seeder
@@ -332,7 +343,7 @@ func (s *sim) flowDone(f *flow) {
 	delete(h.pending, uplink.Ticket(f.ticket))
 	s.after(s.oneway(h, st.dl.h), event{kind: evPiece, st: st, piece: f.piece})
 	if st.super != nil && st.seedOpen {
-		st.super.last = s.now
+		st.super.add(-1, s.now) // a piece on the wire is activity until it is sent
 		if next := s.offer(st, true); next >= 0 {
 			s.after(s.oneway(h, st.dl.h), event{kind: evHave, st: st, piece: next})
 		}
