@@ -206,7 +206,7 @@ func (s *sim) mayDial(dl *download, peer *host) bool {
 // the first such peer in map order; here a random one.
 func (s *sim) makeRoom(dl *download) bool {
 	var useless []*stream
-	for _, st := range sortedConns(dl) {
+	for _, st := range dl.conns {
 		if !st.origin && s.now-st.since >= uselessAfter && !dl.sched.Useful(st.seeder.pid) {
 			useless = append(useless, st)
 		}
@@ -214,6 +214,7 @@ func (s *sim) makeRoom(dl *download) bool {
 	if len(useless) == 0 {
 		return false
 	}
+	slices.SortFunc(useless, func(a, b *stream) int { return cmp.Compare(a.seeder.idx, b.seeder.idx) })
 	st := useless[s.rnd.IntN(len(useless))]
 	s.res.PeersReplaced++
 	s.disconnect(st)

@@ -70,8 +70,8 @@ func (ss *superState) add(n int, now time.Duration) {
 // handedOut is the origin's record of one layer over all peers: each
 // piece's requests admitted (sent), when last, and offers.
 type handedOut struct {
-	sent, offers []int
-	last         []time.Duration
+	sent, offers  []int
+	last, offered []time.Duration // last asked for, last offered
 }
 
 const (
@@ -210,8 +210,9 @@ func (s *sim) seederClose(st *stream, reset bool) {
 
 // offer is pkg/p2p's Seeder.offer: for this peer, the piece of the layer
 // sent least, then offered least, that it was not offered yet; or -1.
-// With firstPass only pieces never sent; without, not a piece whose last
-// copy went out less than the spread time ago (the swarm has it soon).
+// With firstPass only pieces never sent, and not one offered to another
+// peer within the patience; without, not a piece whose last copy went out
+// less than the spread time ago (the swarm has it soon).
 func (s *sim) offer(st *stream, firstPass bool) int {
 	ho := s.origin.served[st.layer]
 	best := -1
@@ -226,10 +227,16 @@ func (s *sim) offer(st *stream, firstPass bool) int {
 	if best < 0 || (firstPass && ho.sent[best] > 0) {
 		return -1
 	}
+	if firstPass && ho.offers[best] > 0 && s.now-ho.offered[best] < superSeedPatience {
+		// Offered to another peer a moment ago and not asked for yet:
+		// two peers asking for it would take it twice.
+		return -1
+	}
 	if !firstPass && ho.sent[best] > 0 && s.now-ho.last[best] < superSeedPatience+2*s.origin.gate.PieceTime() {
 		return -1
 	}
 	ho.offers[best]++
+	ho.offered[best] = s.now
 	st.super.offered[best] = true
 	return best
 }

@@ -20,7 +20,8 @@
 //     flow sharing both links max-min fairly, recomputed locally (net.go);
 //   - pkg/p2p's seeder: a have per stream as each piece lands (a growing
 //     blob says so when it grows), the origin's super-seeding (one
-//     never-sent piece offered per peer at a time, more when a peer idles;
+//     never-sent piece offered per peer at a time, and not to a second
+//     peer within the patience of its last offer; more when a peer idles;
 //     a piece counts as gone once asked for, and a peer with a piece
 //     waiting or on the wire is not idle; an idle offer skips pieces whose
 //     last copy left within the patience plus two piece-times), dials of a
@@ -45,8 +46,9 @@
 // What is not: TCP (no slow start, loss or queueing delay: a flow gets its
 // fair share from its first byte), CPU and disk, control RPCs (manifest,
 // metainfo and announces take no time beyond a start delay of two round
-// trips), bandwidth of control messages, more than one origin, zones and
-// racks. The seeder's and the download's timers tick every Config.Tick.
+// trips), an unreachable tracker (every announce is answered, so pkg/swarm's
+// paths for a tracker that is down are not taken), bandwidth of control
+// messages, more than one origin, zones and racks. The seeder's and the download's timers tick every Config.Tick.
 //
 // Runs are reproducible: the same Config, Seed included, gives the same
 // Result (pkg/scheduler sorts its peers before shuffling them with the
@@ -145,7 +147,8 @@ func newSim(cfg Config) *sim {
 			s.origins = []ring.Member{{ID: "origin-0", PeerID: h.id}}
 			h.served = make([]*handedOut, len(s.layers))
 			for l, li := range s.layers {
-				h.served[l] = &handedOut{sent: make([]int, li.pieces), offers: make([]int, li.pieces), last: make([]time.Duration, li.pieces)}
+				h.served[l] = &handedOut{sent: make([]int, li.pieces), offers: make([]int, li.pieces),
+					last: make([]time.Duration, li.pieces), offered: make([]time.Duration, li.pieces)}
 			}
 		}
 		h.pid = scheduler.PeerID(h.id)
