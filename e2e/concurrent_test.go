@@ -87,7 +87,7 @@ func TestConcurrentContainerdPulls(t *testing.T) {
 		return i
 	}
 	taken := map[int]bool{}
-	// 18, 14 and 10 MiB of random bytes: 5, 4 and 3 pieces of 4 MiB.
+	// 18, 14 and 10 MiB of random bytes: as many pieces of 1 MiB.
 	im := pushImageOf(t, "http://"+origins[0], "team/app", "v1", placement{
 		accept: func(d string) bool {
 			if taken[owner(d)] {

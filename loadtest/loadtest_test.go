@@ -341,12 +341,11 @@ func TestNetnsFleet(t *testing.T) {
 }
 
 // Fifty agents, each in a network namespace of its own on a 20 Mbit/s
-// link, pull an 8 MiB image at once (the bound, image ÷ link, is 3.4 s):
+// link, pull a 32 MiB image at once (the bound, image ÷ link, is 13.4 s):
 // every one ends with the right bytes, and the origin sends at most two
 // copies — the swarm, not the origin, feeds the fleet, even when the
-// origin's link is as thin as everyone's. 8 MiB is two 4 MiB pieces: the
-// swarm has little to trade, the hard case for the origin's egress. Set-up
-// (52 namespaces and processes) takes about 5 s of the run.
+// origin's link is as thin as everyone's. Set-up (52 namespaces and
+// processes) takes about 5 s of the run.
 func TestFleet50SlowLinks(t *testing.T) {
 	needNamespaces(t)
 	o := options{Agents: 50, Image: 32 << 20, Layers: 1, LinkBps: 20e6 / 8, Bin: binDir(t), Out: t.TempDir(),

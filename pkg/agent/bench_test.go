@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoal-project/shoal/pkg/agent"
+	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
 	"github.com/shoal-project/shoal/pkg/p2p/p2ptest"
 	"github.com/shoal-project/shoal/pkg/tracker"
@@ -47,7 +48,7 @@ func (plainWriter) Write(p []byte) (int, error) { return len(p), nil }
 // to its cache and streaming it to an HTTP client — against, in the same
 // run, a raw loopback copy and a raw copy hashed at the receiver.
 func BenchmarkPull1GiB(b *testing.B) {
-	blob := p2ptest.NewBlob(benchSize, 4<<20)
+	blob := p2ptest.NewBlob(benchSize, metainfo.PieceLength(benchSize))
 	b.Run("raw-tcp", func(b *testing.B) { rawCopy(b, blob.Data, false, false) })
 	b.Run("raw-tcp+sha256", func(b *testing.B) { rawCopy(b, blob.Data, true, false) })
 	b.Run("raw-tcp+sha256+file", func(b *testing.B) { rawCopy(b, blob.Data, true, true) })

@@ -164,7 +164,8 @@ func (s *Local) MetaInfo(ctx context.Context, d digest.Digest) (*metainfo.MetaIn
 		if m, err := metainfo.Unmarshal(b); err == nil && m.Digest == d {
 			return m, nil
 		}
-		// A damaged metainfo file is rebuilt from the blob below.
+		// A damaged metainfo file, or one cut by an older piece-length
+		// rule, is rebuilt from the blob below.
 	}
 	r, err := s.Open(ctx, d)
 	if err != nil {
@@ -198,12 +199,13 @@ func (s *Local) Writer(_ context.Context) (Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blobstore: new writer: %w", err)
 	}
-	return &localWriter{s: s, f: f, hasher: metainfo.NewHasher(digest.SHA256, metainfo.DefaultPieceLength)}, nil
+	return &localWriter{s: s, f: f, hasher: metainfo.NewHasher(digest.SHA256, metainfo.MinPieceLength)}, nil
 }
 
 // localWriter hashes as it writes, once: the sha256 digest and the chain
-// at the default piece length come from the same pass, so a commit of a
-// sha256 blob up to metainfo.LargeBlob needs no second read.
+// at the smallest piece length come from the same pass, and the chain at
+// any larger one is a subset of it, so a commit of a sha256 blob needs no
+// second read.
 type localWriter struct {
 	s      *Local
 	f      *os.File
@@ -286,10 +288,10 @@ func (w *localWriter) digest(a digest.Algorithm) (digest.Digest, error) {
 }
 
 // metaInfo returns the chain, recomputing it from the committed file when
-// the blob is too large for the default piece length or not sha256.
+// the blob is not sha256.
 func (w *localWriter) metaInfo(ctx context.Context, d digest.Digest) (*metainfo.MetaInfo, error) {
-	if metainfo.PieceLength(w.n) == w.hasher.PieceLength() && d.Algorithm() == digest.SHA256 {
-		return w.hasher.MetaInfo(d)
+	if d.Algorithm() == digest.SHA256 {
+		return w.hasher.MetaInfoAt(d, metainfo.PieceLength(w.n))
 	}
 	r, err := w.s.Open(ctx, d)
 	if err != nil {

@@ -50,7 +50,7 @@ func TestLocalCrashLeavesNoPartialBlob(t *testing.T) {
 func TestLocalMetaInfoRebuilt(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := blobstore.NewLocal(dir)
-	b, d := storetest.Blob(t, metainfo.DefaultPieceLength+1)
+	b, d := storetest.Blob(t, metainfo.MinPieceLength+1)
 	if _, err := blobstore.Put(context.Background(), s, bytes.NewReader(b), int64(len(b)), d); err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +58,17 @@ func TestLocalMetaInfoRebuilt(t *testing.T) {
 	for name, damage := range map[string]func() error{
 		"removed": func() error { return os.Remove(mp) },
 		"garbage": func() error { return os.WriteFile(mp, []byte("not protobuf \xff\xff"), 0o644) },
+		// Written before the piece-length rule changed: whole-blob pieces.
+		"older rule": func() error {
+			x := metainfo.NewHasher(digest.SHA256, 2*metainfo.MinPieceLength)
+			x.Write(b)
+			mi, err := x.MetaInfo(d)
+			if err != nil {
+				return err
+			}
+			m, _ := mi.Marshal()
+			return os.WriteFile(mp, m, 0o644)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err := damage(); err != nil {

@@ -15,9 +15,11 @@ func TestPieceLength(t *testing.T) {
 		size int64
 		want int64
 	}{
-		{0, 4 << 20},
-		{1, 4 << 20},
-		{1 << 30, 4 << 20},
+		{0, 1 << 20},
+		{1, 1 << 20},
+		{128 << 20, 1 << 20},
+		{2 << 30, 1 << 20},
+		{2<<30 + 1, 2 << 20},
 		{8 << 30, 4 << 20},
 		{8<<30 + 1, 8 << 20},
 		{20 << 30, 16 << 20},
@@ -35,11 +37,11 @@ func TestPieceLength(t *testing.T) {
 }
 
 func TestHasherMatchesCompute(t *testing.T) {
-	b := make([]byte, 2*DefaultPieceLength+123)
+	b := make([]byte, 2*MinPieceLength+123)
 	rand.Read(b)
 	d := digest.FromBytes(b)
 	// Odd write sizes straddle piece boundaries.
-	x := NewHasher(digest.SHA256, DefaultPieceLength)
+	x := NewHasher(digest.SHA256, MinPieceLength)
 	for off := 0; off < len(b); {
 		n := min(len(b)-off, 1+off%77777)
 		x.Write(b[off : off+n])
@@ -56,14 +58,48 @@ func TestHasherMatchesCompute(t *testing.T) {
 	if got.NumPieces() != 3 || !got.Equal(want) || len(got.Chain) != 2 {
 		t.Fatalf("got %d pieces, %d chain states; equal %v", got.NumPieces(), len(got.Chain), got.Equal(want))
 	}
-	if off, n := got.PieceSpan(2); off != 2*DefaultPieceLength || n != 123 {
+	if off, n := got.PieceSpan(2); off != 2*MinPieceLength || n != 123 {
 		t.Fatalf("last piece span %d+%d", off, n)
 	}
-	if got.VerifyPiece(0, b[:DefaultPieceLength-1]) || got.VerifyPiece(3, nil) || !got.VerifyPiece(2, b[2*DefaultPieceLength:]) {
+	if got.VerifyPiece(0, b[:MinPieceLength-1]) || got.VerifyPiece(3, nil) || !got.VerifyPiece(2, b[2*MinPieceLength:]) {
 		t.Fatal("VerifyPiece wrong")
 	}
 	if _, err := x.MetaInfo(digest.FromBytes([]byte("other"))); err == nil {
 		t.Fatal("MetaInfo under the wrong digest")
+	}
+}
+
+// A chain recorded at the smallest grain yields the chain at any coarser
+// length, as if the blob had been hashed at that length.
+func TestMetaInfoAtCoarserLength(t *testing.T) {
+	const grain = 4 << 10
+	b := make([]byte, 37*grain+5)
+	rand.Read(b)
+	d := digest.FromBytes(b)
+	x := NewHasher(digest.SHA256, grain)
+	x.Write(b)
+	for _, pl := range []int64{grain, 2 * grain, 8 * grain, 64 * grain} {
+		got, err := x.MetaInfoAt(d, pl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y := NewHasher(digest.SHA256, pl)
+		y.Write(b)
+		want, _ := y.MetaInfo(d)
+		if !got.Equal(want) {
+			t.Errorf("piece length %d: chain differs from one hashed at that length", pl)
+		}
+		for i := range got.NumPieces() {
+			off, n := got.PieceSpan(i)
+			if !got.VerifyPiece(i, b[off:off+n]) {
+				t.Errorf("piece length %d: piece %d does not verify", pl, i)
+			}
+		}
+	}
+	for _, pl := range []int64{0, -grain, grain + 1, grain / 2} {
+		if _, err := x.MetaInfoAt(d, pl); err == nil {
+			t.Errorf("piece length %d accepted", pl)
+		}
 	}
 }
 
@@ -104,7 +140,7 @@ func TestChainVerifiesEachPieceAlone(t *testing.T) {
 }
 
 func TestRoundTripAndValidation(t *testing.T) {
-	b := make([]byte, DefaultPieceLength+5)
+	b := make([]byte, MinPieceLength+5)
 	d := digest.FromBytes(b)
 	m, err := Compute(d, bytes.NewReader(b), int64(len(b)))
 	if err != nil {
@@ -120,15 +156,15 @@ func TestRoundTripAndValidation(t *testing.T) {
 	}
 	good := m.Proto()
 	bad := []*shoalpb.MetaInfo{
-		{Digest: "sha256:xyz", Size: good.Size, PieceLength: DefaultPieceLength, Chain: good.Chain},
-		{Digest: good.Digest, Size: -1, PieceLength: DefaultPieceLength},
+		{Digest: "sha256:xyz", Size: good.Size, PieceLength: MinPieceLength, Chain: good.Chain},
+		{Digest: good.Digest, Size: -1, PieceLength: MinPieceLength},
 		{Digest: good.Digest, Size: good.Size, PieceLength: 1, Chain: good.Chain},
-		{Digest: good.Digest, Size: good.Size, PieceLength: DefaultPieceLength},
-		{Digest: good.Digest, Size: good.Size, PieceLength: DefaultPieceLength, Chain: [][]byte{{1, 2, 3}}},
-		{Digest: good.Digest, Size: good.Size, PieceLength: DefaultPieceLength, Chain: append(good.Chain, good.Chain[0])},
+		{Digest: good.Digest, Size: good.Size, PieceLength: MinPieceLength},
+		{Digest: good.Digest, Size: good.Size, PieceLength: MinPieceLength, Chain: [][]byte{{1, 2, 3}}},
+		{Digest: good.Digest, Size: good.Size, PieceLength: MinPieceLength, Chain: append(good.Chain, good.Chain[0])},
 		{Digest: good.Digest, Size: 1 << 40, PieceLength: PieceLength(1 << 40), Chain: good.Chain},
 		// A sha512 digest needs 64-byte states.
-		{Digest: digest.NewDigest(digest.SHA512, make([]byte, 64)).String(), Size: good.Size, PieceLength: DefaultPieceLength, Chain: good.Chain},
+		{Digest: digest.NewDigest(digest.SHA512, make([]byte, 64)).String(), Size: good.Size, PieceLength: MinPieceLength, Chain: good.Chain},
 	}
 	for i, p := range bad {
 		if _, err := FromProto(p); !errors.Is(err, ErrInvalid) {
@@ -141,7 +177,7 @@ func TestRoundTripAndValidation(t *testing.T) {
 }
 
 func FuzzUnmarshal(f *testing.F) {
-	b := make([]byte, DefaultPieceLength+1)
+	b := make([]byte, MinPieceLength+1)
 	m, _ := Compute(digest.FromBytes(b), bytes.NewReader(b), int64(len(b)))
 	enc, _ := m.Marshal()
 	f.Add(enc)

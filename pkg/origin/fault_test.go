@@ -29,7 +29,7 @@ func blobPath(dataDir, d string) string {
 // receives a complete wrong body: the connection is cut before the end,
 // and the blob is then gone rather than served again.
 func TestCorruptBlobNeverServed(t *testing.T) {
-	data := randomBytes(t, 9<<20) // three pieces of 4 MiB, the last short
+	data := randomBytes(t, 9<<20+5) // ten pieces of 1 MiB, the last short
 	reads := []struct {
 		name  string
 		rng   string
@@ -51,7 +51,7 @@ func TestCorruptBlobNeverServed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b[4<<20+50] ^= 0x01 // inside the second piece
+			b[4<<20+50] ^= 0x01 // inside the fifth piece
 			if err := os.WriteFile(p, b, 0o644); err != nil {
 				t.Fatal(err)
 			}

@@ -18,7 +18,7 @@ import (
 // that validates and matches an independent computation.
 func TestMetaInfoEndpoint(t *testing.T) {
 	o := origintest.Start(t, origin.Config{})
-	blob := make([]byte, 2*metainfo.DefaultPieceLength+1000)
+	blob := make([]byte, 2*metainfo.MinPieceLength+1000)
 	rand.Read(blob)
 	d := digest.FromBytes(blob)
 	resp, err := http.Post(o.URL+"/v2/m/blobs/uploads/?digest="+d.String(), "application/octet-stream", bytes.NewReader(blob))

@@ -87,7 +87,7 @@ func assertAbsent(t *testing.T, s blobstore.Store, d digest.Digest) {
 }
 
 func testCommitThenRead(t *testing.T, s blobstore.Store) {
-	b, d := Blob(t, 3*metainfo.DefaultPieceLength+17)
+	b, d := Blob(t, 3*metainfo.MinPieceLength+17)
 	info := put(t, s, b, d)
 	if info.Digest != d || info.Size != int64(len(b)) {
 		t.Fatalf("info = %+v", info)
@@ -195,14 +195,14 @@ func testWalk(t *testing.T, s blobstore.Store) {
 }
 
 func testMetaInfo(t *testing.T, s blobstore.Store) {
-	b, d := Blob(t, 2*metainfo.DefaultPieceLength+5)
+	b, d := Blob(t, 2*metainfo.MinPieceLength+5)
 	put(t, s, b, d)
 	mi, err := s.MetaInfo(context.Background(), d)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want, _ := metainfo.Compute(d, bytes.NewReader(b), int64(len(b)))
-	if mi.NumPieces() != 3 || mi.Size != int64(len(b)) || mi.PieceLength != metainfo.DefaultPieceLength {
+	if mi.NumPieces() != 3 || mi.Size != int64(len(b)) || mi.PieceLength != metainfo.MinPieceLength {
 		t.Fatalf("metainfo = %d pieces, size %d, piece length %d", mi.NumPieces(), mi.Size, mi.PieceLength)
 	}
 	for i := range mi.NumPieces() {
