@@ -61,7 +61,7 @@ type Config struct {
 	// OriginReaders is how many /v2 blob bodies the origin serves at once
 	// (default: OriginBps ÷ 4 MiB/s, at least 2, as the load test sets).
 	OriginReaders int
-	// MaxConns, StallTimeout: pkg/swarm's (16, 20s). StallTimeout is the
+	// MaxConns, StallTimeout: pkg/swarm's (32, 20s). StallTimeout is the
 	// floor of the quiet limit, which grows with the download's measured
 	// deadlines and busy hints, and triples until a piece came from peers.
 	MaxConns     int
@@ -114,7 +114,7 @@ func (c Config) withDefaults() Config {
 		c.Tracker.Interval = time.Second
 	}
 	if c.MaxConns <= 0 {
-		c.MaxConns = 16
+		c.MaxConns = 32
 	}
 	if c.StallTimeout <= 0 {
 		c.StallTimeout = 20 * time.Second
