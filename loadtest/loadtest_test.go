@@ -371,12 +371,10 @@ func TestFleet50SlowLinks(t *testing.T) {
 	if failed > 0 {
 		t.Errorf("%d of %d agents failed", failed, o.Agents)
 	}
-	// The issue asks ≤ 2 copies; a quiet machine measures 1.25. Under the
-	// suite's parallel load (CPU 97 %) the origin's re-offers reached 2.0,
-	// so the bound here is 2.5: still far below the collapse this guards
-	// against (12.8 copies, whole blobs from the origin).
-	if s := r.Summaries[0]; s.EgressCopies > 2.5 {
-		t.Errorf("the origin sent %.2f copies of the image (p2p %s, /v2 %s; fallback GETs ok %d, busy %d), want ≤ 2.5",
+	// 1.22 copies measured alone (CPU 96 %); the collapse this guards
+	// against sent 12.8, whole blobs from the origin.
+	if s := r.Summaries[0]; s.EgressCopies > 2 {
+		t.Errorf("the origin sent %.2f copies of the image (p2p %s, /v2 %s; fallback GETs ok %d, busy %d), want ≤ 2",
 			s.EgressCopies, mib1(s.OriginP2P), mib1(s.OriginV2), s.OriginOK, s.OriginBusy)
 	}
 }
