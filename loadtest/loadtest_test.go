@@ -39,13 +39,7 @@ func TestTinyFleet(t *testing.T) {
 	}
 	o := options{Agents: 4, Image: 24 << 20, Layers: 3, LinkBps: 50 << 20, Baseline: true,
 		Bin: binDir(t), Out: t.TempDir(), Timeout: 2 * time.Minute}
-	r, err := fleetRun(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sb strings.Builder
-	r.text(&sb)
-	t.Log(sb.String())
+	r := runFleet(t, o)
 	if len(r.Phases) != 2 || len(r.Summaries) != 2 {
 		t.Fatalf("phases %d, summaries %d", len(r.Phases), len(r.Summaries))
 	}
@@ -149,13 +143,7 @@ func TestFleetWithFaults(t *testing.T) {
 	}
 	o := options{Agents: 4, Image: 32 << 20, Layers: 2, LinkBps: 16 << 20, Bin: binDir(t), Out: t.TempDir(),
 		Timeout: 2 * time.Minute, Origins: 2, Stagger: 500 * time.Millisecond, Churn: 0.5, KillOrigin: true}
-	r, err := fleetRun(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sb strings.Builder
-	r.text(&sb)
-	t.Log(sb.String())
+	r := runFleet(t, o)
 	ph := r.Phases[0]
 	var got, uploaded int64
 	for _, a := range ph.Agents {
@@ -318,13 +306,7 @@ func TestNetnsFleet(t *testing.T) {
 	needNamespaces(t)
 	o := options{Agents: 3, Image: 16 << 20, Layers: 2, LinkBps: 200e6 / 8, Bin: binDir(t), Out: t.TempDir(),
 		Timeout: 2 * time.Minute, Netns: true}
-	r, err := fleetRun(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sb strings.Builder
-	r.text(&sb)
-	t.Log(sb.String())
+	r := runFleet(t, o)
 	for _, a := range r.Phases[0].Agents {
 		if a.Error != "" || a.ReceivedAll != o.Image {
 			t.Fatalf("%s: received %d of %d: %s", a.Name, a.ReceivedAll, o.Image, a.Error)
@@ -351,13 +333,7 @@ func TestFleet50SlowLinks(t *testing.T) {
 	o := options{Agents: 50, Image: 32 << 20, Layers: 1, LinkBps: 20e6 / 8, Bin: binDir(t), Out: t.TempDir(),
 		Timeout: 2 * time.Minute, Netns: true}
 	began := time.Now()
-	r, err := fleetRun(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sb strings.Builder
-	r.text(&sb)
-	t.Log(sb.String())
+	r := runFleet(t, o)
 	ph := r.Phases[0]
 	t.Logf("setup %.1fs, pull %.1fs, all told %.1fs", ph.Setup, ph.Wall, time.Since(began).Seconds())
 	failed := 0
@@ -377,4 +353,17 @@ func TestFleet50SlowLinks(t *testing.T) {
 		t.Errorf("the origin sent %.2f copies of the image (p2p %s, /v2 %s; fallback GETs ok %d, busy %d), want ≤ 2",
 			s.EgressCopies, mib1(s.OriginP2P), mib1(s.OriginV2), s.OriginOK, s.OriginBusy)
 	}
+}
+
+// runFleet runs the fleet o describes and logs its report's tables.
+func runFleet(t *testing.T, o options) *report {
+	t.Helper()
+	r, err := fleetRun(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	r.text(&sb)
+	t.Log(sb.String())
+	return r
 }

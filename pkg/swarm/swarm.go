@@ -69,7 +69,8 @@ type Config struct {
 	AnnounceTimeout time.Duration `yaml:"announce_timeout"`
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults fills the zero values with the defaults above.
+func (c Config) WithDefaults() Config {
 	if c.MaxConns <= 0 {
 		c.MaxConns = 32
 	}
@@ -220,7 +221,7 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 		log = slog.Default()
 	}
 	dl := &download{
-		d: d, cfg: d.Cfg.withDefaults(), mi: mi, pf: pf,
+		d: d, cfg: d.Cfg.WithDefaults(), mi: mi, pf: pf,
 		sched:   scheduler.New(d.Cfg.Scheduler, mi.NumPieces(), mi.PieceLength, pf.Held(), rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))),
 		conns:   map[peer.ID]*p2p.Conn{},
 		moved:   map[peer.ID]int64{},

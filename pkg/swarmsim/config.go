@@ -8,6 +8,7 @@ import (
 
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/scheduler"
+	"github.com/shoal-project/shoal/pkg/swarm"
 	"github.com/shoal-project/shoal/pkg/tracker"
 )
 
@@ -61,7 +62,7 @@ type Config struct {
 	// OriginReaders is how many /v2 blob bodies the origin serves at once
 	// (default: OriginBps ÷ 4 MiB/s, at least 2, as the load test sets).
 	OriginReaders int
-	// MaxConns, StallTimeout: pkg/swarm's (32, 20s). StallTimeout is the
+	// MaxConns, StallTimeout: pkg/swarm's defaults (32, 20s). StallTimeout is the
 	// floor of the quiet limit, which grows with the download's measured
 	// deadlines and busy hints, and triples until a piece came from peers.
 	MaxConns     int
@@ -113,12 +114,8 @@ func (c Config) withDefaults() Config {
 	if c.Tracker.Interval <= 0 {
 		c.Tracker.Interval = time.Second
 	}
-	if c.MaxConns <= 0 {
-		c.MaxConns = 32
-	}
-	if c.StallTimeout <= 0 {
-		c.StallTimeout = 20 * time.Second
-	}
+	sw := swarm.Config{MaxConns: c.MaxConns, StallTimeout: c.StallTimeout}.WithDefaults()
+	c.MaxConns, c.StallTimeout = sw.MaxConns, sw.StallTimeout
 	if c.SeedInterval <= 0 {
 		c.SeedInterval = 2 * time.Second
 	}
