@@ -135,11 +135,6 @@ func run(args []string) error {
 		seeder.Uploaded = srv.CountSeeded
 		seeder.Busy = srv.CountBusy
 		seeder.EnableSuperSeeding()
-		// Two pieces on the wire, two waiting: each of the first pieces
-		// lands after two piece-times, so agents start passing pieces on
-		// early, and a receiver whose downlink is shared still leaves
-		// the other slot to fill the uplink.
-		seeder.SetUplink(2, 2)
 		log.Info("origin seeding", "peer", h.ID(), "addrs", h.Addrs(), "upload_rate", fc.UploadRate)
 	}
 	return srv.Run(ctx, ln)

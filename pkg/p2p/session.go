@@ -102,13 +102,6 @@ func (s *Seeder) EnableSuperSeeding() {
 	s.served = map[digest.Digest]*handedOut{}
 }
 
-// SetUplink sizes the upload gate: slots pieces on the wire at once and
-// queue admitted behind them (zero: uplink's defaults). Call it before
-// the seeder serves. An origin gives each of the agents it is handed to
-// a slot: its uplink is the swarm's root, and a slot held by a receiver
-// whose downlink is shared with other peers must not leave it idle.
-func (s *Seeder) SetUplink(slots, queue int) { s.gate = uplink.New(slots, queue) }
-
 // superSeedPatience is how long a super-seeder waits, with nothing asked
 // of it, before offering a peer a piece already handed out: the peer is
 // not getting it from the swarm.

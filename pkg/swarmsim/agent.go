@@ -14,10 +14,6 @@ import (
 // The downloading side: an agent's pull, and per layer pkg/swarm's
 // download loop around a real scheduler.
 
-// defaultMaxInflight is pkg/scheduler's default bound on requests in
-// flight over all peers but origins.
-const defaultMaxInflight = 4
-
 // movingBytes is pkg/swarm's: what must arrive from a peer between two
 // ticks for it to count as delivering.
 const movingBytes = 8 << 10

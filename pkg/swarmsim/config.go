@@ -10,6 +10,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/scheduler"
 	"github.com/shoal-project/shoal/pkg/swarm"
 	"github.com/shoal-project/shoal/pkg/tracker"
+	"github.com/shoal-project/shoal/pkg/uplink"
 )
 
 // Config describes one simulated rollout. Zero values take the defaults
@@ -49,14 +50,14 @@ type Config struct {
 	// The system's own settings, defaults as deployed by the load test.
 
 	// Scheduler configures every agent's scheduler (its own defaults: 2
-	// requests per peer, 4 in flight over all peers but an origin).
+	// requests per peer, 6 in flight over all peers but an origin).
 	Scheduler scheduler.Config
 	// Tracker is the hand-out policy; Interval defaults to 1s, as the
 	// load test runs its tracker.
 	Tracker tracker.PolicyConfig
-	// Slots and Queue size every agent's uplink gate (pkg/uplink's
-	// defaults, 2 and 2), OriginSlots and OriginQueue the origin's
-	// (default 2 and 2, as cmd/origin sets them).
+	// Slots and Queue size every agent's uplink gate, OriginSlots and
+	// OriginQueue the origin's (pkg/uplink's defaults, 4 and 2, which
+	// agents and cmd/origin both use).
 	Slots, Queue             int
 	OriginSlots, OriginQueue int
 	// OriginReaders is how many /v2 blob bodies the origin serves at once
@@ -94,10 +95,10 @@ func (c Config) withDefaults() Config {
 		c.OriginBps = c.UpBps
 	}
 	if c.OriginSlots <= 0 {
-		c.OriginSlots = 2
+		c.OriginSlots = uplink.DefaultSlots
 	}
 	if c.OriginQueue <= 0 {
-		c.OriginQueue = 2
+		c.OriginQueue = uplink.DefaultQueue
 	}
 	if c.OriginReaders <= 0 {
 		c.OriginReaders = int(max(2, c.OriginBps/(4<<20)))
@@ -157,7 +158,7 @@ func (c Config) maxInflight() int {
 	if c.Scheduler.MaxInflight > 0 {
 		return c.Scheduler.MaxInflight
 	}
-	return defaultMaxInflight
+	return scheduler.DefaultMaxInflight
 }
 
 // bound is the physical floor: the image over an agent's downlink.
