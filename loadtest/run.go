@@ -189,7 +189,19 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 		}
 	}
 	trackerAddr, etcdURL := trPlace.addr(ports["grpc"]), "http://"+trPlace.addr(ports["etcd"])
-	tr, err := f.start(trPlace, "tracker", "tracker", "--id", "t0", "--grpc-addr", trackerAddr, "--http-addr", trPlace.addr(ports["http"]),
+	// The tracker bounds announces and entries per caller IP. In
+	// namespaces every agent has its own, as on real nodes, and the
+	// shipped limits apply; on loopback the whole fleet shares one, which
+	// gets the fleet's share.
+	trCfg := filepath.Join(dir, "tracker.yaml")
+	var limits string
+	if !o.Netns {
+		limits = fmt.Sprintf("ip_announce_rate: %d\nip_announce_burst: %d\nmax_entries_per_ip: %d\n", 400*o.Agents, 10000*o.Agents, 20000*o.Agents)
+	}
+	if err := os.WriteFile(trCfg, []byte(limits), 0o644); err != nil {
+		return nil, err
+	}
+	tr, err := f.start(trPlace, "tracker", "tracker", "--config", trCfg, "--id", "t0", "--grpc-addr", trackerAddr, "--http-addr", trPlace.addr(ports["http"]),
 		"--advertise", trackerAddr, "--data-dir", filepath.Join(dir, "tracker"), "--interval", "1s",
 		"--embedded-etcd-client-url", etcdURL, "--embedded-etcd-peer-url", "http://"+trPlace.addr(ports["etcd-peer"]),
 		"--log-level", o.logLevel())

@@ -180,8 +180,11 @@ type AnnounceRequest struct {
 	// Peers wanted; the tracker may send fewer. Zero means the default.
 	MaxPeers int32 `protobuf:"varint,5,opt,name=max_peers,json=maxPeers,proto3" json:"max_peers,omitempty"`
 	// Set by a tracker that forwards an announce to the owner, so it is
-	// forwarded at most once.
-	Forwarded     bool `protobuf:"varint,6,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// forwarded at most once. Only a member of the tracker ring may set it.
+	Forwarded bool `protobuf:"varint,6,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// Proves that the announcing peer holds the key of peer.id and chose
+	// peer.addrs. Required unless the batch carries one.
+	Proof         *PeerProof `protobuf:"bytes,7,opt,name=proof,proto3" json:"proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -269,6 +272,13 @@ func (x *AnnounceRequest) GetForwarded() bool {
 	return false
 }
 
+func (x *AnnounceRequest) GetProof() *PeerProof {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
 type isAnnounceRequest_Have interface {
 	isAnnounceRequest_Have()
 }
@@ -287,6 +297,73 @@ func (*AnnounceRequest_Bitfield) isAnnounceRequest_Have() {}
 
 func (*AnnounceRequest_Complete) isAnnounceRequest_Have() {}
 
+// PeerProof is a peer's signature, with its libp2p key, over what it
+// claims: without it anyone could announce under another peer's ID and
+// point the swarm elsewhere. The signed bytes are "shoal-announce-v1",
+// the peer ID, the Unix time and each address, sorted, joined by
+// newlines; the tracker accepts a proof for a few minutes around its time.
+type PeerProof struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The libp2p public key (crypto.MarshalPublicKey); the peer ID must be
+	// derived from it.
+	PublicKey     []byte `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	UnixSeconds   int64  `protobuf:"varint,2,opt,name=unix_seconds,json=unixSeconds,proto3" json:"unix_seconds,omitempty"`
+	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerProof) Reset() {
+	*x = PeerProof{}
+	mi := &file_tracker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerProof) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerProof) ProtoMessage() {}
+
+func (x *PeerProof) ProtoReflect() protoreflect.Message {
+	mi := &file_tracker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerProof.ProtoReflect.Descriptor instead.
+func (*PeerProof) Descriptor() ([]byte, []int) {
+	return file_tracker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PeerProof) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *PeerProof) GetUnixSeconds() int64 {
+	if x != nil {
+		return x.UnixSeconds
+	}
+	return 0
+}
+
+func (x *PeerProof) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 type AnnounceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Peers []*Peer                `protobuf:"bytes,1,rep,name=peers,proto3" json:"peers,omitempty"`
@@ -298,7 +375,7 @@ type AnnounceResponse struct {
 
 func (x *AnnounceResponse) Reset() {
 	*x = AnnounceResponse{}
-	mi := &file_tracker_proto_msgTypes[3]
+	mi := &file_tracker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +387,7 @@ func (x *AnnounceResponse) String() string {
 func (*AnnounceResponse) ProtoMessage() {}
 
 func (x *AnnounceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tracker_proto_msgTypes[3]
+	mi := &file_tracker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +400,7 @@ func (x *AnnounceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnnounceResponse.ProtoReflect.Descriptor instead.
 func (*AnnounceResponse) Descriptor() ([]byte, []int) {
-	return file_tracker_proto_rawDescGZIP(), []int{3}
+	return file_tracker_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AnnounceResponse) GetPeers() []*Peer {
@@ -341,15 +418,17 @@ func (x *AnnounceResponse) GetIntervalSeconds() int32 {
 }
 
 type AnnounceBatchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Announces     []*AnnounceRequest     `protobuf:"bytes,1,rep,name=announces,proto3" json:"announces,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every announce of a batch comes from the one peer the proof names.
+	Announces     []*AnnounceRequest `protobuf:"bytes,1,rep,name=announces,proto3" json:"announces,omitempty"`
+	Proof         *PeerProof         `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AnnounceBatchRequest) Reset() {
 	*x = AnnounceBatchRequest{}
-	mi := &file_tracker_proto_msgTypes[4]
+	mi := &file_tracker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +440,7 @@ func (x *AnnounceBatchRequest) String() string {
 func (*AnnounceBatchRequest) ProtoMessage() {}
 
 func (x *AnnounceBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tracker_proto_msgTypes[4]
+	mi := &file_tracker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,12 +453,19 @@ func (x *AnnounceBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnnounceBatchRequest.ProtoReflect.Descriptor instead.
 func (*AnnounceBatchRequest) Descriptor() ([]byte, []int) {
-	return file_tracker_proto_rawDescGZIP(), []int{4}
+	return file_tracker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AnnounceBatchRequest) GetAnnounces() []*AnnounceRequest {
 	if x != nil {
 		return x.Announces
+	}
+	return nil
+}
+
+func (x *AnnounceBatchRequest) GetProof() *PeerProof {
+	if x != nil {
+		return x.Proof
 	}
 	return nil
 }
@@ -394,7 +480,7 @@ type AnnounceBatchResponse struct {
 
 func (x *AnnounceBatchResponse) Reset() {
 	*x = AnnounceBatchResponse{}
-	mi := &file_tracker_proto_msgTypes[5]
+	mi := &file_tracker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +492,7 @@ func (x *AnnounceBatchResponse) String() string {
 func (*AnnounceBatchResponse) ProtoMessage() {}
 
 func (x *AnnounceBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tracker_proto_msgTypes[5]
+	mi := &file_tracker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +505,7 @@ func (x *AnnounceBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnnounceBatchResponse.ProtoReflect.Descriptor instead.
 func (*AnnounceBatchResponse) Descriptor() ([]byte, []int) {
-	return file_tracker_proto_rawDescGZIP(), []int{5}
+	return file_tracker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AnnounceBatchResponse) GetResponses() []*AnnounceResponse {
@@ -438,7 +524,7 @@ type GetMetaInfoRequest struct {
 
 func (x *GetMetaInfoRequest) Reset() {
 	*x = GetMetaInfoRequest{}
-	mi := &file_tracker_proto_msgTypes[6]
+	mi := &file_tracker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +536,7 @@ func (x *GetMetaInfoRequest) String() string {
 func (*GetMetaInfoRequest) ProtoMessage() {}
 
 func (x *GetMetaInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tracker_proto_msgTypes[6]
+	mi := &file_tracker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +549,7 @@ func (x *GetMetaInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetaInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetMetaInfoRequest) Descriptor() ([]byte, []int) {
-	return file_tracker_proto_rawDescGZIP(), []int{6}
+	return file_tracker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetMetaInfoRequest) GetDigest() string {
@@ -482,7 +568,7 @@ type GetMetaInfoResponse struct {
 
 func (x *GetMetaInfoResponse) Reset() {
 	*x = GetMetaInfoResponse{}
-	mi := &file_tracker_proto_msgTypes[7]
+	mi := &file_tracker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +580,7 @@ func (x *GetMetaInfoResponse) String() string {
 func (*GetMetaInfoResponse) ProtoMessage() {}
 
 func (x *GetMetaInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tracker_proto_msgTypes[7]
+	mi := &file_tracker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +593,7 @@ func (x *GetMetaInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetaInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetMetaInfoResponse) Descriptor() ([]byte, []int) {
-	return file_tracker_proto_rawDescGZIP(), []int{7}
+	return file_tracker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetMetaInfoResponse) GetMetainfo() *MetaInfo {
@@ -531,20 +617,27 @@ const file_tracker_proto_rawDesc = "" +
 	"\x06Labels\x12\x12\n" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x12\n" +
 	"\x04rack\x18\x02 \x01(\tR\x04rack\x12\x12\n" +
-	"\x04node\x18\x03 \x01(\tR\x04node\"\xcc\x01\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\"\xf7\x01\n" +
 	"\x0fAnnounceRequest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\"\n" +
 	"\x04peer\x18\x02 \x01(\v2\x0e.shoal.v1.PeerR\x04peer\x12\x1c\n" +
 	"\bbitfield\x18\x03 \x01(\fH\x00R\bbitfield\x12\x1c\n" +
 	"\bcomplete\x18\x04 \x01(\bH\x00R\bcomplete\x12\x1b\n" +
 	"\tmax_peers\x18\x05 \x01(\x05R\bmaxPeers\x12\x1c\n" +
-	"\tforwarded\x18\x06 \x01(\bR\tforwardedB\x06\n" +
-	"\x04have\"c\n" +
+	"\tforwarded\x18\x06 \x01(\bR\tforwarded\x12)\n" +
+	"\x05proof\x18\a \x01(\v2\x13.shoal.v1.PeerProofR\x05proofB\x06\n" +
+	"\x04have\"k\n" +
+	"\tPeerProof\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\fR\tpublicKey\x12!\n" +
+	"\funix_seconds\x18\x02 \x01(\x03R\vunixSeconds\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature\"c\n" +
 	"\x10AnnounceResponse\x12$\n" +
 	"\x05peers\x18\x01 \x03(\v2\x0e.shoal.v1.PeerR\x05peers\x12)\n" +
-	"\x10interval_seconds\x18\x02 \x01(\x05R\x0fintervalSeconds\"O\n" +
+	"\x10interval_seconds\x18\x02 \x01(\x05R\x0fintervalSeconds\"z\n" +
 	"\x14AnnounceBatchRequest\x127\n" +
-	"\tannounces\x18\x01 \x03(\v2\x19.shoal.v1.AnnounceRequestR\tannounces\"Q\n" +
+	"\tannounces\x18\x01 \x03(\v2\x19.shoal.v1.AnnounceRequestR\tannounces\x12)\n" +
+	"\x05proof\x18\x02 \x01(\v2\x13.shoal.v1.PeerProofR\x05proof\"Q\n" +
 	"\x15AnnounceBatchResponse\x128\n" +
 	"\tresponses\x18\x01 \x03(\v2\x1a.shoal.v1.AnnounceResponseR\tresponses\",\n" +
 	"\x12GetMetaInfoRequest\x12\x16\n" +
@@ -568,36 +661,39 @@ func file_tracker_proto_rawDescGZIP() []byte {
 	return file_tracker_proto_rawDescData
 }
 
-var file_tracker_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_tracker_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_tracker_proto_goTypes = []any{
 	(*Peer)(nil),                  // 0: shoal.v1.Peer
 	(*Labels)(nil),                // 1: shoal.v1.Labels
 	(*AnnounceRequest)(nil),       // 2: shoal.v1.AnnounceRequest
-	(*AnnounceResponse)(nil),      // 3: shoal.v1.AnnounceResponse
-	(*AnnounceBatchRequest)(nil),  // 4: shoal.v1.AnnounceBatchRequest
-	(*AnnounceBatchResponse)(nil), // 5: shoal.v1.AnnounceBatchResponse
-	(*GetMetaInfoRequest)(nil),    // 6: shoal.v1.GetMetaInfoRequest
-	(*GetMetaInfoResponse)(nil),   // 7: shoal.v1.GetMetaInfoResponse
-	(*MetaInfo)(nil),              // 8: shoal.v1.MetaInfo
+	(*PeerProof)(nil),             // 3: shoal.v1.PeerProof
+	(*AnnounceResponse)(nil),      // 4: shoal.v1.AnnounceResponse
+	(*AnnounceBatchRequest)(nil),  // 5: shoal.v1.AnnounceBatchRequest
+	(*AnnounceBatchResponse)(nil), // 6: shoal.v1.AnnounceBatchResponse
+	(*GetMetaInfoRequest)(nil),    // 7: shoal.v1.GetMetaInfoRequest
+	(*GetMetaInfoResponse)(nil),   // 8: shoal.v1.GetMetaInfoResponse
+	(*MetaInfo)(nil),              // 9: shoal.v1.MetaInfo
 }
 var file_tracker_proto_depIdxs = []int32{
-	1, // 0: shoal.v1.Peer.labels:type_name -> shoal.v1.Labels
-	0, // 1: shoal.v1.AnnounceRequest.peer:type_name -> shoal.v1.Peer
-	0, // 2: shoal.v1.AnnounceResponse.peers:type_name -> shoal.v1.Peer
-	2, // 3: shoal.v1.AnnounceBatchRequest.announces:type_name -> shoal.v1.AnnounceRequest
-	3, // 4: shoal.v1.AnnounceBatchResponse.responses:type_name -> shoal.v1.AnnounceResponse
-	8, // 5: shoal.v1.GetMetaInfoResponse.metainfo:type_name -> shoal.v1.MetaInfo
-	2, // 6: shoal.v1.Tracker.Announce:input_type -> shoal.v1.AnnounceRequest
-	4, // 7: shoal.v1.Tracker.AnnounceBatch:input_type -> shoal.v1.AnnounceBatchRequest
-	6, // 8: shoal.v1.Tracker.GetMetaInfo:input_type -> shoal.v1.GetMetaInfoRequest
-	3, // 9: shoal.v1.Tracker.Announce:output_type -> shoal.v1.AnnounceResponse
-	5, // 10: shoal.v1.Tracker.AnnounceBatch:output_type -> shoal.v1.AnnounceBatchResponse
-	7, // 11: shoal.v1.Tracker.GetMetaInfo:output_type -> shoal.v1.GetMetaInfoResponse
-	9, // [9:12] is the sub-list for method output_type
-	6, // [6:9] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	1,  // 0: shoal.v1.Peer.labels:type_name -> shoal.v1.Labels
+	0,  // 1: shoal.v1.AnnounceRequest.peer:type_name -> shoal.v1.Peer
+	3,  // 2: shoal.v1.AnnounceRequest.proof:type_name -> shoal.v1.PeerProof
+	0,  // 3: shoal.v1.AnnounceResponse.peers:type_name -> shoal.v1.Peer
+	2,  // 4: shoal.v1.AnnounceBatchRequest.announces:type_name -> shoal.v1.AnnounceRequest
+	3,  // 5: shoal.v1.AnnounceBatchRequest.proof:type_name -> shoal.v1.PeerProof
+	4,  // 6: shoal.v1.AnnounceBatchResponse.responses:type_name -> shoal.v1.AnnounceResponse
+	9,  // 7: shoal.v1.GetMetaInfoResponse.metainfo:type_name -> shoal.v1.MetaInfo
+	2,  // 8: shoal.v1.Tracker.Announce:input_type -> shoal.v1.AnnounceRequest
+	5,  // 9: shoal.v1.Tracker.AnnounceBatch:input_type -> shoal.v1.AnnounceBatchRequest
+	7,  // 10: shoal.v1.Tracker.GetMetaInfo:input_type -> shoal.v1.GetMetaInfoRequest
+	4,  // 11: shoal.v1.Tracker.Announce:output_type -> shoal.v1.AnnounceResponse
+	6,  // 12: shoal.v1.Tracker.AnnounceBatch:output_type -> shoal.v1.AnnounceBatchResponse
+	8,  // 13: shoal.v1.Tracker.GetMetaInfo:output_type -> shoal.v1.GetMetaInfoResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_tracker_proto_init() }
@@ -616,7 +712,7 @@ func file_tracker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tracker_proto_rawDesc), len(file_tracker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shoal-project/shoal/pkg/proctest"
+	"github.com/shoal-project/shoal/pkg/tracker/trackertest"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
@@ -24,8 +25,11 @@ func BenchmarkTrackerProcess(b *testing.B) {
 	const peers, swarms = 10000, 100
 	dir := b.TempDir()
 	cfg := filepath.Join(dir, "tracker.yaml")
-	// Lift the per-peer flood limits: the benchmark is the flood.
-	if err := os.WriteFile(cfg, []byte("peer_announce_rate: 1000000000\npeer_announce_burst: 1000000000\n"), 0o644); err != nil {
+	// Lift the per-peer and per-IP flood limits: the benchmark is the
+	// flood, from one IP.
+	limits := "peer_announce_rate: 1000000000\npeer_announce_burst: 1000000000\n" +
+		"ip_announce_rate: 1000000000\nip_announce_burst: 1000000000\nmax_entries_per_ip: 1000000000\n"
+	if err := os.WriteFile(cfg, []byte(limits), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	grpcAddr, httpAddr := proctest.FreeAddr(b), proctest.FreeAddr(b)
@@ -42,13 +46,13 @@ func BenchmarkTrackerProcess(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { c.Close() })
-		clients[i] = shoalpb.NewTrackerClient(c)
+		clients[i] = trackertest.Named(shoalpb.NewTrackerClient(c))
 	}
 	announce := func(i, swarm int) *shoalpb.AnnounceRequest {
 		r := &shoalpb.AnnounceRequest{
 			Digest: fmt.Sprintf("sha256:%064x", swarm+1),
 			Peer: &shoalpb.Peer{Id: fmt.Sprintf("12D3KooWpeer%08d", i),
-				Addrs:  []string{fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&255, i>>8&255, i&255)},
+				Addrs:  []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", 1024+i)},
 				Labels: &shoalpb.Labels{Zone: fmt.Sprintf("z%d", i%3), Rack: fmt.Sprintf("r%d", i%40), Node: fmt.Sprintf("n%d", i)}},
 		}
 		if i%5 == 0 {

@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/membership"
 	"github.com/shoal-project/shoal/pkg/proctest"
 	"github.com/shoal-project/shoal/pkg/tlsconfig"
+	"github.com/shoal-project/shoal/pkg/tracker/trackertest"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
@@ -107,7 +108,7 @@ func TestBinaryCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { conn.Close() })
-		return shoalpb.NewTrackerClient(conn)
+		return trackertest.Named(shoalpb.NewTrackerClient(conn))
 	}
 	ca, cb := dial(a.grpc, credentials.NewTLS(cc)), dial(b.grpc, credentials.NewTLS(cc))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

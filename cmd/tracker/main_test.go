@@ -22,7 +22,7 @@ func TestParse(t *testing.T) {
 	}{
 		{"example file", []string{"--config", "../../deploy/config/tracker.yaml"}, "", func(c fileConfig) bool {
 			return c.ID == "tracker-0" && c.GRPCAddr == ":7000" && c.Interval == 3*time.Second &&
-				c.DefaultPeers == 30 && c.PeerAnnounceBurst == 50 && c.MemberTTL == 10*time.Second
+				c.DefaultPeers == 30 && c.PeerAnnounceBurst == 5000 && c.MemberTTL == 10*time.Second
 		}},
 		{"flags override the file", []string{"--config", "../../deploy/config/tracker.yaml", "--peers", "7",
 			"--etcd-endpoints", "http://e1:2379, http://e2:2379", "--interval", "1s"}, "", func(c fileConfig) bool {

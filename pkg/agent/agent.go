@@ -26,6 +26,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
 	"github.com/shoal-project/shoal/pkg/pace"
+	"github.com/shoal-project/shoal/pkg/peerproof"
 	"github.com/shoal-project/shoal/pkg/piecefile"
 	"github.com/shoal-project/shoal/pkg/swarm"
 	"github.com/shoal-project/shoal/pkg/tlsconfig"
@@ -165,7 +166,9 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 			cancel()
 			return nil, err
 		}
-		a.conn, a.tracker = conn, shoalpb.NewTrackerClient(conn)
+		// Announces are signed with the node's libp2p key: the tracker
+		// takes them only from the peer they name.
+		a.conn, a.tracker = conn, peerproof.NewClient(shoalpb.NewTrackerClient(conn), h.Peerstore().PrivKey(h.ID()))
 	}
 	seeder := p2p.NewSeeder(h, a, pace.NewLimiter(cfg.UploadRate), log)
 	seeder.Uploaded = func(n int) { a.metrics.uploaded.Add(float64(n)) }

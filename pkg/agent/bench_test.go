@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
 	"github.com/shoal-project/shoal/pkg/p2p/p2ptest"
+	"github.com/shoal-project/shoal/pkg/peerproof"
 	"github.com/shoal-project/shoal/pkg/tracker"
 	"github.com/shoal-project/shoal/pkg/tracker/trackertest"
 	shoalpb "github.com/shoal-project/shoal/proto"
@@ -64,7 +65,7 @@ func BenchmarkPull1GiB(b *testing.B) {
 			b.StopTimer()
 			// The seeder must be known to the tracker, and the metainfo
 			// must come from somewhere: a fresh agent each round.
-			tr.Client.Announce(context.Background(), &shoalpb.AnnounceRequest{Digest: blob.MI.Digest.String(),
+			peerproof.NewClient(tr.Client.TrackerClient, seeder.Peerstore().PrivKey(seeder.ID())).Announce(context.Background(), &shoalpb.AnnounceRequest{Digest: blob.MI.Digest.String(),
 				Peer: &shoalpb.Peer{Id: seeder.ID().String(), Addrs: addrs}, Have: &shoalpb.AnnounceRequest_Complete{Complete: true}})
 			a := startBenchAgent(b, tr.Addr, blob)
 			b.StartTimer()

@@ -20,6 +20,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/p2p"
 	"github.com/shoal-project/shoal/pkg/p2p/p2ptest"
+	"github.com/shoal-project/shoal/pkg/peerproof"
 	"github.com/shoal-project/shoal/pkg/piecefile"
 	"github.com/shoal-project/shoal/pkg/swarm"
 	"github.com/shoal-project/shoal/pkg/tracker"
@@ -37,7 +38,7 @@ func seedAs(t *testing.T, tr shoalpb.TrackerClient, d digest.Digest, b p2p.Blob)
 	t.Helper()
 	h := p2ptest.NewHost(t, p2p.HostConfig{})
 	p2p.NewSeeder(h, p2ptest.Blobs{d: b}, nil, nil)
-	_, err := tr.Announce(context.Background(), &shoalpb.AnnounceRequest{
+	_, err := peerproof.NewClient(tr, h.Peerstore().PrivKey(h.ID())).Announce(context.Background(), &shoalpb.AnnounceRequest{
 		Digest: d.String(),
 		Peer:   &shoalpb.Peer{Id: h.ID().String(), Addrs: p2p.Addrs(h)},
 		Have:   &shoalpb.AnnounceRequest_Complete{Complete: true},
@@ -65,7 +66,7 @@ func (o *memOrigin) ReadRange(_ context.Context, off, n int64) (io.ReadCloser, e
 func fetch(t *testing.T, tr shoalpb.TrackerClient, blob *p2ptest.Blob, origin swarm.Origin, cfg swarm.Config) (swarm.Stats, error) {
 	t.Helper()
 	h := p2ptest.NewHost(t, p2p.HostConfig{})
-	d := &swarm.Downloader{Host: h, Tracker: tr, Self: &shoalpb.Peer{Addrs: p2p.Addrs(h)}, Cfg: cfg}
+	d := &swarm.Downloader{Host: h, Tracker: peerproof.NewClient(tr, h.Peerstore().PrivKey(h.ID())), Self: &shoalpb.Peer{Addrs: p2p.Addrs(h)}, Cfg: cfg}
 	pf, err := piecefile.Open(t.TempDir(), blob.MI)
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +212,7 @@ func TestFetchPacedByDownloadLimit(t *testing.T) {
 	h := p2ptest.NewHost(t, p2p.HostConfig{})
 	lim := rate.NewLimiter(4<<20, 1<<20)
 	lim.WaitN(context.Background(), 1<<20)
-	d := &swarm.Downloader{Host: h, Tracker: tr, Self: &shoalpb.Peer{Addrs: p2p.Addrs(h)}, Limit: lim}
+	d := &swarm.Downloader{Host: h, Tracker: peerproof.NewClient(tr, h.Peerstore().PrivKey(h.ID())), Self: &shoalpb.Peer{Addrs: p2p.Addrs(h)}, Limit: lim}
 	pf, err := piecefile.Open(t.TempDir(), blob.MI)
 	if err != nil {
 		t.Fatal(err)
@@ -279,21 +280,24 @@ func (o *alwaysBusy) ReadRange(context.Context, int64, int64) (io.ReadCloser, er
 	return nil, &swarm.BusyError{RetryAfter: 200 * time.Millisecond}
 }
 
-// The swarm goes quiet (its only seeder pauses 2s) and the origin says
+// The swarm goes quiet (its only seeder pauses 4s) and the origin says
 // busy to every read: the download waits its turn at the origin, at the
-// pace the origin asks, keeps the peer, and finishes from it.
+// pace the origin asks, keeps the peer, and finishes from it. (The pause
+// leaves room for a quiet limit stretched by deadlines measured on a
+// loaded machine, which at 2s sometimes outlasted it.)
 func TestOriginBusyKeepsTheSwarm(t *testing.T) {
 	tr := newTracker(t)
 	blob := p2ptest.NewBlob(2<<20, 128<<10)
-	seedAs(t, tr, blob.MI.Digest, &pausingBlob{Blob: blob, at: 4, pause: 2 * time.Second})
+	seedAs(t, tr, blob.MI.Digest, &pausingBlob{Blob: blob, at: 4, pause: 4 * time.Second})
 	origin := &alwaysBusy{}
 	st, err := fetch(t, tr, blob, origin, swarm.Config{StallTimeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 1.7s quiet, one read per 200-300ms hint: a handful, not a storm.
-	if n := origin.asked.Load(); n < 1 || n > 12 {
-		t.Fatalf("origin asked %d times in 1.7s of quiet with a 200ms hint", n)
+	// At most 3.7s quiet, one read per 200-300ms hint: a handful, not a
+	// storm.
+	if n := origin.asked.Load(); n < 1 || n > 20 {
+		t.Fatalf("origin asked %d times in at most 3.7s of quiet with a 200ms hint", n)
 	}
 	if st.FromOrigin != 0 || st.FromPeers < blob.MI.Size || st.Stalls != 1 {
 		t.Fatalf("stats %+v", st)

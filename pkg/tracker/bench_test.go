@@ -25,7 +25,8 @@ const (
 	benchPeers  = 10000
 )
 
-var benchCfg = tracker.Config{PeerAnnounceRate: 1e9, PeerAnnounceBurst: 1 << 30}
+var benchCfg = tracker.Config{PeerAnnounceRate: 1e9, PeerAnnounceBurst: 1 << 30,
+	IPAnnounceRate: 1e9, IPAnnounceBurst: 1 << 30, MaxEntriesPerIP: 1 << 30}
 
 func benchAnnounce(i int) *shoalpb.AnnounceRequest {
 	p := i % benchPeers
@@ -33,7 +34,7 @@ func benchAnnounce(i int) *shoalpb.AnnounceRequest {
 		Digest: dgst(p % benchSwarms),
 		Peer: &shoalpb.Peer{
 			Id:     fmt.Sprintf("12D3KooWpeer%08d", p),
-			Addrs:  []string{fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", p>>16&255, p>>8&255, p&255)},
+			Addrs:  []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", 1024+p)},
 			Labels: &shoalpb.Labels{Zone: fmt.Sprintf("z%d", p%3), Rack: fmt.Sprintf("r%d", p%40), Node: fmt.Sprintf("n%d", p)},
 		},
 	}
@@ -142,7 +143,7 @@ func benchClients(b *testing.B) []shoalpb.TrackerClient {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { c.Close() })
-		clients[i] = shoalpb.NewTrackerClient(c)
+		clients[i] = trackertest.Named(shoalpb.NewTrackerClient(c))
 	}
 	for i := range benchPeers {
 		if _, err := clients[0].Announce(context.Background(), benchAnnounce(i)); err != nil {

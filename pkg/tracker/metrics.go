@@ -9,6 +9,7 @@ type metrics struct {
 	fetches   prometheus.Counter
 	swarms    prometheus.Gauge
 	peers     prometheus.Gauge
+	refused   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,7 +32,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		peers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_tracker_peers", Help: "Live peer entries over all swarms.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_tracker_announce_refusals_total",
+			Help: "What the tracker refused of announces, by reason: bad_proof (RPCs), forged_forward (RPCs), foreign_addr (addresses not on the caller's IP, dropped), ip_rate and peer_rate (announces over the limits), ip_entries (entries over one IP's share of the table).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.announces, m.forwards, m.metainfo, m.fetches, m.swarms, m.peers)
+	reg.MustRegister(m.announces, m.forwards, m.metainfo, m.fetches, m.swarms, m.peers, m.refused)
 	return m
 }

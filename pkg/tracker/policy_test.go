@@ -139,7 +139,7 @@ func TestOriginGrants(t *testing.T) {
 	const d = "sha256:0000000000000000000000000000000000000000000000000000000000000001"
 	origins := []ring.Member{{ID: "o1", PeerID: "origin-peer", P2PAddrs: []string{"/ip4/10.0.0.1/tcp/4001"}}}
 	p := testPolicy()
-	sw := newSwarms(1 << 20)
+	sw := newSwarms(1<<20, 0)
 	now := time.Unix(1000, 0)
 	grants := map[string]bool{}
 	for _, id := range []string{"a", "b", "c", "d"} {
@@ -174,7 +174,7 @@ func TestOriginGrants(t *testing.T) {
 func TestSweepExpires(t *testing.T) {
 	const d = "sha256:0000000000000000000000000000000000000000000000000000000000000002"
 	p := testPolicy()
-	sw := newSwarms(1 << 20)
+	sw := newSwarms(1<<20, 0)
 	now := time.Unix(1000, 0)
 	sw.ann(d, announceReq(d, "leecher", false), nil, p, now)
 	sw.ann(d, announceReq(d, "seeder", true), nil, p, now)
@@ -203,7 +203,7 @@ func TestSweepExpires(t *testing.T) {
 func TestLargeSwarmSampled(t *testing.T) {
 	const d = "sha256:0000000000000000000000000000000000000000000000000000000000000003"
 	p := testPolicy()
-	sw := newSwarms(1 << 20)
+	sw := newSwarms(1<<20, 0)
 	now := time.Unix(1000, 0)
 	for i := range 5000 {
 		sw.ann(d, announceReq(d, fmt.Sprintf("p%d", i), i%10 == 0), nil, p, now)
@@ -226,7 +226,7 @@ func TestLargeSwarmSampled(t *testing.T) {
 
 // ann is announce for tests whose table never fills.
 func (t *swarms) ann(d string, req *shoalpb.AnnounceRequest, origins []ring.Member, p policy, now time.Time) *shoalpb.AnnounceResponse {
-	r, err := t.announce(d, req, origins, p, now)
+	r, err := t.announce(d, req, "", origins, p, now)
 	if err != nil {
 		panic(err)
 	}
@@ -235,12 +235,12 @@ func (t *swarms) ann(d string, req *shoalpb.AnnounceRequest, origins []ring.Memb
 
 func TestTableBound(t *testing.T) {
 	const d = "sha256:0000000000000000000000000000000000000000000000000000000000000004"
-	sw := newSwarms(3)
+	sw := newSwarms(3, 0)
 	now := time.Unix(1000, 0)
 	for i := range 3 {
 		sw.ann(d, announceReq(d, fmt.Sprintf("p%d", i), false), nil, testPolicy(), now)
 	}
-	if _, err := sw.announce(d, announceReq(d, "p3", false), nil, testPolicy(), now); err == nil {
+	if _, err := sw.announce(d, announceReq(d, "p3", false), "", nil, testPolicy(), now); err == nil {
 		t.Fatal("a fourth peer fit in a table of three")
 	}
 	// Known peers still re-announce; expiry frees room.
@@ -254,17 +254,17 @@ func TestPeerLimiter(t *testing.T) {
 	now := time.Unix(1000, 0)
 	allowed := 0
 	for range 20 {
-		if l.allow("flood", now) {
+		if l.allowN("flood", 1, now) {
 			allowed++
 		}
 	}
 	if allowed != 5 {
 		t.Fatalf("burst allowed %d, want 5", allowed)
 	}
-	if !l.allow("other", now) {
+	if !l.allowN("other", 1, now) {
 		t.Fatal("one peer's flood limited another")
 	}
-	if !l.allow("flood", now.Add(100*time.Millisecond)) || l.allow("flood", now.Add(100*time.Millisecond)) {
+	if !l.allowN("flood", 1, now.Add(100*time.Millisecond)) || l.allowN("flood", 1, now.Add(100*time.Millisecond)) {
 		t.Fatal("refill is not 10/s")
 	}
 	l.sweep(now.Add(time.Hour))

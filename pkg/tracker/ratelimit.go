@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// peerLimiter bounds announce RPCs per peer ID, so one misbehaving agent
-// cannot take the tracker from the rest: a token bucket per peer, in
-// sharded maps, forgotten once idle.
+// peerLimiter bounds announces per key (a peer ID, a caller IP), so one
+// misbehaving agent or host cannot take the tracker from the rest: a token
+// bucket per key, in sharded maps, forgotten once idle.
 type peerLimiter struct {
 	rate, burst float64
 	seed        maphash.Seed
@@ -31,7 +31,8 @@ func newPeerLimiter(rate float64, burst int) *peerLimiter {
 	return l
 }
 
-func (l *peerLimiter) allow(id string, now time.Time) bool {
+// allowN takes n tokens from id's bucket, or none if it holds fewer.
+func (l *peerLimiter) allowN(id string, n int, now time.Time) bool {
 	sh := &l.shards[maphash.String(l.seed, id)%shardCount]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -42,10 +43,10 @@ func (l *peerLimiter) allow(id string, now time.Time) bool {
 	}
 	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
 	b.last = now
-	if b.tokens < 1 {
+	if b.tokens < float64(n) {
 		return false
 	}
-	b.tokens--
+	b.tokens -= float64(n)
 	return true
 }
 

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/peerproof"
 	"github.com/shoal-project/shoal/pkg/ring"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
@@ -51,14 +52,23 @@ type Config struct {
 	// AnnounceRate bounds announces per second this tracker accepts
 	// (0: unlimited); the excess gets RESOURCE_EXHAUSTED and retries.
 	AnnounceRate float64 `yaml:"announce_rate"`
-	// PeerAnnounceRate and PeerAnnounceBurst bound announce RPCs from one
-	// peer ID (defaults 20/s, burst 50; a batch is one RPC).
+	// PeerAnnounceRate and PeerAnnounceBurst bound the announces one peer
+	// ID makes, each blob of a batch counting as one (defaults 200/s,
+	// burst 5000: an agent announces its whole cache at once every seed
+	// interval). IPAnnounceRate and IPAnnounceBurst bound them per caller
+	// IP, over all the IDs it uses (defaults 400/s, burst 10000), since a
+	// new ID costs only a new key.
 	PeerAnnounceRate  float64 `yaml:"peer_announce_rate"`
 	PeerAnnounceBurst int     `yaml:"peer_announce_burst"`
+	IPAnnounceRate    float64 `yaml:"ip_announce_rate"`
+	IPAnnounceBurst   int     `yaml:"ip_announce_burst"`
 	// MaxPeerEntries bounds the peer entries held over all swarms
 	// (default 2M, about 1 GiB): past it new peers are refused until
-	// entries expire.
-	MaxPeerEntries int `yaml:"max_peer_entries"`
+	// entries expire. MaxEntriesPerIP bounds the entries of peers on one
+	// IP (default 20000), so that no one host can fill the table and lock
+	// the others out.
+	MaxPeerEntries  int `yaml:"max_peer_entries"`
+	MaxEntriesPerIP int `yaml:"max_entries_per_ip"`
 	// MetaInfoCacheBytes bounds the metainfo cache (default 64 MiB).
 	MetaInfoCacheBytes int64 `yaml:"metainfo_cache_bytes"`
 	// ForwardTimeout bounds a forwarded announce (default 2s).
@@ -78,10 +88,15 @@ func (c Config) withDefaults() Config {
 		c.SeederInterval = 30 * time.Second
 	}
 	def(&c.DefaultPeers, 30)
-	def(&c.PeerAnnounceBurst, 50)
+	def(&c.PeerAnnounceBurst, 5000)
+	def(&c.IPAnnounceBurst, 10000)
 	def(&c.MaxPeerEntries, 2_000_000)
+	def(&c.MaxEntriesPerIP, 20000)
 	if c.PeerAnnounceRate <= 0 {
-		c.PeerAnnounceRate = 20
+		c.PeerAnnounceRate = 200
+	}
+	if c.IPAnnounceRate <= 0 {
+		c.IPAnnounceRate = 400
 	}
 	def(&c.MaxPeers, 100)
 	def(&c.OriginFanout, 4)
@@ -123,10 +138,14 @@ type Server struct {
 	swarms   *swarms
 	limiter  *rate.Limiter
 	perPeer  *peerLimiter
-	meta     *metaInfoCache
-	metrics  *metrics
-	gather   prometheus.Gatherer
-	creds    credentials.TransportCredentials
+	perIP    *peerLimiter
+	proofs   *peerproof.Verifier
+	// trackerIPs: callers allowed to forward.
+	trackerIPs trackerIPs
+	meta       *metaInfoCache
+	metrics    *metrics
+	gather     prometheus.Gatherer
+	creds      credentials.TransportCredentials
 
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn // forwarding connections by address
@@ -165,8 +184,10 @@ func New(cfg Config, opts ...Option) *Server {
 		cfg:     cfg,
 		policy:  cfg.policy(),
 		log:     slog.Default(),
-		swarms:  newSwarms(cfg.MaxPeerEntries),
+		swarms:  newSwarms(cfg.MaxPeerEntries, cfg.MaxEntriesPerIP),
 		perPeer: newPeerLimiter(cfg.PeerAnnounceRate, cfg.PeerAnnounceBurst),
+		perIP:   newPeerLimiter(cfg.IPAnnounceRate, cfg.IPAnnounceBurst),
+		proofs:  peerproof.NewVerifier(verifiedProofs),
 		conns:   map[string]*grpc.ClientConn{},
 	}
 	s.meta = newMetaInfoCache(cfg.MetaInfoCacheBytes, http.DefaultClient)
@@ -229,16 +250,21 @@ func validateAnnounce(req *shoalpb.AnnounceRequest) (digest.Digest, error) {
 	return d, nil
 }
 
-// admit applies the tracker-wide and per-peer limits to an RPC carrying n
-// announces from peer id. Forwarded RPCs are charged too: anyone can set
-// the forwarded flag, and a peer's honest announce costs at most one token
-// on the tracker it reached and one on the owner.
-func (s *Server) admit(id string, n int) error {
+// admit applies the tracker-wide, per-peer and per-IP limits to an RPC
+// carrying n announces from peer id, each announce costing a token. The
+// owner of a forwarded announce charges the peer again but not the
+// forwarding tracker's IP: that tracker charged the peer's.
+func (s *Server) admit(c caller, id string, n int) error {
 	now := time.Now()
 	if s.limiter != nil && !s.limiter.AllowN(now, n) {
 		return status.Error(codes.ResourceExhausted, "tracker announce rate limit; retry after the interval")
 	}
-	if id != "" && !s.perPeer.allow(id, now) {
+	if !c.forwarded && !s.perIP.allowN(c.ip.String(), n, now) {
+		s.metrics.refused.WithLabelValues("ip_rate").Add(float64(n))
+		return status.Errorf(codes.ResourceExhausted, "%s announces too often; keep to the interval", c.ip)
+	}
+	if !s.perPeer.allowN(id, n, now) {
+		s.metrics.refused.WithLabelValues("peer_rate").Add(float64(n))
 		return status.Errorf(codes.ResourceExhausted, "peer %.64q announces too often; keep to the interval", id)
 	}
 	return nil
@@ -246,20 +272,26 @@ func (s *Server) admit(id string, n int) error {
 
 // Announce records the peer and returns peers to fetch from.
 func (s *Server) Announce(ctx context.Context, req *shoalpb.AnnounceRequest) (*shoalpb.AnnounceResponse, error) {
-	if err := s.admit(req.GetPeer().GetId(), 1); err != nil {
+	d, err := validateAnnounce(req)
+	if err != nil {
+		s.metrics.announces.WithLabelValues("invalid").Inc()
+		return nil, err
+	}
+	c, err := s.authenticate(ctx, nil, []*shoalpb.AnnounceRequest{req})
+	if err != nil {
+		s.metrics.announces.WithLabelValues(resultLabel(err)).Inc()
+		return nil, err
+	}
+	if err := s.admit(c, req.GetPeer().GetId(), 1); err != nil {
 		s.metrics.announces.WithLabelValues("rate_limited").Inc()
 		return nil, err
 	}
-	resp, err := s.announce(ctx, req)
+	resp, err := s.announce(ctx, c, d, req)
 	s.metrics.announces.WithLabelValues(resultLabel(err)).Inc()
 	return resp, err
 }
 
-func (s *Server) announce(ctx context.Context, req *shoalpb.AnnounceRequest) (*shoalpb.AnnounceResponse, error) {
-	d, err := validateAnnounce(req)
-	if err != nil {
-		return nil, err
-	}
+func (s *Server) announce(ctx context.Context, c caller, d digest.Digest, req *shoalpb.AnnounceRequest) (*shoalpb.AnnounceResponse, error) {
 	if owner, ok := s.owner(d); ok && !req.GetForwarded() {
 		resp, err := s.forward(ctx, owner, req)
 		if err == nil {
@@ -270,17 +302,20 @@ func (s *Server) announce(ctx context.Context, req *shoalpb.AnnounceRequest) (*s
 		// when its lease expires.
 		s.log.Warn("forward announce failed; answering locally", "owner", owner.ID, "digest", d, "err", err)
 	}
-	return s.local(d, req)
+	return s.local(c, d, req)
 }
 
-func (s *Server) local(d digest.Digest, req *shoalpb.AnnounceRequest) (*shoalpb.AnnounceResponse, error) {
+func (s *Server) local(c caller, d digest.Digest, req *shoalpb.AnnounceRequest) (*shoalpb.AnnounceResponse, error) {
 	var seeders []ring.Member
 	for _, o := range s.origins.Ring().Owners(string(d), s.cfg.Replicas) {
 		if o.PeerID != "" {
 			seeders = append(seeders, o)
 		}
 	}
-	resp, err := s.swarms.announce(string(d), req, seeders, s.policy, time.Now())
+	resp, err := s.swarms.announce(string(d), req, entryIP(c, req), seeders, s.policy, time.Now())
+	if errors.Is(err, errIPFull) {
+		s.metrics.refused.WithLabelValues("ip_entries").Inc()
+	}
 	if err != nil {
 		return nil, status.Error(codes.ResourceExhausted, err.Error())
 	}
@@ -306,9 +341,22 @@ func (s *Server) AnnounceBatch(ctx context.Context, req *shoalpb.AnnounceBatchRe
 	if n > maxBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "at most %d announces per batch", maxBatch)
 	}
+	ds := make([]digest.Digest, n)
+	for i, a := range req.GetAnnounces() {
+		d, err := validateAnnounce(a)
+		if err != nil {
+			s.metrics.announces.WithLabelValues("invalid").Inc()
+			return nil, status.Errorf(codes.InvalidArgument, "announce %d: %v", i, status.Convert(err).Message())
+		}
+		ds[i] = d
+	}
+	c, err := s.authenticate(ctx, req.GetProof(), req.GetAnnounces())
+	if err != nil {
+		s.metrics.announces.WithLabelValues(resultLabel(err)).Add(float64(n))
+		return nil, err
+	}
 	if n > 0 {
-		first := req.GetAnnounces()[0]
-		if err := s.admit(first.GetPeer().GetId(), n); err != nil {
+		if err := s.admit(c, req.GetAnnounces()[0].GetPeer().GetId(), n); err != nil {
 			s.metrics.announces.WithLabelValues("rate_limited").Add(float64(n))
 			return nil, err
 		}
@@ -320,11 +368,7 @@ func (s *Server) AnnounceBatch(ctx context.Context, req *shoalpb.AnnounceBatchRe
 	}
 	remote := map[string]*group{}
 	for i, a := range req.GetAnnounces() {
-		d, err := validateAnnounce(a)
-		if err != nil {
-			s.metrics.announces.WithLabelValues("invalid").Inc()
-			return nil, status.Errorf(codes.InvalidArgument, "announce %d: %v", i, status.Convert(err).Message())
-		}
+		d := ds[i]
 		if owner, ok := s.owner(d); ok && !a.GetForwarded() {
 			g := remote[owner.ID]
 			if g == nil {
@@ -334,7 +378,7 @@ func (s *Server) AnnounceBatch(ctx context.Context, req *shoalpb.AnnounceBatchRe
 			g.idx = append(g.idx, i)
 			continue
 		}
-		r, err := s.local(d, a)
+		r, err := s.local(c, d, a)
 		s.metrics.announces.WithLabelValues(resultLabel(err)).Inc()
 		if err != nil {
 			return nil, err
@@ -353,8 +397,7 @@ func (s *Server) AnnounceBatch(ctx context.Context, req *shoalpb.AnnounceBatchRe
 				if err == nil {
 					out[i] = resps[k]
 				} else {
-					d, _ := digest.Parse(req.GetAnnounces()[i].GetDigest())
-					out[i], _ = s.local(d, req.GetAnnounces()[i])
+					out[i], _ = s.local(c, ds[i], req.GetAnnounces()[i])
 				}
 			}
 			if err != nil {
@@ -402,6 +445,8 @@ func resultLabel(err error) string {
 		return "invalid"
 	case codes.ResourceExhausted:
 		return "rate_limited"
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return "refused"
 	}
 	return "error"
 }
@@ -471,6 +516,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			s.perPeer.sweep(now)
+			s.perIP.sweep(now)
 			ns, np := s.swarms.sweep(now)
 			s.metrics.swarms.Set(float64(ns))
 			s.metrics.peers.Set(float64(np))

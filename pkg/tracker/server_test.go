@@ -175,7 +175,7 @@ func TestExpiryAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	client := shoalpb.NewTrackerClient(conn)
+	client := trackertest.Named(shoalpb.NewTrackerClient(conn))
 
 	// Three agents announce as real agents do: again after each interval.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -429,20 +429,24 @@ func TestRateLimits(t *testing.T) {
 	})
 	t.Run("one flooding peer", func(t *testing.T) {
 		tr := trackertest.Start(t, nil, tracker.Config{PeerAnnounceRate: 5, PeerAnnounceBurst: 10}, nil)
-		limited := 0
+		limited, forged := 0, 0
 		for i := range 200 {
 			req := announce(dgst(i), "flood", false)
 			// Claiming to be a forwarding tracker buys no exemption.
 			req.Forwarded = i%2 == 0
 			_, err := tr.Client.Announce(context.Background(), req)
-			if status.Code(err) == codes.ResourceExhausted {
+			switch {
+			case req.Forwarded && status.Code(err) == codes.PermissionDenied:
+				forged++
+			case !req.Forwarded && status.Code(err) == codes.ResourceExhausted:
 				limited++
-			} else if err != nil {
-				t.Fatal(err)
+			case !req.Forwarded && err == nil:
+			default:
+				t.Fatalf("announce %d (forwarded %v): %v", i, req.Forwarded, err)
 			}
 		}
-		if limited < 180 {
-			t.Fatalf("flooding peer limited %d of 200 times", limited)
+		if limited < 85 || forged != 100 {
+			t.Fatalf("flooding peer limited %d of 100 times, %d of 100 forged forwards refused", limited, forged)
 		}
 		// Everyone else is unaffected.
 		for i := range 20 {
@@ -484,7 +488,7 @@ func TestMutualTLS(t *testing.T) {
 		defer conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		_, err = shoalpb.NewTrackerClient(conn).Announce(ctx, announce(dgst(1), "a", false))
+		_, err = trackertest.Named(shoalpb.NewTrackerClient(conn)).Announce(ctx, announce(dgst(1), "a", false))
 		return err
 	}
 	good, err := pki.Client()

@@ -25,6 +25,7 @@ type peerEntry struct {
 	bitfield   []byte
 	zone, rack string // interned, so equal labels compare by pointer
 	expires    time.Time
+	ip         string // charged for the entry ("": no one)
 }
 
 type swarm struct {
@@ -90,8 +91,39 @@ type swarms struct {
 	// entries counts peer entries over all swarms, against maxEntries.
 	entries    atomic.Int64
 	maxEntries int64
-	seed       maphash.Seed
-	shards     [shardCount]shardState
+	// perIP counts entries by the IP they are charged to, against
+	// maxPerIP (0: no bound).
+	ipMu     sync.Mutex
+	perIP    map[string]int
+	maxPerIP int
+	seed     maphash.Seed
+	shards   [shardCount]shardState
+}
+
+// charge counts a new entry against ip's share; false if it is used up.
+func (t *swarms) charge(ip string) bool {
+	if ip == "" || t.maxPerIP <= 0 {
+		return true
+	}
+	t.ipMu.Lock()
+	defer t.ipMu.Unlock()
+	if t.perIP[ip] >= t.maxPerIP {
+		return false
+	}
+	t.perIP[ip]++
+	return true
+}
+
+// release gives back an entry charged to ip.
+func (t *swarms) release(ip string) {
+	if ip == "" || t.maxPerIP <= 0 {
+		return
+	}
+	t.ipMu.Lock()
+	defer t.ipMu.Unlock()
+	if t.perIP[ip]--; t.perIP[ip] <= 0 {
+		delete(t.perIP, ip)
+	}
 }
 
 type shardState struct {
@@ -120,8 +152,8 @@ func (sh *shardState) intern(v string) string {
 	return v
 }
 
-func newSwarms(maxEntries int) *swarms {
-	t := &swarms{seed: maphash.MakeSeed(), maxEntries: int64(maxEntries)}
+func newSwarms(maxEntries, maxPerIP int) *swarms {
+	t := &swarms{seed: maphash.MakeSeed(), maxEntries: int64(maxEntries), perIP: map[string]int{}, maxPerIP: maxPerIP}
 	for i := range t.shards {
 		t.shards[i].swarms = map[string]*swarm{}
 		t.shards[i].rnd = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
@@ -130,19 +162,29 @@ func newSwarms(maxEntries int) *swarms {
 	return t
 }
 
-// announce records what the asker has and returns peers for it. origins
-// are the blob's owning origins that can seed (they have a peer ID).
-func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring.Member, p policy, now time.Time) (*shoalpb.AnnounceResponse, error) {
+// announce records what the asker, on ip, has and returns peers for it.
+// origins are the blob's owning origins that can seed (they have a peer
+// ID).
+func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, ip string, origins []ring.Member, p policy, now time.Time) (*shoalpb.AnnounceResponse, error) {
 	sh := &t.shards[maphash.String(t.seed, d)%shardCount]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	s := sh.swarms[d]
 	peer := req.GetPeer()
-	if _, known := s.lookup(peer.GetId()); !known {
+	if old, known := s.lookup(peer.GetId()); !known {
 		if t.entries.Load() >= t.maxEntries {
 			return nil, errFull
 		}
+		if !t.charge(ip) {
+			return nil, errIPFull
+		}
 		t.entries.Add(1)
+	} else if old.ip != ip {
+		// The peer moved: its entry now counts against its new IP.
+		if !t.charge(ip) {
+			return nil, errIPFull
+		}
+		t.release(old.ip)
 	}
 	if s == nil {
 		s = &swarm{index: map[string]int{}, originGrants: map[string]time.Time{}}
@@ -162,6 +204,7 @@ func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring
 		complete: complete, bitfield: req.GetBitfield(),
 		zone: sh.intern(labels.GetZone()), rack: sh.intern(labels.GetRack()),
 		expires: now.Add(3 * interval),
+		ip:      ip,
 	}
 	s.upsert(self)
 
@@ -189,7 +232,10 @@ func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, origins []ring
 	return &shoalpb.AnnounceResponse{Peers: out, IntervalSeconds: int32(max(1, interval.Round(time.Second)/time.Second))}, nil
 }
 
-var errFull = errors.New("tracker holds its maximum of peer entries; retry after the interval")
+var (
+	errFull   = errors.New("tracker holds its maximum of peer entries; retry after the interval")
+	errIPFull = errors.New("peers on this IP hold their share of the tracker's entries; retry after the interval")
+)
 
 func (s *swarm) lookup(id string) (*peerEntry, bool) {
 	if s == nil {
@@ -276,6 +322,7 @@ func (t *swarms) sweep(now time.Time) (nswarms, npeers int) {
 				if e := s.list[j]; !now.Before(e.expires) {
 					s.remove(e.peer.GetId())
 					t.entries.Add(-1)
+					t.release(e.ip)
 					continue // the last entry moved into j
 				}
 				j++

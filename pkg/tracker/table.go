@@ -75,7 +75,7 @@ func (t *Table) Policy() PolicyConfig { return t.cfg }
 func (t *Table) Announce(digest string, req *shoalpb.AnnounceRequest, origins []ring.Member, now time.Time) (*shoalpb.AnnounceResponse, error) {
 	sw := t.swarms[digest]
 	if sw == nil {
-		sw = newSwarms(Config{}.withDefaults().MaxPeerEntries)
+		sw = newSwarms(Config{}.withDefaults().MaxPeerEntries, 0)
 		if t.cfg.Seed != 0 {
 			h := fnv.New64a()
 			h.Write([]byte(digest))
@@ -85,5 +85,5 @@ func (t *Table) Announce(digest string, req *shoalpb.AnnounceRequest, origins []
 		}
 		t.swarms[digest] = sw
 	}
-	return sw.announce(digest, req, origins, t.policy, now)
+	return sw.announce(digest, req, "", origins, t.policy, now)
 }

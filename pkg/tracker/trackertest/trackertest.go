@@ -23,8 +23,9 @@ type Tracker struct {
 	Addr     string // gRPC host:port
 	HTTPAddr string // metrics and health host:port
 	Registry *prometheus.Registry
-	Client   shoalpb.TrackerClient
-	stop     func() error
+	// Client announces as named test peers (Named).
+	Client *NamedClient
+	stop   func() error
 }
 
 // Stop shuts the tracker down; it is also called by t.Cleanup.
@@ -67,7 +68,7 @@ func Start(t testing.TB, ln net.Listener, cfg tracker.Config, opts []tracker.Opt
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn, tr.Client = c, shoalpb.NewTrackerClient(c)
+		conn, tr.Client = c, Named(shoalpb.NewTrackerClient(c))
 	}
 	stopped, result := false, error(nil)
 	tr.stop = func() error {
