@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
@@ -36,6 +37,11 @@ import (
 type Upstream struct {
 	// Origins are base URLs (http://host:port), tried in order.
 	Origins []string `yaml:"origins"`
+	// OriginAuth is this node's user on those origins, for clusters
+	// without anonymous pull; empty pulls anonymously.
+	OriginAuth auth.ClientConfig `yaml:"origin_auth"`
+
+	creds auth.Credentials // OriginAuth, loaded by New
 }
 
 // Config configures an agent. Zero values take defaults.
@@ -129,6 +135,17 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	if len(cfg.Registries) == 0 {
 		return nil, errors.New("agent: no registries configured")
 	}
+	// A copy: the caller's map is not ours to fill in.
+	regs := make(map[string]Upstream, len(cfg.Registries))
+	for name, up := range cfg.Registries {
+		creds, err := up.OriginAuth.Load()
+		if err != nil {
+			return nil, fmt.Errorf("agent: registry %q: origin_auth: %w", name, err)
+		}
+		up.creds = creds
+		regs[name] = up
+	}
+	cfg.Registries = regs
 	if log == nil {
 		log = slog.Default()
 	}
