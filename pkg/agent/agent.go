@@ -41,7 +41,7 @@ type Upstream struct {
 	// without anonymous pull; empty pulls anonymously.
 	OriginAuth auth.ClientConfig `yaml:"origin_auth"`
 
-	creds auth.Credentials // OriginAuth, loaded by New
+	client *http.Client // presents OriginAuth; made by New
 }
 
 // Config configures an agent. Zero values take defaults.
@@ -111,7 +111,6 @@ type Agent struct {
 	conn    *grpc.ClientConn
 	cache   *cache
 	dl      *swarm.Downloader
-	http    *http.Client
 	metrics *metrics
 	gather  prometheus.Gatherer
 	tags    *tagCache
@@ -135,14 +134,17 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	if len(cfg.Registries) == 0 {
 		return nil, errors.New("agent: no registries configured")
 	}
-	// A copy: the caller's map is not ours to fill in.
+	// One connection pool for every origin; each registry's client adds
+	// its own credentials. A copy of the map: the caller's is not ours to
+	// fill in.
+	originTransport := &http.Transport{MaxIdleConnsPerHost: 16, ResponseHeaderTimeout: cfg.OriginTimeout}
 	regs := make(map[string]Upstream, len(cfg.Registries))
 	for name, up := range cfg.Registries {
 		creds, err := up.OriginAuth.Load()
 		if err != nil {
 			return nil, fmt.Errorf("agent: registry %q: origin_auth: %w", name, err)
 		}
-		up.creds = creds
+		up.client = &http.Client{Transport: creds.Transport(originTransport)}
 		regs[name] = up
 	}
 	cfg.Registries = regs
@@ -169,7 +171,6 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	}
 	a := &Agent{
 		cfg: cfg, log: log, host: h, cache: c, ctx: ctx, cancel: cancel,
-		http:     &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, ResponseHeaderTimeout: cfg.OriginTimeout}},
 		metrics:  newMetrics(reg),
 		gather:   reg,
 		tags:     newTagCache(cfg.TagTTL),

@@ -42,7 +42,7 @@ func TestClientCredentials(t *testing.T) {
 				return
 			}
 			r := httptest.NewRequest("GET", "/metainfo/sha256:x", nil)
-			creds.Apply(r)
+			creds.apply(r)
 			if _, err := authz.Authorize(r, MetaInfo); !errors.Is(err, tt.authErr) {
 				t.Fatalf("Authorize: %v, want %v", err, tt.authErr)
 			}
@@ -80,4 +80,45 @@ func TestVerifiedCache(t *testing.T) {
 			t.Fatalf("%s: check = %v, want %v", s.name, got, s.want)
 		}
 	}
+}
+
+// The challenge parser reads what the origin's token mode sends and
+// refuses what it cannot read whole.
+func TestParseBearerChallenge(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bearerChallenge
+		ok   bool
+	}{
+		{`Bearer realm="http://o:5000/auth/token",service="shoal",scope="repository:a/b:pull"`,
+			bearerChallenge{"http://o:5000/auth/token", "shoal", "repository:a/b:pull"}, true},
+		{`bearer realm="r", scope="repository:a:pull,push" , service=shoal`, bearerChallenge{"r", "shoal", "repository:a:pull,push"}, true},
+		{`Bearer realm="a \"quoted\\ realm"`, bearerChallenge{realm: `a "quoted\ realm`}, true},
+		{`Bearer realm="r",error="invalid_token"`, bearerChallenge{realm: "r"}, true},
+		{`Basic realm="shoal"`, bearerChallenge{}, false},
+		{`Bearer service="shoal"`, bearerChallenge{}, false},
+		{`Bearer realm="unterminated`, bearerChallenge{}, false},
+		{`Bearer realm`, bearerChallenge{}, false},
+		{`Bearer realm="r\`, bearerChallenge{}, false},
+		{``, bearerChallenge{}, false},
+	}
+	for _, tt := range tests {
+		got, ok := parseBearerChallenge(tt.in)
+		if ok != tt.ok || (ok && got != tt.want) {
+			t.Errorf("parseBearerChallenge(%q) = %+v, %v; want %+v, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// A hostile origin's challenge never panics or hangs the parser.
+func FuzzParseBearerChallenge(f *testing.F) {
+	for _, s := range []string{`Bearer realm="r",service="s",scope="x:y:pull"`, `Bearer realm="a\"b"`, `Bearer =,=`, `Bearer realm="\`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ch, ok := parseBearerChallenge(s)
+		if ok && ch.realm == "" {
+			t.Fatalf("ok without a realm: %q", s)
+		}
+	})
 }
