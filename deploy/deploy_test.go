@@ -78,7 +78,18 @@ func TestSystemdUnitsStartTheirBinaries(t *testing.T) {
 				hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
 				htpasswd := filepath.Join(dir, "htpasswd")
 				os.WriteFile(htpasswd, []byte("ci:"+string(hash)+"\n"), 0o600)
-				argv = append(argv, "--addr", addr, "--htpasswd", htpasswd)
+				secret := filepath.Join(dir, "cluster-secret")
+				os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef\n"), 0o600)
+				// The example origin joins the etcd of a tracker on its host.
+				etcd := "http://" + proctest.FreeAddr(t)
+				tr := proctest.FreeAddr(t)
+				trHTTP := proctest.FreeAddr(t)
+				tp := proctest.Start(t, proctest.Binary(t, "tracker"), "--config", filepath.Join("config", "tracker.yaml"),
+					"--data-dir", t.TempDir(), "--grpc-addr", tr, "--advertise", tr, "--http-addr", trHTTP,
+					"--embedded-etcd-client-url", etcd, "--embedded-etcd-peer-url", "http://"+proctest.FreeAddr(t))
+				tp.WaitReady("http://"+trHTTP+"/readyz", time.Minute)
+				argv = append(argv, "--addr", addr, "--advertise", addr, "--htpasswd", htpasswd,
+					"--etcd-endpoints", etcd, "--cluster-secret-file", secret)
 			case "tracker":
 				grpc := proctest.FreeAddr(t)
 				argv = append(argv, "--grpc-addr", grpc, "--advertise", grpc, "--http-addr", addr,

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
@@ -54,7 +55,7 @@ func startOriginAs(t *testing.T, id, dataDir, etcd string, seed bool, extra ...s
 	t.Helper()
 	addr := proctest.FreeAddr(t)
 	args := []string{"--id", id, "--addr", addr, "--advertise", addr, "--data-dir", dataDir,
-		"--etcd-endpoints", etcd, "--replicas", "1"}
+		"--etcd-endpoints", etcd, "--replicas", "1", "--cluster-secret-file", clusterSecret(t, filepath.Dir(dataDir))}
 	if seed {
 		args = append(args, "--p2p-listen", "/ip4/127.0.0.1/tcp/0")
 	}
@@ -62,6 +63,23 @@ func startOriginAs(t *testing.T, id, dataDir, etcd string, seed bool, extra ...s
 	p := proctest.Start(t, proctest.Binary(t, "origin"), args...)
 	p.WaitReady("http://"+addr+"/readyz", 30*time.Second)
 	return addr
+}
+
+// clusterSecret writes the secret every origin of a test cluster under dir
+// shares, once, and returns its file.
+func clusterSecret(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "cluster-secret")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(rand.Text()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 type agentProc struct {

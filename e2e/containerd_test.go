@@ -46,11 +46,16 @@ func layer(t *testing.T, name string, size int) (gz []byte, diffID string) {
 	return gzBuf.Bytes(), sha(tarBuf.Bytes())
 }
 
-func request(t *testing.T, method, url, ctype string, body []byte) {
+// request sends one push request with c (nil: http.DefaultClient) and
+// wants 201.
+func request(t *testing.T, c *http.Client, method, url, ctype string, body []byte) {
 	t.Helper()
+	if c == nil {
+		c = http.DefaultClient
+	}
 	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
 	req.Header.Set("Content-Type", ctype)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +106,8 @@ type placement struct {
 	accept func(digest string) bool
 	// origin is the base URL to push a blob to, instead of pushImageOf's.
 	origin func(digest string) string
+	// client pushes, with credentials if it adds them.
+	client *http.Client
 }
 
 // pushImageOf is pushLayers with a placement.
@@ -119,7 +126,7 @@ func pushImageOf(t *testing.T, origin, repo, tag string, place placement, sizes 
 		for place.accept != nil && !place.accept(sha(gz)) {
 			gz, diffID = layer(t, fmt.Sprintf("data/file%d", i), size)
 		}
-		request(t, "POST", to(sha(gz))+"/v2/"+repo+"/blobs/uploads/?digest="+sha(gz), "application/octet-stream", gz)
+		request(t, place.client, "POST", to(sha(gz))+"/v2/"+repo+"/blobs/uploads/?digest="+sha(gz), "application/octet-stream", gz)
 		im.layers = append(im.layers, blobDesc{"application/vnd.oci.image.layer.v1.tar+gzip", sha(gz), len(gz)})
 		diffIDs = append(diffIDs, diffID)
 		im.layerBytes += int64(len(gz))
@@ -129,14 +136,14 @@ func pushImageOf(t *testing.T, origin, repo, tag string, place placement, sizes 
 		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
 		"config": map[string]any{"Cmd": []string{"/bin/true"}},
 	})
-	request(t, "POST", to(sha(cfg))+"/v2/"+repo+"/blobs/uploads/?digest="+sha(cfg), "application/octet-stream", cfg)
+	request(t, place.client, "POST", to(sha(cfg))+"/v2/"+repo+"/blobs/uploads/?digest="+sha(cfg), "application/octet-stream", cfg)
 	im.config = blobDesc{"application/vnd.oci.image.config.v1+json", sha(cfg), len(cfg)}
 	m, _ := json.Marshal(map[string]any{
 		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
 		"config": im.config,
 		"layers": im.layers,
 	})
-	request(t, "PUT", origin+"/v2/"+repo+"/manifests/"+tag, "application/vnd.oci.image.manifest.v1+json", m)
+	request(t, place.client, "PUT", origin+"/v2/"+repo+"/manifests/"+tag, "application/vnd.oci.image.manifest.v1+json", m)
 	return im
 }
 

@@ -12,7 +12,7 @@ func pushBlob(t *testing.T, origin string, size int) ([]byte, string) {
 	t.Helper()
 	b := make([]byte, size)
 	rand.Read(b)
-	request(t, "POST", "http://"+origin+"/v2/team/app/blobs/uploads/?digest="+sha(b), "application/octet-stream", b)
+	request(t, nil, "POST", "http://"+origin+"/v2/team/app/blobs/uploads/?digest="+sha(b), "application/octet-stream", b)
 	return b, sha(b)
 }
 

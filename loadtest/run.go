@@ -360,7 +360,17 @@ func startOrigin(ctx context.Context, f *fleet, topo topology, i int, o options,
 		return nil, err
 	}
 	addr := pl.addr(port)
-	args := []string{"--id", id, "--addr", addr, "--advertise", addr,
+	// The fleet's origins share one cluster secret, as a real cluster's
+	// do; the first origin writes it.
+	secret := filepath.Join(f.dir, "cluster-secret")
+	if _, err := os.Stat(secret); err != nil {
+		var b [32]byte
+		rand.Read(b[:])
+		if err := os.WriteFile(secret, []byte(hex.EncodeToString(b[:])), 0o600); err != nil {
+			return nil, fmt.Errorf("cluster secret: %w", err)
+		}
+	}
+	args := []string{"--id", id, "--addr", addr, "--advertise", addr, "--cluster-secret-file", secret,
 		"--data-dir", filepath.Join(f.dir, "origin-"+id), "--etcd-endpoints", etcd, "--replicas", strconv.Itoa(min(2, o.Origins)),
 		"--p2p-listen", fmt.Sprintf("/ip4/%s/tcp/%d", pl.ip, p2pPort), "--log-level", o.logLevel()}
 	if o.LinkBps > 0 && !o.Netns {

@@ -116,10 +116,14 @@ func TestBinaryCluster(t *testing.T) {
 		*proctest.Proc
 		base string
 	}
+	secret := filepath.Join(t.TempDir(), "cluster-secret")
+	if err := os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	start := func(id string) node {
 		addr := proctest.FreeAddr(t)
 		p := proctest.Start(t, bin, "--id", id, "--addr", addr, "--advertise", addr, "--data-dir", t.TempDir(),
-			"--etcd-endpoints", strings.Join(eps, ","), "--replicas", "2", "--cluster-secret", "s3")
+			"--etcd-endpoints", strings.Join(eps, ","), "--replicas", "2", "--cluster-secret-file", secret)
 		n := node{p, "http://" + addr}
 		n.WaitReady(n.base+"/readyz", 20*time.Second)
 		return n

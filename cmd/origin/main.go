@@ -69,14 +69,21 @@ func parse(args []string) (fileConfig, error) {
 	config.ListVar(fs, &fc.Etcd.Endpoints, "etcd-endpoints", "comma-separated etcd client URLs; empty runs the origin alone")
 	fs.IntVar(&fc.Cluster.Replicas, "replicas", 3, "origins that own each blob")
 	fs.StringVar(&fc.Cluster.Replication, "replication", "sync", "sync: push returns after the owners have the blob; async: after this origin has it")
-	fs.StringVar(&fc.Cluster.Secret, "cluster-secret", "", "bearer token origins present to each other's internal endpoints")
+	fs.StringVar(&fc.Cluster.SecretFile, "cluster-secret-file", "", "file holding the token origins present to each other's internal endpoints (required with etcd)")
 	config.ListVar(fs, &fc.P2P.ListenAddrs, "p2p-listen", "libp2p multiaddrs to seed pieces on (empty: no seeding)")
 	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "uplink budget for blob bodies and seeded pieces, bytes/s (0: unlimited)")
 	fs.IntVar(&fc.BlobReaders, "blob-readers", 0, "most /v2 blob bodies sent at once, more get 429 + Retry-After (0: upload-rate ÷ 4 MiB/s, at least 2; 64 without upload-rate)")
 	fc.Logging.Flags(fs)
 	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
-	err := config.Parse(fs, args, &fc)
-	return fc, err
+	if err := config.Parse(fs, args, &fc); err != nil {
+		return fileConfig{}, err
+	}
+	// --check-config catches the missing setting; the file itself is read
+	// at start, where the mounted secret exists.
+	if len(fc.Etcd.Endpoints) > 0 && fc.Cluster.SecretFile == "" {
+		return fileConfig{}, origin.ErrNoClusterSecret
+	}
+	return fc, nil
 }
 
 func run(args []string) error {
@@ -87,6 +94,13 @@ func run(args []string) error {
 	if fc.checkOnly {
 		fmt.Println("configuration ok")
 		return nil
+	}
+	if len(fc.Etcd.Endpoints) > 0 {
+		// Before anything joins etcd: a cluster member without the secret
+		// would leave its internal endpoints open to anyone.
+		if fc.Cluster, err = fc.Cluster.LoadSecret(); err != nil {
+			return err
+		}
 	}
 	log, err := fc.Logger()
 	if err != nil {

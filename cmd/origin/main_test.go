@@ -17,8 +17,50 @@ func TestExampleConfigParses(t *testing.T) {
 		t.Fatal(err)
 	}
 	if fc.Addr != ":5000" || fc.Auth.Mode != "htpasswd" || !fc.Auth.AnonymousPull || fc.MaxBlobSize != 64<<30 ||
-		fc.ID != "origin-0" || fc.Cluster.Replicas != 3 || fc.Cluster.Replication != "sync" || fc.MemberTTL != 10*time.Second {
+		fc.ID != "origin-0" || fc.Cluster.Replicas != 3 || fc.Cluster.Replication != "sync" || fc.MemberTTL != 10*time.Second ||
+		fc.Cluster.SecretFile != "/etc/shoal/cluster-secret" || len(fc.Etcd.Endpoints) != 1 {
 		t.Fatalf("parsed %+v", fc)
+	}
+}
+
+// With etcd endpoints the origin is one of a cluster, and a cluster needs
+// its secret from a file before anything else happens.
+func TestClusterNeedsSecret(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef\n"), 0o600)
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("s3cret\n"), 0o600)
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"alone needs none", nil, ""},
+		{"cluster without a secret", []string{"--etcd-endpoints", "http://127.0.0.1:1"}, "cluster secret"},
+		{"shipped file without its secret file", []string{"--config", "../../deploy/config/origin.yaml", "--cluster-secret-file", filepath.Join(dir, "none")}, "no such file"},
+		{"short secret", []string{"--etcd-endpoints", "http://127.0.0.1:1", "--cluster-secret-file", short}, "need at least"},
+		{"no secret on the command line", []string{"--etcd-endpoints", "http://127.0.0.1:1", "--cluster-secret", "0123456789abcdef0123"}, "cluster-secret"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// run stops at the first error, before it listens or dials
+			// etcd; the good cases stop at --check-config.
+			args := append([]string{"--addr", "127.0.0.1:0", "--data-dir", dir}, tt.args...)
+			if tt.wantErr == "" {
+				args = append(args, "--check-config")
+			}
+			err := run(args)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
+			}
+		})
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/config"
 	"github.com/shoal-project/shoal/pkg/embedetcd"
 	"github.com/shoal-project/shoal/pkg/membership"
@@ -51,10 +53,15 @@ type fileConfig struct {
 	// not register in etcd; empty watches the origins' registrations.
 	Origins []string `yaml:"origins"`
 	// TLS secures gRPC with the cluster CA (both ways when a CA is set).
-	TLS            tlsconfig.Files `yaml:"tls"`
+	TLS tlsconfig.Files `yaml:"tls"`
+	// OriginAuth is the tracker's own origin user, for metainfo from
+	// origins without anonymous pull; empty asks anonymously.
+	OriginAuth     auth.ClientConfig `yaml:"origin_auth"`
 	config.Logging `yaml:",inline"`
 	// checkOnly: parse the configuration, say so, and exit.
 	checkOnly bool
+	// originCreds is OriginAuth loaded.
+	originCreds auth.Credentials
 }
 
 func main() {
@@ -81,6 +88,8 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.TLS.CertFile, "tls-cert", "", "PEM certificate for gRPC")
 	fs.StringVar(&fc.TLS.KeyFile, "tls-key", "", "PEM key for gRPC")
 	fs.StringVar(&fc.TLS.CAFile, "tls-ca", "", "cluster CA: verify peers' certificates both ways")
+	fs.StringVar(&fc.OriginAuth.Username, "origin-username", "", "origin user the tracker fetches metainfo as (empty: anonymous)")
+	fs.StringVar(&fc.OriginAuth.PasswordFile, "origin-password-file", "", "file holding that user's password")
 	fc.Logging.Flags(fs)
 	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	if err := config.Parse(fs, args, &fc); err != nil {
@@ -96,6 +105,11 @@ func parse(args []string) (fileConfig, error) {
 	if len(fc.Etcd.Endpoints) == 0 && fc.DataDir == "" {
 		return fileConfig{}, errors.New("the embedded etcd needs --data-dir (or give --etcd-endpoints)")
 	}
+	creds, err := fc.OriginAuth.Load()
+	if err != nil {
+		return fileConfig{}, fmt.Errorf("origin_auth: %w", err)
+	}
+	fc.originCreds = creds
 	return fc, nil
 }
 
@@ -151,7 +165,8 @@ func run(args []string) error {
 		return err
 	}
 
-	opts := []tracker.Option{tracker.WithLogger(log)}
+	opts := []tracker.Option{tracker.WithLogger(log),
+		tracker.WithHTTPClient(&http.Client{Transport: fc.originCreds.Transport(nil)})}
 	var serverOpts []grpc.ServerOption
 	if fc.TLS.Enabled() {
 		sc, err := fc.TLS.Server()
@@ -196,7 +211,7 @@ func run(args []string) error {
 	}
 
 	log.Info("tracker serving", "id", fc.ID, "grpc", grpcLn.Addr().String(), "http", httpLn.Addr().String(),
-		"advertise", advertise, "etcd", fc.Etcd.Endpoints, "tls", fc.TLS.Enabled())
+		"advertise", advertise, "etcd", fc.Etcd.Endpoints, "tls", fc.TLS.Enabled(), "origin_user", fc.originCreds.Username())
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {

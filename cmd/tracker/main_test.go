@@ -14,6 +14,10 @@ func TestParse(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("grpc_addr: :1\nintervall: 3s\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	pw := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(pw, []byte("tracker-pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string
@@ -33,6 +37,12 @@ func TestParse(t *testing.T) {
 		}},
 		{"typo in the file", []string{"--config", bad}, "intervall", nil},
 		{"embedded etcd without a data dir", nil, "--data-dir", nil},
+		{"origin user without a password", []string{"--data-dir", "/tmp/x", "--origin-username", "tracker"}, "password_file", nil},
+		{"origin password file missing", []string{"--data-dir", "/tmp/x", "--origin-username", "tracker",
+			"--origin-password-file", filepath.Join(t.TempDir(), "none")}, "no such file", nil},
+		{"origin credentials", []string{"--data-dir", "/tmp/x", "--origin-username", "tracker", "--origin-password-file", pw}, "", func(c fileConfig) bool {
+			return c.originCreds.Username() == "tracker"
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
@@ -37,6 +38,11 @@ import (
 type Upstream struct {
 	// Origins are base URLs (http://host:port), tried in order.
 	Origins []string `yaml:"origins"`
+	// OriginAuth is this node's user on those origins, for clusters
+	// without anonymous pull; empty pulls anonymously.
+	OriginAuth auth.ClientConfig `yaml:"origin_auth"`
+
+	client *http.Client // presents OriginAuth; made by New
 }
 
 // Config configures an agent. Zero values take defaults.
@@ -106,7 +112,6 @@ type Agent struct {
 	conn    *grpc.ClientConn
 	cache   *cache
 	dl      *swarm.Downloader
-	http    *http.Client
 	metrics *metrics
 	gather  prometheus.Gatherer
 	tags    *tagCache
@@ -130,6 +135,20 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	if len(cfg.Registries) == 0 {
 		return nil, errors.New("agent: no registries configured")
 	}
+	// One connection pool for every origin; each registry's client adds
+	// its own credentials. A copy of the map: the caller's is not ours to
+	// fill in.
+	originTransport := &http.Transport{MaxIdleConnsPerHost: 16, ResponseHeaderTimeout: cfg.OriginTimeout}
+	regs := make(map[string]Upstream, len(cfg.Registries))
+	for name, up := range cfg.Registries {
+		creds, err := up.OriginAuth.Load()
+		if err != nil {
+			return nil, fmt.Errorf("agent: registry %q: origin_auth: %w", name, err)
+		}
+		up.client = &http.Client{Transport: creds.Transport(originTransport)}
+		regs[name] = up
+	}
+	cfg.Registries = regs
 	if log == nil {
 		log = slog.Default()
 	}
@@ -153,7 +172,6 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 	}
 	a := &Agent{
 		cfg: cfg, log: log, host: h, cache: c, ctx: ctx, cancel: cancel,
-		http:     &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, ResponseHeaderTimeout: cfg.OriginTimeout}},
 		metrics:  newMetrics(reg),
 		gather:   reg,
 		tags:     newTagCache(cfg.TagTTL),

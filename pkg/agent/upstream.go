@@ -62,7 +62,7 @@ func (a *Agent) originGet(ctx context.Context, up Upstream, method, path string,
 		for k, v := range hdr {
 			req.Header[k] = v
 		}
-		resp, err := a.http.Do(req)
+		resp, err := up.client.Do(req)
 		if err != nil {
 			errs = append(errs, err)
 			continue

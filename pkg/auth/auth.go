@@ -30,14 +30,23 @@ var allActions = [...]Action{Pull, Push, Delete}
 const (
 	// TypeRepository scopes name a repository ("repository:foo/bar:pull").
 	TypeRepository = "repository"
-	// TypeRegistry scopes name the registry itself; the only one the origin
-	// knows is the catalog ("registry:catalog:*").
+	// TypeRegistry scopes name the registry itself: the catalog
+	// ("registry:catalog:*") and the metainfo of blobs by digest
+	// ("registry:metainfo:pull").
 	TypeRegistry = "registry"
 )
 
+// MetaInfo is the access a metainfo request needs. Metainfo (a blob's
+// piece hashes) is asked for by digest alone, by trackers and agents on
+// behalf of a whole swarm, so it is a pull outside any repository:
+// anonymous pull allows it as it allows a blob GET, and otherwise any user
+// who may pull from some repository may read it.
+var MetaInfo = Access{Type: TypeRegistry, Name: "metainfo", Action: Pull}
+
 // Access is one requested permission: Type "repository" with a repository
 // Name, or Type "registry" with Name "catalog" (the catalog listing, asked
-// for with Action Pull and granted by "registry:catalog:*").
+// for with Action Pull and granted by "registry:catalog:*") or "metainfo"
+// (see MetaInfo).
 type Access struct {
 	Type   string
 	Name   string

@@ -40,6 +40,11 @@ func TestBasicAuthorize(t *testing.T) {
 		{name: "anon pull bad creds", anonPull: true, authz: basic("alice", "nope"), access: []Access{repo("foo", Pull)}, want: ErrUnauthorized},
 		{name: "anon pull good creds", anonPull: true, authz: basic("alice", "alice-pw"), access: []Access{repo("foo", Delete)}, subject: "alice"},
 
+		{name: "anon metainfo", anonPull: true, access: []Access{MetaInfo}},
+		{name: "metainfo challenged without anon pull", access: []Access{MetaInfo}, want: ErrUnauthorized},
+		{name: "metainfo for a pull-only user", authz: basic("agent", "agent-pw"), access: []Access{MetaInfo}, subject: "agent"},
+		{name: "metainfo for a user limited to some repositories", authz: basic("ci", "ci-pw"), access: []Access{MetaInfo}, subject: "ci"},
+		{name: "metainfo wrong password", anonPull: true, authz: basic("agent", "nope"), access: []Access{MetaInfo}, want: ErrUnauthorized},
 		{name: "policy pull ok", authz: basic("agent", "agent-pw"), access: []Access{repo("foo", Pull)}, subject: "agent"},
 		{name: "policy catalog ok", authz: basic("agent", "agent-pw"), access: []Access{catalog}, subject: "agent"},
 		{name: "policy push denied", authz: basic("agent", "agent-pw"), access: []Access{repo("foo", Pull), repo("foo", Push)}, want: ErrDenied, subject: "agent"},

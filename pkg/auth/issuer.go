@@ -179,14 +179,14 @@ func (t *tokenIssuer) grant(subject string, want ResourceActions) (ResourceActio
 		return ResourceActions{}, false
 	}
 	if subject == "" {
-		if t.anonPull && (want.Type == TypeRepository || want.Name == "catalog") {
+		if t.anonPull && (want.Type == TypeRepository || want.Name == "catalog" || want.Name == MetaInfo.Name) {
 			may = []Action{Pull}
 		}
 	} else {
 		may = t.policy.allowed(subject, want.Type, want.Name)
 	}
 	out := ResourceActions{Type: want.Type, Class: want.Class, Name: want.Name}
-	if want.Type == TypeRegistry {
+	if want.Type == TypeRegistry && want.Name == "catalog" {
 		// The catalog is granted as "registry:catalog:*", nothing else.
 		if slices.Contains(may, Pull) && slices.Contains(want.Actions, "*") {
 			out.Actions = []string{"*"}

@@ -55,6 +55,9 @@ func TestTokenIssuer(t *testing.T) {
 
 		{name: "anonymous pull", anonPull: true, query: "service=shoal&scope=repository:a:pull,push&scope=registry:catalog:*", status: 200,
 			grant: []ResourceActions{ra("repository", "a", "pull"), ra("registry", "catalog", "*")}},
+		{name: "anonymous metainfo", anonPull: true, query: "scope=registry:metainfo:pull", status: 200, grant: []ResourceActions{ra("registry", "metainfo", "pull")}},
+		{name: "metainfo for a pull-only user", authz: basic("agent", "agent-pw"), query: "scope=registry:metainfo:*", status: 200, subject: "agent",
+			grant: []ResourceActions{ra("registry", "metainfo", "pull")}},
 		{name: "anonymous wildcard", anonPull: true, query: "scope=repository:a:*", status: 200, grant: []ResourceActions{ra("repository", "a", "pull")}},
 		{name: "anonymous push only", anonPull: true, query: "scope=repository:a:push", status: 200, grant: []ResourceActions{}},
 		{name: "anonymous refused", query: "scope=repository:a:pull", status: 401},

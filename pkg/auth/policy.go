@@ -63,7 +63,8 @@ func newPolicy(users map[string]UserPolicy, h *htpasswd) (policy, error) {
 }
 
 // allowed returns the actions user may perform on the resource typ:name, in
-// allActions order. For the catalog it returns [Pull] or nothing.
+// allActions order. For the catalog and metainfo it returns [Pull] or
+// nothing.
 func (p policy) allowed(user, typ, name string) []Action {
 	up, limited := p[user]
 	switch typ {
@@ -82,11 +83,15 @@ func (p policy) allowed(user, typ, name string) []Action {
 		}
 		return out
 	case TypeRegistry:
-		if name != "catalog" {
-			return nil
-		}
-		if !limited || (up.allRepositories() && slices.Contains(up.Actions, Pull)) {
-			return []Action{Pull}
+		switch name {
+		case "catalog":
+			if !limited || (up.allRepositories() && slices.Contains(up.Actions, Pull)) {
+				return []Action{Pull}
+			}
+		case MetaInfo.Name:
+			if !limited || slices.Contains(up.Actions, Pull) {
+				return []Action{Pull}
+			}
 		}
 	}
 	return nil

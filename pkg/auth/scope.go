@@ -105,7 +105,7 @@ func scopeFor(access []Access) string {
 	var out []ResourceActions
 	for _, a := range access {
 		act := string(a.Action)
-		if a.Type == TypeRegistry {
+		if a.Type == TypeRegistry && a.Name == "catalog" {
 			act = "*"
 		}
 		i := slices.IndexFunc(out, func(ra ResourceActions) bool { return ra.Type == a.Type && ra.Name == a.Name })

@@ -1,11 +1,8 @@
 package auth
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"slices"
 	"time"
 
@@ -15,38 +12,19 @@ import (
 // minKeyLen is the shortest shared key accepted: HS256 wants 256 bits.
 const minKeyLen = 32
 
-// maxKeyFile bounds the key file; a key is tens of bytes.
-const maxKeyFile = 64 << 10
-
 // claims are the Docker distribution token claims.
 type claims struct {
 	jwt.RegisteredClaims
 	Access []ResourceActions `json:"access"`
 }
 
-// loadKey reads the shared HMAC key. Trailing CR/LF are dropped so that a
-// key written by echo or an editor matches one written by printf.
+// loadKey reads the shared HMAC key.
 func loadKey(path string) ([]byte, error) {
 	if path == "" {
 		return nil, fmt.Errorf("auth: %w: token.key_file is required", ErrConfig)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w: %w", ErrConfig, err)
-	}
-	defer f.Close()
-	key, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w: token key %s: %w", ErrConfig, path, err)
-	}
-	if len(key) > maxKeyFile {
-		return nil, fmt.Errorf("auth: %w: token key %s is larger than %d bytes", ErrConfig, path, maxKeyFile)
-	}
-	key = bytes.TrimRight(key, "\r\n")
-	if len(key) < minKeyLen {
-		return nil, fmt.Errorf("auth: %w: token key %s is %d bytes, need at least %d", ErrConfig, path, len(key), minKeyLen)
-	}
-	return key, nil
+	key, err := ReadSecretFile(path, minKeyLen)
+	return []byte(key), err
 }
 
 // tokenAuth is token mode: bearer JWTs signed with the shared key.

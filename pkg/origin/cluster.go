@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
@@ -38,9 +39,15 @@ type ClusterConfig struct {
 	// RepairBandwidth bounds, in bytes per second, the copying to new
 	// owners after a membership change (default 100 MiB/s).
 	RepairBandwidth int64 `yaml:"repair_bandwidth"`
-	// Secret, when set, must be presented as a bearer token on the
-	// internal endpoints, so only cluster members can write through them.
-	Secret string `yaml:"secret"`
+	// SecretFile holds the bearer token origins present to each other's
+	// internal endpoints, so that only cluster members read and write
+	// blobs through them. A cluster refuses to start without one.
+	SecretFile string `yaml:"secret_file"`
+	// Secret is the token itself, for origins built in process (tests,
+	// embedding); it is never read from YAML or flags, where it would sit
+	// in a ConfigMap or on a command line. SecretFile wins when both are
+	// set.
+	Secret string `yaml:"-"`
 	// PeerTimeout bounds a metadata call to another origin (default 5s);
 	// blob transfers are bounded by progress, not time.
 	PeerTimeout time.Duration `yaml:"peer_timeout"`
@@ -60,6 +67,35 @@ func (c ClusterConfig) withDefaults() ClusterConfig {
 		c.PeerTimeout = 5 * time.Second
 	}
 	return c
+}
+
+// minSecretLen is the shortest cluster secret accepted: 128 bits, as
+// `openssl rand -hex 32` gives with room to spare.
+const minSecretLen = 16
+
+// ErrNoClusterSecret: an origin was asked to join a cluster without a
+// cluster secret, which would leave its internal endpoints open to anyone
+// who can reach it.
+var ErrNoClusterSecret = errors.New("origin: cluster mode needs a cluster secret (cluster.secret_file or --cluster-secret-file)")
+
+// LoadSecret returns c with Secret read from SecretFile, or
+// ErrNoClusterSecret when there is none: an origin checks it before it
+// joins the cluster, so a misconfigured one never appears on the ring.
+func (c ClusterConfig) LoadSecret() (ClusterConfig, error) {
+	if c.SecretFile != "" {
+		sec, err := auth.ReadSecretFile(c.SecretFile, minSecretLen)
+		if err != nil {
+			return c, fmt.Errorf("origin: cluster secret: %w", err)
+		}
+		c.Secret = sec
+	}
+	if c.Secret == "" {
+		return c, ErrNoClusterSecret
+	}
+	if len(c.Secret) < minSecretLen {
+		return c, fmt.Errorf("origin: cluster secret is %d bytes, need at least %d", len(c.Secret), minSecretLen)
+	}
+	return c, nil
 }
 
 func (c ClusterConfig) validate() error {
@@ -113,6 +149,10 @@ func (s *Server) initCluster() error {
 	c := s.cluster
 	c.cfg = s.cfg.Cluster.withDefaults()
 	if err := c.cfg.validate(); err != nil {
+		return err
+	}
+	var err error
+	if c.cfg, err = c.cfg.LoadSecret(); err != nil {
 		return err
 	}
 	if c.Members == nil || c.Self == "" {
@@ -478,12 +518,12 @@ func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if sec := s.cluster.cfg.Secret; sec != "" {
-		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if subtle.ConstantTimeCompare([]byte(got), []byte(sec)) != 1 {
-			s.writeError(rw, r, ocierr.New(ocierr.Unauthorized, "internal endpoint needs the cluster secret"))
-			return
-		}
+	// initCluster refused to start without a secret, so there is always
+	// one to check.
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cluster.cfg.Secret)) != 1 {
+		s.writeError(rw, r, ocierr.New(ocierr.Unauthorized, "internal endpoint needs the cluster secret"))
+		return
 	}
 	if p := r.URL.EscapedPath(); strings.HasPrefix(p, InternalMetaInfoPath) {
 		d, err := parseDigest(strings.TrimPrefix(p, InternalMetaInfoPath))

@@ -53,9 +53,15 @@ func newTestCluster(t *testing.T) *testCluster {
 	return &testCluster{t: t, eps: eps, cli: etcdtest.Client(t, eps)}
 }
 
+// testSecret is the cluster secret of test clusters that set none.
+const testSecret = "test-cluster-secret-0123456789"
+
 // add starts a new origin and waits until every running node sees it.
 func (tc *testCluster) add(id string, cc origin.ClusterConfig) *clusterNode {
 	tc.t.Helper()
+	if cc.Secret == "" && cc.SecretFile == "" {
+		cc.Secret = testSecret
+	}
 	n := &clusterNode{t: tc.t, id: id, dir: tc.t.TempDir(), cc: cc, eps: tc.eps}
 	n.start("127.0.0.1:0")
 	tc.nodes = append(tc.nodes, n)
@@ -397,12 +403,12 @@ func TestClusterSyncQuorum(t *testing.T) {
 
 // TestInternalEndpointRejectsBadInput: the origin-to-origin endpoint
 // verifies what it is sent and keeps nothing wrong, and wants the cluster
-// secret when one is set.
+// secret.
 func TestInternalEndpointRejectsBadInput(t *testing.T) {
 	tc := newTestCluster(t)
-	n := tc.add("a", origin.ClusterConfig{Secret: "s3cret"})
+	n := tc.add("a", origin.ClusterConfig{Secret: "s3cret-s3cret-s3cret"})
 	good := []byte("a blob")
-	auth := header{"Authorization": "Bearer s3cret"}
+	auth := header{"Authorization": "Bearer s3cret-s3cret-s3cret"}
 	tests := []struct {
 		name   string
 		method string
@@ -412,6 +418,8 @@ func TestInternalEndpointRejectsBadInput(t *testing.T) {
 		status int
 	}{
 		{"no secret", "PUT", sha(good), nil, good, http.StatusUnauthorized},
+		{"no secret read", "GET", sha(good), nil, nil, http.StatusUnauthorized},
+		{"basic instead of bearer", "GET", sha(good), header{"Authorization": "Basic czNjcmV0LXMzY3JldC1zM2NyZXQ="}, nil, http.StatusUnauthorized},
 		{"wrong secret", "PUT", sha(good), header{"Authorization": "Bearer nope"}, good, http.StatusUnauthorized},
 		{"malformed digest", "PUT", "sha256:xyz", auth, good, http.StatusBadRequest},
 		{"wrong bytes", "PUT", sha(good), auth, []byte("other"), http.StatusBadRequest},

@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
@@ -21,15 +23,21 @@ const (
 )
 
 func (s *Server) getMetaInfo(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	rw := recorder.New(w)
+	defer func() {
+		s.metrics.requests.WithLabelValues("metainfo", r.Method, strconv.Itoa(rw.Status())).Inc()
+		s.metrics.requestDuration.WithLabelValues("metainfo", r.Method).Observe(time.Since(start).Seconds())
+	}()
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		s.writeError(rw, r, ocierr.New(ocierr.Unsupported, "method %s", r.Method))
 		return
 	}
-	// Hash states reveal nothing of the content, but on a closed registry
-	// they still need an authenticated caller.
-	if _, err := s.authz.Authorize(r); err != nil {
-		s.writeError(rw, r, ocierr.Wrap(ocierr.Unauthorized, err))
+	// The same rule as a blob GET: trackers and agents read metainfo
+	// anonymously when anonymous pull is on, with their own users when it
+	// is off.
+	if err := s.authorize(rw, r, auth.MetaInfo); err != nil {
+		s.writeError(rw, r, err)
 		return
 	}
 	d, err := parseDigest(strings.TrimPrefix(r.URL.EscapedPath(), MetaInfoPath))

@@ -13,8 +13,8 @@ import (
 
 // InternalBlobPath is where origins read and write each other's blobs by
 // digest, outside any repository: GET and HEAD (with Range) serve a stored
-// blob, PUT stores one after verifying its digest. Only cluster members may
-// call it when the cluster uses TLS.
+// blob, PUT stores one after verifying its digest. Only callers with the
+// cluster secret may use it.
 const InternalBlobPath = "/internal/v1/blobs/"
 
 // InternalMetaInfoPath serves a stored blob's metainfo to other origins.
@@ -29,7 +29,7 @@ var errPeerMissing = errors.New("blob not on peer")
 type peerClient struct {
 	http   *http.Client
 	scheme string // "http" or "https"
-	secret string // bearer token for the internal endpoints, if any
+	secret string // bearer token for the internal endpoints
 }
 
 func (c *peerClient) url(addr, path string, d digest.Digest) string {
@@ -41,9 +41,7 @@ func (c *peerClient) do(ctx context.Context, method, url string, body io.Reader,
 	if err != nil {
 		return nil, err
 	}
-	if c.secret != "" {
-		req.Header.Set("Authorization", "Bearer "+c.secret)
-	}
+	req.Header.Set("Authorization", "Bearer "+c.secret)
 	for k, v := range hdr {
 		req.Header[k] = v
 	}

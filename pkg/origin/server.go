@@ -274,20 +274,29 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rw, r, ocierr.New(ocierr.Unsupported, "method %s not allowed on %s", r.Method, endpoint))
 		return
 	}
-	if _, err := s.authz.Authorize(r, accessFor(rt, r.Method)...); err != nil {
-		switch {
-		case errors.Is(err, auth.ErrUnauthorized):
-			rw.Header().Set("WWW-Authenticate", auth.Challenge(err))
-			err = ocierr.Wrap(ocierr.Unauthorized, err)
-		case errors.Is(err, auth.ErrDenied):
-			err = ocierr.Wrap(ocierr.Denied, err)
-		}
+	if err := s.authorize(rw, r, accessFor(rt, r.Method)...); err != nil {
 		s.writeError(rw, r, err)
 		return
 	}
 	if err := h(rw, r, rt); err != nil {
 		s.writeError(rw, r, err)
 	}
+}
+
+// authorize asks the authorizer for access and turns a refusal into the
+// OCI error to answer with, setting the challenge a 401 must carry.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, access ...auth.Access) error {
+	_, err := s.authz.Authorize(r, access...)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, auth.ErrUnauthorized):
+		w.Header().Set("WWW-Authenticate", auth.Challenge(err))
+		return ocierr.Wrap(ocierr.Unauthorized, err)
+	case errors.Is(err, auth.ErrDenied):
+		return ocierr.Wrap(ocierr.Denied, err)
+	}
+	return err
 }
 
 // writeError answers with an OCI error unless the handler already sent a

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
@@ -18,23 +19,49 @@ import (
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
-var errNotFound = errors.New("metainfo not found")
+var (
+	errNotFound = errors.New("metainfo not found")
+	// errRemembered is a not-found answered from the negative cache.
+	errRemembered = fmt.Errorf("%w (remembered)", errNotFound)
+	// errFetchLimited: a miss that would have cost an origin request was
+	// refused by the fetch limits.
+	errFetchLimited = errors.New("too many metainfo misses; retry later")
+)
 
 // metaInfoCache answers GetMetaInfo. Metainfo of a digest never changes, so
 // entries live until evicted (LRU, bounded in bytes). Concurrent misses of
 // one digest share a single origin request: a thousand agents starting the
 // same layer cost the origin one.
+//
+// Anyone who can reach the tracker can ask for digests nobody pushed, and
+// each would cost an origin request per origin. So a digest every origin
+// denies is remembered for negTTL, and misses that reach the origins are
+// rate limited, per client address and over the whole tracker: a rollout
+// misses a handful of new layers at once, a flood misses thousands.
 type metaInfoCache struct {
 	http     *http.Client
 	maxBytes int64
 	group    singleflight.Group
 	onFetch  func() // counts origin requests
+	now      func() time.Time
+
+	negTTL    time.Duration
+	global    *rate.Limiter // nil: unlimited
+	perClient *peerLimiter  // nil: unlimited
 
 	mu    sync.Mutex
 	ll    *list.List // front = most recent; values are *cacheEntry
 	items map[digest.Digest]*list.Element
 	bytes int64
+	// missing maps digests no origin has to when that stops being
+	// trusted. The fetch limits bound how fast it grows; maxMissing bounds
+	// it outright.
+	missing map[digest.Digest]time.Time
 }
+
+// maxMissing bounds the negative cache: at the default limits it holds at
+// most a few thousand entries, so reaching this means the limits are off.
+const maxMissing = 1 << 16
 
 type cacheEntry struct {
 	d    digest.Digest
@@ -42,23 +69,47 @@ type cacheEntry struct {
 	size int64
 }
 
-func newMetaInfoCache(maxBytes int64, c *http.Client) *metaInfoCache {
-	return &metaInfoCache{http: c, maxBytes: maxBytes, ll: list.New(), items: map[digest.Digest]*list.Element{}, onFetch: func() {}}
+func newMetaInfoCache(cfg Config, c *http.Client) *metaInfoCache {
+	mc := &metaInfoCache{
+		http: c, maxBytes: cfg.MetaInfoCacheBytes, negTTL: cfg.MetaInfoNegativeTTL,
+		ll: list.New(), items: map[digest.Digest]*list.Element{}, missing: map[digest.Digest]time.Time{},
+		onFetch: func() {}, now: time.Now,
+	}
+	if cfg.MetaInfoFetchRate > 0 {
+		mc.global = rate.NewLimiter(rate.Limit(cfg.MetaInfoFetchRate), cfg.MetaInfoFetchBurst)
+	}
+	if cfg.MetaInfoClientFetchRate > 0 {
+		mc.perClient = newPeerLimiter(cfg.MetaInfoClientFetchRate, cfg.MetaInfoClientFetchBurst)
+	}
+	return mc
 }
 
-// get returns d's metainfo, trying owners in order on a miss.
-func (c *metaInfoCache) get(ctx context.Context, d digest.Digest, owners []ring.Member) (*shoalpb.MetaInfo, bool, error) {
+// get returns d's metainfo, trying owners in order on a miss. client is
+// the caller's address, which the per-client fetch limit is keyed by. An
+// error wraps errNotFound (errRemembered when the negative cache answered)
+// or is errFetchLimited, or says why the origins could not answer.
+func (c *metaInfoCache) get(ctx context.Context, d digest.Digest, client string, owners []ring.Member) (*shoalpb.MetaInfo, bool, error) {
 	if mi, ok := c.lookup(d); ok {
 		return mi, true, nil
 	}
+	if c.knownMissing(d) {
+		return nil, false, errRemembered
+	}
 	// The fetch outlives any one caller: a waiter giving up must not fail
-	// the others.
+	// the others. Only the caller that starts a fetch is charged for it;
+	// those joining it cost the origins nothing.
 	ch := c.group.DoChan(string(d), func() (any, error) {
+		if !c.admit(client) {
+			return nil, errFetchLimited
+		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		mi, err := c.fetch(fctx, d, owners)
-		if err == nil {
+		switch {
+		case err == nil:
 			c.insert(d, mi)
+		case errors.Is(err, errNotFound):
+			c.remember(d)
 		}
 		return mi, err
 	})
@@ -70,6 +121,63 @@ func (c *metaInfoCache) get(ctx context.Context, d digest.Digest, owners []ring.
 			return nil, false, r.Err
 		}
 		return r.Val.(*shoalpb.MetaInfo), false, nil
+	}
+}
+
+// admit charges one origin fetch to client and to the tracker.
+func (c *metaInfoCache) admit(client string) bool {
+	now := c.now()
+	if c.perClient != nil && !c.perClient.allowN(client, 1, now) {
+		return false
+	}
+	return c.global == nil || c.global.AllowN(now, 1)
+}
+
+// knownMissing reports whether every origin denied d less than negTTL ago.
+func (c *metaInfoCache) knownMissing(d digest.Digest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until, ok := c.missing[d]
+	if ok && !c.now().Before(until) {
+		delete(c.missing, d)
+		return false
+	}
+	return ok
+}
+
+// remember records that no origin has d. A blob pushed meanwhile is found
+// once the entry expires; agents asking sooner read the origins directly.
+func (c *metaInfoCache) remember(d digest.Digest) {
+	if c.negTTL <= 0 {
+		return
+	}
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.missing) >= maxMissing {
+		c.sweepMissingLocked(now)
+		if len(c.missing) >= maxMissing {
+			clear(c.missing)
+		}
+	}
+	c.missing[d] = now.Add(c.negTTL)
+}
+
+// sweep forgets expired negative entries and idle clients.
+func (c *metaInfoCache) sweep(now time.Time) {
+	if c.perClient != nil {
+		c.perClient.sweep(now)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sweepMissingLocked(now)
+}
+
+func (c *metaInfoCache) sweepMissingLocked(now time.Time) {
+	for d, until := range c.missing {
+		if !now.Before(until) {
+			delete(c.missing, d)
+		}
 	}
 }
 

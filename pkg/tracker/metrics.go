@@ -21,7 +21,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_tracker_forwards_total", Help: "Announce RPCs forwarded to the owning tracker, by result.",
 		}, []string{"result"}),
 		metainfo: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "shoal_tracker_metainfo_requests_total", Help: "GetMetaInfo calls, by result (hit, fetched, not_found, error).",
+			Name: "shoal_tracker_metainfo_requests_total", Help: "GetMetaInfo calls, by result (hit, fetched, not_found, not_found_cached: answered by the negative cache, rate_limited: a miss refused by the origin fetch limits, error).",
 		}, []string{"result"}),
 		fetches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_tracker_origin_metainfo_fetches_total", Help: "Metainfo requests sent to origins (cache misses, after coalescing).",

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-project/shoal/pkg/digest"
@@ -71,6 +72,18 @@ type Config struct {
 	MaxEntriesPerIP int `yaml:"max_entries_per_ip"`
 	// MetaInfoCacheBytes bounds the metainfo cache (default 64 MiB).
 	MetaInfoCacheBytes int64 `yaml:"metainfo_cache_bytes"`
+	// MetaInfoNegativeTTL is how long a digest that no origin has is
+	// answered NotFound without asking the origins again (default 30s).
+	MetaInfoNegativeTTL time.Duration `yaml:"metainfo_negative_ttl"`
+	// MetaInfoFetchRate and MetaInfoFetchBurst bound the metainfo misses
+	// sent to the origins, per second over the whole tracker (defaults 20,
+	// burst 50); MetaInfoClientFetchRate and MetaInfoClientFetchBurst per
+	// client address (defaults 2, burst 8). A refused miss gets
+	// RESOURCE_EXHAUSTED, and an agent then asks an origin itself.
+	MetaInfoFetchRate        float64 `yaml:"metainfo_fetch_rate"`
+	MetaInfoFetchBurst       int     `yaml:"metainfo_fetch_burst"`
+	MetaInfoClientFetchRate  float64 `yaml:"metainfo_client_fetch_rate"`
+	MetaInfoClientFetchBurst int     `yaml:"metainfo_client_fetch_burst"`
 	// ForwardTimeout bounds a forwarded announce (default 2s).
 	ForwardTimeout time.Duration `yaml:"forward_timeout"`
 }
@@ -105,6 +118,17 @@ func (c Config) withDefaults() Config {
 	if c.MetaInfoCacheBytes <= 0 {
 		c.MetaInfoCacheBytes = 64 << 20
 	}
+	if c.MetaInfoNegativeTTL <= 0 {
+		c.MetaInfoNegativeTTL = 30 * time.Second
+	}
+	if c.MetaInfoFetchRate <= 0 {
+		c.MetaInfoFetchRate = 20
+	}
+	def(&c.MetaInfoFetchBurst, 50)
+	if c.MetaInfoClientFetchRate <= 0 {
+		c.MetaInfoClientFetchRate = 2
+	}
+	def(&c.MetaInfoClientFetchBurst, 8)
 	if c.ForwardTimeout <= 0 {
 		c.ForwardTimeout = 2 * time.Second
 	}
@@ -190,7 +214,7 @@ func New(cfg Config, opts ...Option) *Server {
 		proofs:  peerproof.NewVerifier(verifiedProofs),
 		conns:   map[string]*grpc.ClientConn{},
 	}
-	s.meta = newMetaInfoCache(cfg.MetaInfoCacheBytes, http.DefaultClient)
+	s.meta = newMetaInfoCache(cfg, http.DefaultClient)
 	for _, o := range opts {
 		o(s)
 	}
@@ -420,12 +444,18 @@ func (s *Server) GetMetaInfo(ctx context.Context, req *shoalpb.GetMetaInfoReques
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "digest: %v", err)
 	}
-	mi, hit, err := s.meta.get(ctx, d, s.origins.Ring().Owners(string(d), s.origins.Ring().Len()))
+	mi, hit, err := s.meta.get(ctx, d, clientAddr(ctx), s.origins.Ring().Owners(string(d), s.origins.Ring().Len()))
 	switch {
 	case err == nil && hit:
 		s.metrics.metainfo.WithLabelValues("hit").Inc()
 	case err == nil:
 		s.metrics.metainfo.WithLabelValues("fetched").Inc()
+	case errors.Is(err, errRemembered):
+		s.metrics.metainfo.WithLabelValues("not_found_cached").Inc()
+		return nil, status.Errorf(codes.NotFound, "%s: no origin has it", d)
+	case errors.Is(err, errFetchLimited):
+		s.metrics.metainfo.WithLabelValues("rate_limited").Inc()
+		return nil, status.Errorf(codes.ResourceExhausted, "%s: %v", d, err)
 	case errors.Is(err, errNotFound):
 		s.metrics.metainfo.WithLabelValues("not_found").Inc()
 		return nil, status.Errorf(codes.NotFound, "%s: no origin has it", d)
@@ -434,6 +464,20 @@ func (s *Server) GetMetaInfo(ctx context.Context, req *shoalpb.GetMetaInfoReques
 		return nil, status.Errorf(codes.Unavailable, "%s: %v", d, err)
 	}
 	return &shoalpb.GetMetaInfoResponse{Metainfo: mi}, nil
+}
+
+// clientAddr is the host a gRPC call came from: the per-client limits are
+// keyed by it, since GetMetaInfo carries no identity of its own.
+func clientAddr(ctx context.Context) string {
+	p, ok := grpcpeer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	a := p.Addr.String()
+	if host, _, err := net.SplitHostPort(a); err == nil {
+		return host
+	}
+	return a
 }
 
 func resultLabel(err error) string {
@@ -517,6 +561,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 		case now := <-t.C:
 			s.perPeer.sweep(now)
 			s.perIP.sweep(now)
+			s.meta.sweep(now)
 			ns, np := s.swarms.sweep(now)
 			s.metrics.swarms.Set(float64(ns))
 			s.metrics.peers.Set(float64(np))

@@ -52,3 +52,22 @@ annotations:
   readOnly: true
 {{- end }}
 {{- end -}}
+
+{{- /* A component's own origin user (tracker or agent): the password
+Secret mounted as a file, for origins that refuse anonymous pulls. */ -}}
+{{- define "shoal.originAuthVolume" -}}
+{{- if .username -}}
+- name: origin-auth
+  secret:
+    secretName: {{ required "originAuth.passwordSecret is required with originAuth.username" .passwordSecret }}
+    items: [{key: password, path: password}]
+{{- end }}
+{{- end -}}
+
+{{- define "shoal.originAuthMount" -}}
+{{- if .username -}}
+- name: origin-auth
+  mountPath: /etc/shoal/origin-auth
+  readOnly: true
+{{- end }}
+{{- end -}}

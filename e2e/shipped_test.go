@@ -1,0 +1,389 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoal-project/shoal/pkg/proctest"
+	shoalpb "github.com/shoal-project/shoal/proto"
+)
+
+// The configs an operator starts from. Tests take them as they are and
+// change only what must differ on a test machine: listen addresses, the
+// addresses components reach each other at, directories and the paths of
+// secret files.
+const shippedDir = "../deploy/config"
+
+// shippedRegistry is a registry the shipped agent config mirrors.
+const shippedRegistry = "registry.example.com"
+
+// shipped reads deploy/config/<component>.yaml, applies edit to the
+// decoded document and writes the result under dir.
+func shipped(t *testing.T, dir, component string, edit func(doc map[string]any)) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(shippedDir, component+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	edit(doc)
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, component+".yaml")
+	if err := os.WriteFile(p, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// section is the map under key, which the shipped file must have.
+func section(t *testing.T, doc map[string]any, key string) map[string]any {
+	t.Helper()
+	m, ok := doc[key].(map[string]any)
+	if !ok {
+		t.Fatalf("shipped config has no %q section", key)
+	}
+	return m
+}
+
+// shippedCluster is a tracker, an origin and an agent run from the
+// shipped configs.
+type shippedCluster struct {
+	dir                  string
+	tracker, trackerHTTP string // gRPC and metrics addresses
+	etcd                 string
+	origin               string // host:port
+	secret               string // the cluster secret
+	agent                agentProc
+	pusher               *http.Client // CI's credentials
+}
+
+// basicAuth adds HTTP Basic credentials to every request.
+type basicAuth struct{ user, password string }
+
+func (b basicAuth) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.SetBasicAuth(b.user, b.password)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// writeSecret writes a secret file and returns its path.
+func writeSecret(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startShipped runs tracker, origin and agent on the shipped configs.
+// closed turns anonymous pull off, as an operator of a private registry
+// would, and gives the tracker and the agent a pull-only user each, as
+// the config comments say to.
+func startShipped(t *testing.T, closed bool) *shippedCluster {
+	t.Helper()
+	dir := t.TempDir()
+	c := &shippedCluster{dir: dir, tracker: proctest.FreeAddr(t), trackerHTTP: proctest.FreeAddr(t),
+		etcd: "http://" + proctest.FreeAddr(t), origin: proctest.FreeAddr(t)}
+
+	// CI pushes as "ci"; the tracker and the agents pull as "shoal-node".
+	ciHash, _ := bcrypt.GenerateFromPassword([]byte("ci-password"), bcrypt.MinCost)
+	nodeHash, _ := bcrypt.GenerateFromPassword([]byte("node-password"), bcrypt.MinCost)
+	htpasswd := writeSecret(t, dir, "htpasswd", "ci:"+string(ciHash)+"\nshoal-node:"+string(nodeHash))
+	nodePassword := writeSecret(t, dir, "node-password", "node-password")
+	c.secret = rand.Text()
+	secretFile := writeSecret(t, dir, "cluster-secret", c.secret)
+	c.pusher = &http.Client{Transport: basicAuth{"ci", "ci-password"}}
+	nodeAuth := map[string]any{"username": "shoal-node", "password_file": nodePassword}
+
+	trCfg := shipped(t, dir, "tracker", func(doc map[string]any) {
+		doc["grpc_addr"], doc["http_addr"], doc["advertise"] = c.tracker, c.trackerHTTP, c.tracker
+		doc["data_dir"] = filepath.Join(dir, "tracker")
+		ee := section(t, doc, "embedded_etcd")
+		ee["client_url"], ee["peer_url"] = c.etcd, "http://"+proctest.FreeAddr(t)
+		if closed {
+			doc["origin_auth"] = nodeAuth
+		}
+	})
+	tr := proctest.Start(t, proctest.Binary(t, "tracker"), "--config", trCfg)
+	tr.WaitReady("http://"+c.trackerHTTP+"/readyz", time.Minute)
+
+	oCfg := shipped(t, dir, "origin", func(doc map[string]any) {
+		doc["addr"], doc["advertise"] = c.origin, c.origin
+		doc["data_dir"] = filepath.Join(dir, "origin")
+		a := section(t, doc, "auth")
+		a["htpasswd"] = htpasswd
+		if closed {
+			a["anonymous_pull"] = false
+			a["users"] = map[string]any{"shoal-node": map[string]any{"actions": []string{"pull"}}}
+		}
+		section(t, doc, "etcd")["endpoints"] = []string{c.etcd}
+		section(t, doc, "cluster")["secret_file"] = secretFile
+	})
+	o := proctest.Start(t, proctest.Binary(t, "origin"), "--config", oCfg)
+	o.WaitReady("http://"+c.origin+"/readyz", 30*time.Second)
+
+	c.agent = agentProc{addr: proctest.FreeAddr(t), dir: filepath.Join(dir, "agent")}
+	c.agent.config = shipped(t, dir, "agent", func(doc map[string]any) {
+		doc["addr"], doc["data_dir"], doc["tracker"] = c.agent.addr, filepath.Join(c.agent.dir, "data"), c.tracker
+		regs := section(t, doc, "registries")
+		if _, ok := regs[shippedRegistry]; !ok {
+			t.Fatalf("the shipped agent config does not mirror %s", shippedRegistry)
+		}
+		for _, up := range regs {
+			up := up.(map[string]any)
+			up["origins"] = []string{"http://" + c.origin}
+			if closed {
+				up["origin_auth"] = nodeAuth
+			}
+		}
+		section(t, doc, "p2p")["listen_addrs"] = []string{"/ip4/127.0.0.1/tcp/0"}
+	})
+	if err := os.MkdirAll(c.agent.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.agent.restart(t)
+	return c
+}
+
+// anonymous sends a request with only the headers given (no credentials
+// unless they are among them) and returns its status code.
+func anonymous(t *testing.T, method, url string, body []byte, hdr ...string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// metricWhere sums a metric's series whose labels contain sel.
+func metricWhere(t *testing.T, addr, name, sel string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(line, name+"{") && strings.Contains(line[:strings.IndexByte(line, '}')+1], sel) {
+			var v float64
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// TestShippedConfigPull: tracker, origin and agent started from
+// deploy/config as shipped (htpasswd, anonymous pull) take a push with
+// CI's credentials, refuse one without, and containerd pulls the image
+// through the agent, with the tracker serving the metainfo. The same
+// with anonymous pull off, the tracker and the agent using a user of
+// their own.
+func TestShippedConfigPull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binaries and containerd")
+	}
+	needContainerd(t)
+	for _, tt := range []struct {
+		name   string
+		closed bool
+	}{
+		// Short names: containerd's socket path under the test's temp
+		// dir must stay within 104 bytes.
+		{"shipped", false}, // anonymous pull, as shipped
+		{"closed", true},   // anonymous pull off, own users
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := startShipped(t, tt.closed)
+			base := "http://" + c.origin
+
+			if got := anonymous(t, "POST", base+"/v2/team/app/blobs/uploads/", nil); got != http.StatusUnauthorized {
+				t.Fatalf("push without credentials: %d, want 401", got)
+			}
+			im := pushImageOf(t, base, "team/app", "v1", placement{client: c.pusher}, 2<<20, 1<<20)
+			wantAnon := http.StatusOK
+			if tt.closed {
+				wantAnon = http.StatusUnauthorized
+			}
+			if got := anonymous(t, "GET", base+"/v2/team/app/blobs/"+im.layers[0].Digest, nil); got != wantAnon {
+				t.Fatalf("anonymous blob GET: %d, want %d", got, wantAnon)
+			}
+			if got := anonymous(t, "GET", base+"/internal/v1/metainfo/"+im.layers[0].Digest, nil); got != http.StatusUnauthorized {
+				t.Fatalf("anonymous internal metainfo GET: %d, want 401", got)
+			}
+
+			// containerd may use only the agent: the registry's own
+			// server is a closed port.
+			hosts := filepath.Join(c.agent.dir, "certs.d", shippedRegistry)
+			os.MkdirAll(hosts, 0o755)
+			toml := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n",
+				"http://"+proctest.FreeAddr(t), "http://"+c.agent.addr)
+			os.WriteFile(filepath.Join(hosts, "hosts.toml"), []byte(toml), 0o644)
+			sock := containerd(t, filepath.Join(c.agent.dir, "containerd"))
+			out, err := exec.Command("ctr", "-a", sock, "-n", "e2e", "images", "pull", "--plain-http",
+				"--hosts-dir", filepath.Join(c.agent.dir, "certs.d"), shippedRegistry+"/team/app:v1").CombinedOutput()
+			if err != nil {
+				t.Fatalf("ctr pull through the agent: %v\n%s\nagent logs:\n%s", err, out, c.agent.Logs())
+			}
+			snaps, err := exec.Command("ctr", "-a", sock, "-n", "e2e", "snapshots", "ls").CombinedOutput()
+			if err != nil || strings.Count(string(snaps), "\n") < 3 {
+				t.Fatalf("image not unpacked: %v\n%s", err, snaps)
+			}
+			if served := metric(t, c.agent.addr, "shoal_agent_served_bytes_total"); served < float64(im.layerBytes) {
+				t.Errorf("agent served %.0f bytes, the layers are %d", served, im.layerBytes)
+			}
+			// The tracker fetched the metainfo from the origin for the
+			// swarm, and no fetch failed.
+			fetched := metricWhere(t, c.trackerHTTP, "shoal_tracker_metainfo_requests_total", `result="fetched"`)
+			failed := metricWhere(t, c.trackerHTTP, "shoal_tracker_metainfo_requests_total", `result="error"`)
+			t.Logf("tracker metainfo: %.0f fetched from the origin, %.0f failed", fetched, failed)
+			if fetched < float64(len(im.layers)) || failed != 0 {
+				t.Errorf("tracker metainfo: %.0f fetched, %.0f failed; want %d fetched, none failed", fetched, failed, len(im.layers))
+			}
+		})
+	}
+}
+
+// TestShippedClusterSecret: the shipped origin config, in a cluster,
+// refuses anonymous reads and writes of the origin-to-origin blob
+// endpoint, and does not start at all without its secret.
+func TestShippedClusterSecret(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binaries")
+	}
+	c := startShipped(t, false)
+	blob := []byte("a blob only cluster members may write")
+	d := sha(blob)
+	url := "http://" + c.origin + "/internal/v1/blobs/" + d
+	tests := []struct {
+		name   string
+		method string
+		body   []byte
+		hdr    []string
+		want   int
+	}{
+		{"anonymous PUT", "PUT", blob, nil, http.StatusUnauthorized},
+		{"anonymous GET", "GET", nil, nil, http.StatusUnauthorized},
+		{"anonymous HEAD", "HEAD", nil, nil, http.StatusUnauthorized},
+		{"CI's push credentials", "PUT", blob, []string{"Authorization", "Basic Y2k6Y2ktcGFzc3dvcmQ="}, http.StatusUnauthorized},
+		{"wrong secret", "PUT", blob, []string{"Authorization", "Bearer " + strings.Repeat("x", len(c.secret))}, http.StatusUnauthorized},
+		{"the cluster secret", "PUT", blob, []string{"Authorization", "Bearer " + c.secret}, http.StatusCreated},
+		{"read back with it", "GET", nil, []string{"Authorization", "Bearer " + c.secret}, http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := anonymous(t, tt.method, url, tt.body, tt.hdr...); got != tt.want {
+				t.Fatalf("%s %s: %d, want %d", tt.method, url, got, tt.want)
+			}
+		})
+	}
+
+	// The same shipped config without its secret file: the origin exits
+	// before it joins the cluster.
+	addr := proctest.FreeAddr(t)
+	noSecret := shipped(t, t.TempDir(), "origin", func(doc map[string]any) {
+		doc["addr"], doc["advertise"], doc["data_dir"] = addr, addr, filepath.Join(c.dir, "origin-nosecret")
+		section(t, doc, "auth")["htpasswd"] = filepath.Join(c.dir, "htpasswd")
+		section(t, doc, "etcd")["endpoints"] = []string{c.etcd}
+		delete(section(t, doc, "cluster"), "secret_file")
+	})
+	p := proctest.Start(t, proctest.Binary(t, "origin"), "--config", noSecret)
+	if err := p.Wait(20 * time.Second); err == nil || !strings.Contains(p.Logs(), "cluster mode needs a cluster secret") {
+		t.Fatalf("origin in a cluster without a secret: exit %v\n%s", err, p.Logs())
+	}
+}
+
+// TestTrackerUnknownDigests: GetMetaInfo for digests nobody pushed, asked
+// of a tracker and origin run on the shipped configs, costs the origin a
+// handful of requests, not one each: an unknown digest is remembered, and
+// misses are rate limited per client.
+func TestTrackerUnknownDigests(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binaries")
+	}
+	c := startShipped(t, false)
+	conn, err := grpc.NewClient(c.tracker, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := shoalpb.NewTrackerClient(conn)
+	random := func() string {
+		var b [32]byte
+		rand.Read(b[:])
+		return "sha256:" + hex.EncodeToString(b[:])
+	}
+	atOrigin := func() float64 {
+		return metricWhere(t, c.origin, "shoal_origin_http_requests_total", `endpoint="metainfo"`)
+	}
+	same := random()
+	tests := []struct {
+		name       string
+		digest     func() string
+		minFetches float64 // at the origin, for the 100 calls
+		maxFetches float64
+	}{
+		// The first call reaches the origin; the other 99 are answered
+		// from the negative cache.
+		{"one unknown digest 100 times", func() string { return same }, 1, 1},
+		// Per-client burst (8) and a little refill.
+		{"100 random digests", random, 1, 12},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, trBefore := atOrigin(), metric(t, c.trackerHTTP, "shoal_tracker_origin_metainfo_fetches_total")
+			for range 100 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := client.GetMetaInfo(ctx, &shoalpb.GetMetaInfoRequest{Digest: tt.digest()})
+				cancel()
+				if code := status.Code(err); code != codes.NotFound && code != codes.ResourceExhausted {
+					t.Fatalf("GetMetaInfo of an unknown digest: %v, want NotFound or ResourceExhausted", err)
+				}
+			}
+			got := atOrigin() - before
+			sent := metric(t, c.trackerHTTP, "shoal_tracker_origin_metainfo_fetches_total") - trBefore
+			t.Logf("%s: %.0f metainfo requests at the origin, %.0f sent by the tracker", tt.name, got, sent)
+			if got < tt.minFetches || got > tt.maxFetches || sent > tt.maxFetches {
+				t.Fatalf("%.0f metainfo requests reached the origin (%.0f sent), want %.0f..%.0f", got, sent, tt.minFetches, tt.maxFetches)
+			}
+		})
+	}
+	cached := metricWhere(t, c.trackerHTTP, "shoal_tracker_metainfo_requests_total", `result="not_found_cached"`)
+	limited := metricWhere(t, c.trackerHTTP, "shoal_tracker_metainfo_requests_total", `result="rate_limited"`)
+	if cached < 99 || limited < 80 {
+		t.Fatalf("tracker counted %.0f negative-cache answers and %.0f rate-limited misses", cached, limited)
+	}
+}
