@@ -112,7 +112,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 			return nil, fmt.Errorf("origin: token issuer: %w", err)
 		}
 	}
-	s.uploads = newUploads(s.blobs, cfg.UploadIdleTimeout, s.metrics)
+	s.uploads = newUploads(s.blobs, cfg, s.metrics)
 	s.readers = newReaderGate(cfg.BlobReaders, s.egress)
 	if s.cluster != nil {
 		if err := s.initCluster(); err != nil {
@@ -274,7 +274,8 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rw, r, ocierr.New(ocierr.Unsupported, "method %s not allowed on %s", r.Method, endpoint))
 		return
 	}
-	if _, err := s.authz.Authorize(r, accessFor(rt, r.Method)...); err != nil {
+	id, err := s.authz.Authorize(r, accessFor(rt, r.Method)...)
+	if err != nil {
 		switch {
 		case errors.Is(err, auth.ErrUnauthorized):
 			rw.Header().Set("WWW-Authenticate", auth.Challenge(err))
@@ -285,6 +286,7 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rw, r, err)
 		return
 	}
+	rt.client = clientKey(id, r.RemoteAddr)
 	if err := h(rw, r, rt); err != nil {
 		s.writeError(rw, r, err)
 	}
