@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-project/shoal/pkg/httpserver/httpservertest"
 	"github.com/shoal-project/shoal/pkg/proctest"
 )
 
@@ -17,17 +18,7 @@ func TestBinaryProfilesOffByDefault(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	var ip net.IP
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
-			ip = n.IP
-			break
-		}
-	}
-	if ip == nil {
-		t.Skip("this machine has no non-loopback IPv4 address to test from")
-	}
+	ip := httpservertest.NonLoopbackIP(t)
 	bin := proctest.Binary(t, "tracker")
 	status := func(url string) int {
 		c := &http.Client{Timeout: 5 * time.Second}

@@ -26,23 +26,6 @@ func TestIdleClientsAreLetGo(t *testing.T) {
 	httpservertest.AssertClosesIdle(t, tr.HTTPAddr, "/healthz", 250*time.Millisecond, 3*time.Second)
 }
 
-// nonLoopbackIP is an address of this machine that other machines could
-// reach.
-func nonLoopbackIP(t *testing.T) net.IP {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
-			return n.IP
-		}
-	}
-	t.Skip("this machine has no non-loopback IPv4 address to test from")
-	return nil
-}
-
 // get returns the status of GET url, or the dial error.
 func get(url string) (int, error) {
 	c := &http.Client{Timeout: 5 * time.Second}
@@ -58,7 +41,7 @@ func get(url string) (int, error) {
 // The operator port listens on every interface (":7001"); profiles are
 // not on it, and are served only on a debug listener given explicitly.
 func TestProfilesOnlyOnTheDebugListener(t *testing.T) {
-	ip := nonLoopbackIP(t)
+	ip := httpservertest.NonLoopbackIP(t)
 	tests := []struct {
 		name  string
 		debug bool

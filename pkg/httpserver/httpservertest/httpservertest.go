@@ -64,3 +64,21 @@ func AssertClosesIdle(t *testing.T, addr, path string, atLeast, within time.Dura
 		})
 	}
 }
+
+// NonLoopbackIP is an IPv4 address of this machine that other machines
+// could reach, for checking what a server shows beyond loopback; the test
+// is skipped on a machine without one.
+func NonLoopbackIP(t *testing.T) net.IP {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP
+		}
+	}
+	t.Skip("this machine has no non-loopback IPv4 address to test from")
+	return nil
+}
