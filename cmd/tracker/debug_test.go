@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -21,14 +20,8 @@ func TestBinaryProfilesOffByDefault(t *testing.T) {
 	ip := httpservertest.NonLoopbackIP(t)
 	bin := proctest.Binary(t, "tracker")
 	status := func(url string) int {
-		c := &http.Client{Timeout: 5 * time.Second}
-		resp, err := c.Get(url)
-		if err != nil {
-			return 0
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _ := httpservertest.Status(url)
+		return code
 	}
 	tests := []struct {
 		name  string

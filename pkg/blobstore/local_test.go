@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/blobstore/storetest"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/proctest"
 )
 
 func TestLocal(t *testing.T) {
@@ -119,16 +120,6 @@ func TestAdopt(t *testing.T) {
 	rd.Close()
 }
 
-// openFDs counts this process's open descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	return len(ents)
-}
-
 // Released writers hold no descriptor, however many there are: an upload
 // session costs a file descriptor only while a request writes to it.
 func TestLocalReleasedWritersHoldNoDescriptor(t *testing.T) {
@@ -137,7 +128,7 @@ func TestLocalReleasedWritersHoldNoDescriptor(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 300
-	before := openFDs(t)
+	before := proctest.OpenFDs(t)
 	ws := make([]blobstore.Writer, n)
 	blobs := make([][]byte, n)
 	for i := range ws {
@@ -150,7 +141,7 @@ func TestLocalReleasedWritersHoldNoDescriptor(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := openFDs(t) - before; got > 10 {
+	if got := proctest.OpenFDs(t) - before; got > 10 {
 		t.Fatalf("%d released writers hold %d more descriptors", n, got)
 	}
 	for i, w := range ws {

@@ -19,18 +19,8 @@ import (
 	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/origin"
 	"github.com/shoal-project/shoal/pkg/origin/origintest"
+	"github.com/shoal-project/shoal/pkg/proctest"
 )
-
-// openFDs counts this process's open descriptors: the origin's and the
-// test's own, which share the process.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	return len(ents)
-}
 
 // httpFrom is a client whose connections come from the loopback address
 // ip, so one test process can be several clients by address.
@@ -214,7 +204,7 @@ func TestUploadSessionFlood(t *testing.T) {
 				Auth: tt.auth, MaxUploadSessions: total, MaxUploadSessionsPerClient: perClient,
 				UploadIdleTimeout: tt.idle,
 			})
-			before := openFDs(t)
+			before := proctest.OpenFDs(t)
 			accepted, refused, posts := 0, 0, 0
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -232,7 +222,7 @@ func TestUploadSessionFlood(t *testing.T) {
 				t.Errorf("refusals counted %v, want %d", got, refused)
 			}
 			// Each session holds its temp file on disk, not open.
-			if grown := openFDs(t) - before; grown > 48 {
+			if grown := proctest.OpenFDs(t) - before; grown > 48 {
 				t.Fatalf("%d idle sessions hold %d more descriptors", accepted, grown)
 			}
 			hc := httpFrom(t, tt.pushIP, 2)

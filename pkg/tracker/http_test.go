@@ -3,7 +3,6 @@ package tracker_test
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,18 +23,6 @@ func TestIdleClientsAreLetGo(t *testing.T) {
 	tr := trackertest.Start(t, nil, tracker.Config{HTTPTimeouts: httpserver.Timeouts{
 		ReadHeader: 300 * time.Millisecond, Idle: 300 * time.Millisecond}}, nil)
 	httpservertest.AssertClosesIdle(t, tr.HTTPAddr, "/healthz", 250*time.Millisecond, 3*time.Second)
-}
-
-// get returns the status of GET url, or the dial error.
-func get(url string) (int, error) {
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
 }
 
 // The operator port listens on every interface (":7001"); profiles are
@@ -76,19 +63,19 @@ func TestProfilesOnlyOnTheDebugListener(t *testing.T) {
 			remote := "http://" + net.JoinHostPort(ip.String(), port)
 			// The port is reachable from outside: a 404 below is the
 			// handler's, not a closed door.
-			if code, err := get(remote + "/metrics"); err != nil || code != http.StatusOK {
+			if code, err := httpservertest.Status(remote + "/metrics"); err != nil || code != http.StatusOK {
 				t.Fatalf("metrics on %s: %d %v", remote, code, err)
 			}
-			if code, err := get(remote + "/debug/pprof/"); err != nil || code != http.StatusNotFound {
+			if code, err := httpservertest.Status(remote + "/debug/pprof/"); err != nil || code != http.StatusNotFound {
 				t.Fatalf("profiles on the operator port %s: %d %v, want 404", remote, code, err)
 			}
 			if !tt.debug {
 				return
 			}
-			if code, err := get("http://127.0.0.1:" + debugPort + "/debug/pprof/"); err != nil || code != http.StatusOK {
+			if code, err := httpservertest.Status("http://127.0.0.1:" + debugPort + "/debug/pprof/"); err != nil || code != http.StatusOK {
 				t.Fatalf("profiles on the debug listener: %d %v", code, err)
 			}
-			if _, err := get("http://" + net.JoinHostPort(ip.String(), debugPort) + "/debug/pprof/"); !errors.Is(err, syscall.ECONNREFUSED) {
+			if _, err := httpservertest.Status("http://" + net.JoinHostPort(ip.String(), debugPort) + "/debug/pprof/"); !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Fatalf("debug listener from %s: %v, want connection refused", ip, err)
 			}
 		})

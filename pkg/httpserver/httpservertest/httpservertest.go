@@ -82,3 +82,16 @@ func NonLoopbackIP(t *testing.T) net.IP {
 	t.Skip("this machine has no non-loopback IPv4 address to test from")
 	return nil
 }
+
+// Status GETs url and returns the status, or the error of a request that
+// got none (a refused connection, say).
+func Status(url string) (int, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
