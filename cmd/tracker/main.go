@@ -36,6 +36,9 @@ type fileConfig struct {
 	// and health.
 	GRPCAddr string `yaml:"grpc_addr"`
 	HTTPAddr string `yaml:"http_addr"`
+	// DebugAddr serves /debug/pprof; empty serves no profiles. Profiles
+	// show what the process holds, so keep it on loopback.
+	DebugAddr string `yaml:"debug_addr"`
 	// Advertise is the gRPC host:port other trackers forward to; default
 	// the hostname with GRPCAddr's port.
 	Advertise string `yaml:"advertise"`
@@ -76,6 +79,7 @@ func parse(args []string) (fileConfig, error) {
 	fs := flag.NewFlagSet("shoal-tracker", flag.ContinueOnError)
 	fs.StringVar(&fc.GRPCAddr, "grpc-addr", ":7000", "gRPC listen address for agents and trackers")
 	fs.StringVar(&fc.HTTPAddr, "http-addr", ":7001", "listen address for /metrics and health")
+	fs.StringVar(&fc.DebugAddr, "debug-addr", "", "listen address for /debug/pprof, e.g. 127.0.0.1:7002 (empty: no profiles)")
 	fs.StringVar(&fc.Advertise, "advertise", "", "gRPC host:port other trackers reach this one at (default hostname:grpc port)")
 	fs.StringVar(&fc.ID, "id", "", "member ID on the tracker ring (default the hostname)")
 	fs.StringVar(&fc.DataDir, "data-dir", "", "directory for the embedded etcd")
@@ -167,6 +171,16 @@ func run(args []string) error {
 
 	opts := []tracker.Option{tracker.WithLogger(log),
 		tracker.WithHTTPClient(&http.Client{Transport: fc.originCreds.Transport(nil)})}
+	if fc.DebugAddr != "" {
+		debugLn, err := net.Listen("tcp", fc.DebugAddr)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", fc.DebugAddr, err)
+		}
+		if ip := debugLn.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+			log.Warn("profiles are served beyond loopback", "debug_addr", debugLn.Addr().String())
+		}
+		opts = append(opts, tracker.WithDebugListener(debugLn))
+	}
 	var serverOpts []grpc.ServerOption
 	if fc.TLS.Enabled() {
 		sc, err := fc.TLS.Server()

@@ -26,14 +26,19 @@ func TestParse(t *testing.T) {
 	}{
 		{"example file", []string{"--config", "../../deploy/config/tracker.yaml"}, "", func(c fileConfig) bool {
 			return c.ID == "tracker-0" && c.GRPCAddr == ":7000" && c.Interval == 3*time.Second &&
-				c.DefaultPeers == 30 && c.PeerAnnounceBurst == 5000 && c.MemberTTL == 10*time.Second
+				c.DefaultPeers == 30 && c.PeerAnnounceBurst == 5000 && c.MemberTTL == 10*time.Second &&
+				c.DebugAddr == "" && c.HTTPTimeouts.ReadHeader == 10*time.Second && c.HTTPTimeouts.Idle == 2*time.Minute
 		}},
 		{"flags override the file", []string{"--config", "../../deploy/config/tracker.yaml", "--peers", "7",
 			"--etcd-endpoints", "http://e1:2379, http://e2:2379", "--interval", "1s"}, "", func(c fileConfig) bool {
 			return c.DefaultPeers == 7 && c.Interval == time.Second && len(c.Etcd.Endpoints) == 2 && c.Etcd.Endpoints[1] == "http://e2:2379"
 		}},
 		{"defaults", []string{"--data-dir", "/tmp/x"}, "", func(c fileConfig) bool {
-			return c.GRPCAddr == ":7000" && c.HTTPAddr == ":7001" && c.ID != "" && c.EmbeddedEtcd.ClientURL == "http://127.0.0.1:2379"
+			return c.GRPCAddr == ":7000" && c.HTTPAddr == ":7001" && c.ID != "" && c.EmbeddedEtcd.ClientURL == "http://127.0.0.1:2379" &&
+				c.DebugAddr == ""
+		}},
+		{"debug address", []string{"--data-dir", "/tmp/x", "--debug-addr", "127.0.0.1:7002"}, "", func(c fileConfig) bool {
+			return c.DebugAddr == "127.0.0.1:7002"
 		}},
 		{"typo in the file", []string{"--config", bad}, "intervall", nil},
 		{"embedded etcd without a data dir", nil, "--data-dir", nil},

@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/httpserver"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
 	"github.com/shoal-project/shoal/pkg/pace"
@@ -79,6 +80,17 @@ type Config struct {
 	Swarm swarm.Config `yaml:"swarm"`
 	// OriginTimeout bounds a metadata call to an origin (default 10s).
 	OriginTimeout time.Duration `yaml:"origin_timeout"`
+	// HTTPTimeouts bound what the /v2 server waits on its clients
+	// (defaults: headers 10s, request 30s, write 30s, idle 2m). A blob body
+	// is bounded per MiB written, not as a whole: it streams for as long
+	// as the swarm takes.
+	HTTPTimeouts httpserver.Timeouts `yaml:"http_timeouts"`
+}
+
+// defaultHTTPTimeouts: containerd sends small bodiless requests and keeps
+// connections for 90 s between pulls.
+var defaultHTTPTimeouts = httpserver.Timeouts{
+	ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 30 * time.Second, Idle: 2 * time.Minute,
 }
 
 func (c Config) withDefaults() Config {
@@ -97,6 +109,7 @@ func (c Config) withDefaults() Config {
 	if c.OriginTimeout <= 0 {
 		c.OriginTimeout = 10 * time.Second
 	}
+	c.HTTPTimeouts = c.HTTPTimeouts.WithDefaults(defaultHTTPTimeouts)
 	if c.P2P.KeyFile == "" && c.DataDir != "" {
 		c.P2P.KeyFile = filepath.Join(c.DataDir, "peer.key")
 	}
@@ -242,8 +255,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("agent: listen: %w", err)
 		}
 	}
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+	srv := a.cfg.HTTPTimeouts.Server(a.Handler(), a.log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	a.wg.Go(func() { a.seedLoop(a.ctx) })

@@ -16,6 +16,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/httprange"
+	"github.com/shoal-project/shoal/pkg/httpserver"
 	"github.com/shoal-project/shoal/pkg/manifest"
 	"github.com/shoal-project/shoal/pkg/ocierr"
 	"github.com/shoal-project/shoal/pkg/piecefile"
@@ -168,13 +169,13 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("ETag", `"`+d.String()+`"`)
 	start := time.Now()
+	// A blob can take as long as the swarm does: the server's limits on a
+	// whole response would cut it, so they bound each write instead.
+	st := httpserver.NewStream(w, a.cfg.HTTPTimeouts.Write)
 	if rd, release, ok := a.cache.open(r.Context(), d); ok {
 		defer release()
 		a.metrics.ttfb.Observe(time.Since(start).Seconds())
-		cw := recorder.New(w)
-		http.ServeContent(cw, r, "", time.Time{}, seekable(rd))
-		a.metrics.served.Add(float64(cw.Bytes))
-		return nil
+		return a.serveCached(w, r, st, rd)
 	}
 	f := a.fetch(d, name, up)
 	select {
@@ -182,6 +183,7 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 	case <-r.Context().Done():
 		return r.Context().Err()
 	}
+	st.Progress() // the wait is not the client's: the answer gets its own time
 	if f.prepErr != nil {
 		if errors.Is(f.prepErr, errNotFound) {
 			return ocierr.New(ocierr.BlobUnknown, "%s", d)
@@ -198,14 +200,41 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 		w.WriteHeader(status)
 		return nil
 	}
-	return a.stream(r.Context(), w, f, d, span, status, start)
+	return a.stream(r.Context(), w, st, f, d, span, status, start)
+}
+
+// serveCached answers from a complete blob in the cache. Like the origin,
+// it serves one range or the whole body: a list of ranges gets the whole
+// blob with 200 (RFC 9110 lets a server ignore Range), never a multipart
+// body that many tiny ranges make larger than the blob itself.
+func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, st *httpserver.Stream, rd blobstore.Reader) error {
+	h := w.Header()
+	span, status, err := httprange.Select(h, r, rd.Size())
+	if err != nil {
+		return ocierr.Wrap(ocierr.RangeInvalid, err)
+	}
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Length", strconv.FormatInt(span.Length, 10))
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead || span.Length == 0 {
+		return nil
+	}
+	src := seekable(rd)
+	if _, err := src.Seek(span.Start, io.SeekStart); err != nil {
+		return fmt.Errorf("cached blob: %w", err)
+	}
+	n, _ := st.Copy(w, src, span.Length)
+	a.metrics.served.Add(float64(n))
+	// A short copy is a client gone or stalled past the write timeout;
+	// Content-Length tells any client that the body is cut.
+	return nil
 }
 
 // stream writes span of a blob under download as its pieces are verified.
 // The piece holding the blob's last byte is the one checked against the
 // digest itself, so a body that does not match its digest never ends
 // cleanly.
-func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, d digest.Digest, span httprange.Span, status int, start time.Time) error {
+func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, st *httpserver.Stream, f *inflight, d digest.Digest, span httprange.Span, status int, start time.Time) error {
 	mi := f.mi
 	src := &blobSource{a: a, f: f, d: d}
 	defer src.close()
@@ -234,7 +263,7 @@ func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, f *inflight, 
 		if _, err := rd.Seek(off, io.SeekStart); err != nil {
 			return fmt.Errorf("blob %s: %w", d, err)
 		}
-		n, err := io.CopyN(w, rd, pieceEnd-off)
+		n, err := st.Copy(w, rd, pieceEnd-off)
 		a.metrics.served.Add(float64(n))
 		if err != nil {
 			return nil // the client went away (a short file is caught by the wait above)

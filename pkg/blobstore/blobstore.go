@@ -68,6 +68,12 @@ type Writer interface {
 	Commit(ctx context.Context, size int64, want digest.Digest) (Info, error)
 	// Close aborts an uncommitted writer; after Commit it is a no-op.
 	Close() error
+	// Release lets go of what the writer holds open between writes (its
+	// file descriptor) while keeping its state, hash included; the next
+	// Write or Commit takes it back. A writer that lives across requests
+	// (an upload session) calls it after each one, so that idle sessions
+	// cost memory, not descriptors. An error is sticky: Commit fails too.
+	Release() error
 }
 
 // Ingester starts new blobs.

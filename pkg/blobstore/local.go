@@ -199,20 +199,79 @@ func (s *Local) Writer(_ context.Context) (Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blobstore: new writer: %w", err)
 	}
-	return &localWriter{s: s, f: f, hasher: metainfo.NewHasher(digest.SHA256, metainfo.MinPieceLength)}, nil
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("blobstore: new writer: %w", err)
+	}
+	return &localWriter{s: s, f: f, path: f.Name(), id: fi,
+		hasher: metainfo.NewHasher(digest.SHA256, metainfo.MinPieceLength)}, nil
 }
 
 // localWriter hashes as it writes, once: the sha256 digest and the chain
 // at the smallest piece length come from the same pass, and the chain at
 // any larger one is a subset of it, so a commit of a sha256 blob needs no
 // second read.
+//
+// Because the hash lives in memory, the file may be closed between writes
+// (Release) and reopened without reading it again. What is committed is
+// the file, so a reopen checks that it is still the one this writer
+// created and holds exactly the bytes hashed; anything else fails the
+// writer rather than commit bytes the digest was not computed over.
 type localWriter struct {
 	s      *Local
-	f      *os.File
+	f      *os.File // nil while released
+	path   string
+	id     os.FileInfo // the temp file as created, for os.SameFile
 	hasher *metainfo.Hasher
 	n      int64
 	closed bool
 	err    error // sticky write error
+}
+
+// open takes the file back after Release.
+func (w *localWriter) open() error {
+	if w.f != nil {
+		return nil
+	}
+	if w.err != nil {
+		return w.err
+	}
+	f, err := os.OpenFile(w.path, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		w.err = fmt.Errorf("blobstore: reopen: %w", err)
+		return w.err
+	}
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+		err = fmt.Errorf("blobstore: reopen: %w", err)
+	case !os.SameFile(fi, w.id):
+		err = errors.New("blobstore: reopen: the temp file was replaced")
+	case fi.Size() != w.n:
+		err = fmt.Errorf("blobstore: reopen: the temp file has %d bytes, %d were written", fi.Size(), w.n)
+	}
+	if err != nil {
+		f.Close()
+		w.err = err
+		return err
+	}
+	w.f = f
+	return nil
+}
+
+func (w *localWriter) Release() error {
+	if w.closed || w.f == nil {
+		return w.err
+	}
+	err := w.f.Close()
+	w.f = nil
+	if err != nil && w.err == nil {
+		// A failed close can mean lost writes (NFS reports them here).
+		w.err = fmt.Errorf("blobstore: release: %w", err)
+	}
+	return w.err
 }
 
 func (w *localWriter) Write(p []byte) (int, error) {
@@ -221,6 +280,9 @@ func (w *localWriter) Write(p []byte) (int, error) {
 	}
 	if w.err != nil {
 		return 0, w.err
+	}
+	if err := w.open(); err != nil {
+		return 0, err
 	}
 	n, err := w.f.Write(p)
 	w.hasher.Write(p[:n])
@@ -242,6 +304,9 @@ func (w *localWriter) Commit(ctx context.Context, size int64, want digest.Digest
 	if w.err != nil {
 		return Info{}, w.err
 	}
+	if err := w.open(); err != nil {
+		return Info{}, err
+	}
 	if err := checkDigest(want); err != nil {
 		return Info{}, err
 	}
@@ -261,7 +326,7 @@ func (w *localWriter) Commit(ctx context.Context, size int64, want digest.Digest
 	if err := w.f.Close(); err != nil {
 		return Info{}, fmt.Errorf("blob %s: close: %w", want, err)
 	}
-	if err := atomicfile.Install(w.f.Name(), w.s.path("blobs", want)); err != nil {
+	if err := atomicfile.Install(w.path, w.s.path("blobs", want)); err != nil {
 		return Info{}, fmt.Errorf("blob %s: install: %w", want, err)
 	}
 	w.closed = true
@@ -306,8 +371,10 @@ func (w *localWriter) Close() error {
 		return nil
 	}
 	w.closed = true
-	w.f.Close()
-	if err := os.Remove(w.f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if w.f != nil {
+		w.f.Close()
+	}
+	if err := os.Remove(w.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blobstore: discard: %w", err)
 	}
 	return nil

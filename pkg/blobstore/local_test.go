@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/blobstore/storetest"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/proctest"
 )
 
 func TestLocal(t *testing.T) {
@@ -117,4 +118,102 @@ func TestAdopt(t *testing.T) {
 		t.Fatalf("open after adopt: %v", err)
 	}
 	rd.Close()
+}
+
+// Released writers hold no descriptor, however many there are: an upload
+// session costs a file descriptor only while a request writes to it.
+func TestLocalReleasedWritersHoldNoDescriptor(t *testing.T) {
+	s, err := blobstore.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	before := proctest.OpenFDs(t)
+	ws := make([]blobstore.Writer, n)
+	blobs := make([][]byte, n)
+	for i := range ws {
+		if ws[i], err = s.Writer(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		blobs[i], _ = storetest.Blob(t, 100+i)
+		ws[i].Write(blobs[i][:50])
+		if err := ws[i].Release(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := proctest.OpenFDs(t) - before; got > 10 {
+		t.Fatalf("%d released writers hold %d more descriptors", n, got)
+	}
+	for i, w := range ws {
+		w.Write(blobs[i][50:])
+		if _, err := w.Commit(context.Background(), -1, digest.FromBytes(blobs[i])); err != nil {
+			t.Fatalf("commit %d: %v", i, err)
+		}
+	}
+}
+
+// The hash of a released writer is kept in memory, so the file it commits
+// must be the very file it hashed: one changed on disk between writes
+// fails the writer, and nothing is committed.
+func TestLocalReleasedWriterRefusesAChangedFile(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(path string) error
+	}{
+		{"appended", func(p string) error {
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.Write([]byte("extra"))
+			return err
+		}},
+		{"truncated", func(p string) error { return os.Truncate(p, 10) }},
+		{"replaced", func(p string) error {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			other := p + ".other"
+			if err := os.WriteFile(other, b, 0o644); err != nil {
+				return err
+			}
+			return os.Rename(other, p)
+		}},
+		{"removed", os.Remove},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := blobstore.NewLocal(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, d := storetest.Blob(t, 1000)
+			w, err := s.Writer(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			w.Write(b[:500])
+			if err := w.Release(); err != nil {
+				t.Fatal(err)
+			}
+			tmp, _ := filepath.Glob(filepath.Join(dir, "tmp", "blob-*"))
+			if len(tmp) != 1 {
+				t.Fatalf("temp files %v, want one", tmp)
+			}
+			if err := tt.change(tmp[0]); err != nil {
+				t.Fatal(err)
+			}
+			w.Write(b[500:])
+			if _, err := w.Commit(context.Background(), -1, d); err == nil {
+				t.Fatal("a writer whose file changed while released committed")
+			}
+			if _, err := s.Stat(context.Background(), d); !errors.Is(err, blobstore.ErrNotFound) {
+				t.Fatalf("blob visible after a failed commit: %v", err)
+			}
+		})
+	}
 }

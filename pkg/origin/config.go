@@ -23,6 +23,13 @@ type Config struct {
 	MaxBlobSize int64 `yaml:"max_blob_size"`
 	// UploadIdleTimeout expires upload sessions with no activity.
 	UploadIdleTimeout time.Duration `yaml:"upload_idle_timeout"`
+	// MaxUploadSessions bounds the upload sessions open at once (default
+	// 2048), MaxUploadSessionsPerClient those of one client (default 128):
+	// one authenticated user, or one address (an IPv6 /64) without
+	// credentials. A session past either gets 429 TOOMANYREQUESTS with a
+	// Retry-After.
+	MaxUploadSessions          int `yaml:"max_upload_sessions"`
+	MaxUploadSessionsPerClient int `yaml:"max_upload_sessions_per_client"`
 	// ShutdownTimeout bounds how long SIGTERM waits for in-flight requests.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// MaxHeaderBytes bounds request headers; real registry clients send a
@@ -47,6 +54,12 @@ func (c Config) applyDefaults() Config {
 	}
 	if c.UploadIdleTimeout == 0 {
 		c.UploadIdleTimeout = time.Hour
+	}
+	if c.MaxUploadSessions <= 0 {
+		c.MaxUploadSessions = 2048
+	}
+	if c.MaxUploadSessionsPerClient <= 0 {
+		c.MaxUploadSessionsPerClient = 128
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = time.Minute

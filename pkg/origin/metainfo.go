@@ -36,7 +36,7 @@ func (s *Server) getMetaInfo(w http.ResponseWriter, r *http.Request) {
 	// The same rule as a blob GET: trackers and agents read metainfo
 	// anonymously when anonymous pull is on, with their own users when it
 	// is off.
-	if err := s.authorize(rw, r, auth.MetaInfo); err != nil {
+	if _, err := s.authorize(rw, r, auth.MetaInfo); err != nil {
 		s.writeError(rw, r, err)
 		return
 	}

@@ -13,6 +13,7 @@ type metrics struct {
 	bytesOut        prometheus.Counter
 	uploadDuration  prometheus.Histogram
 	uploadsActive   prometheus.Gauge
+	uploadsRefused  *prometheus.CounterVec
 	verifyFailures  prometheus.Counter
 
 	replications     *prometheus.CounterVec
@@ -53,6 +54,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_origin_uploads_in_progress",
 			Help: "Upload sessions open.",
 		}),
+		uploadsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_upload_sessions_refused_total",
+			Help: "Upload sessions refused with 429 by the limit they would pass: total or client (one user, or one address without credentials).",
+		}, []string{"limit"}),
 		verifyFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_origin_blob_verify_failures_total",
 			Help: "Stored blobs found not to match their digest when read; each is removed.",
@@ -90,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Reads of blobs not held here, served from another origin, by result.",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.requests, m.requestDuration, m.bytesIn, m.bytesOut, m.uploadDuration, m.uploadsActive, m.verifyFailures,
+	reg.MustRegister(m.requests, m.requestDuration, m.bytesIn, m.bytesOut, m.uploadDuration, m.uploadsActive, m.uploadsRefused, m.verifyFailures,
 		m.replications, m.replicationQueue, m.repairBytes, m.proxied, m.members, m.seeded,
 		m.readersRefused, m.busySent)
 	return m

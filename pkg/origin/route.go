@@ -36,6 +36,9 @@ type route struct {
 	kind kind
 	name string
 	arg  string
+	// client is who asks, for per-client limits; serveV2 sets it once
+	// the request is authorized (see clientKey).
+	client string
 }
 
 // maxPathLength bounds the path; a longer one cannot hold a valid name

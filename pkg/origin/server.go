@@ -112,7 +112,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 			return nil, fmt.Errorf("origin: token issuer: %w", err)
 		}
 	}
-	s.uploads = newUploads(s.blobs, cfg.UploadIdleTimeout, s.metrics)
+	s.uploads = newUploads(s.blobs, cfg, s.metrics)
 	s.readers = newReaderGate(cfg.BlobReaders, s.egress)
 	if s.cluster != nil {
 		if err := s.initCluster(); err != nil {
@@ -274,10 +274,12 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rw, r, ocierr.New(ocierr.Unsupported, "method %s not allowed on %s", r.Method, endpoint))
 		return
 	}
-	if err := s.authorize(rw, r, accessFor(rt, r.Method)...); err != nil {
+	id, err := s.authorize(rw, r, accessFor(rt, r.Method)...)
+	if err != nil {
 		s.writeError(rw, r, err)
 		return
 	}
+	rt.client = clientKey(id, r.RemoteAddr)
 	if err := h(rw, r, rt); err != nil {
 		s.writeError(rw, r, err)
 	}
@@ -285,18 +287,18 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 
 // authorize asks the authorizer for access and turns a refusal into the
 // OCI error to answer with, setting the challenge a 401 must carry.
-func (s *Server) authorize(w http.ResponseWriter, r *http.Request, access ...auth.Access) error {
-	_, err := s.authz.Authorize(r, access...)
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, access ...auth.Access) (auth.Identity, error) {
+	id, err := s.authz.Authorize(r, access...)
 	switch {
 	case err == nil:
-		return nil
+		return id, nil
 	case errors.Is(err, auth.ErrUnauthorized):
 		w.Header().Set("WWW-Authenticate", auth.Challenge(err))
-		return ocierr.Wrap(ocierr.Unauthorized, err)
+		return id, ocierr.Wrap(ocierr.Unauthorized, err)
 	case errors.Is(err, auth.ErrDenied):
-		return ocierr.Wrap(ocierr.Denied, err)
+		return id, ocierr.Wrap(ocierr.Denied, err)
 	}
-	return err
+	return id, err
 }
 
 // writeError answers with an OCI error unless the handler already sent a

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/httprange"
@@ -19,44 +23,108 @@ import (
 )
 
 // upload is one blob upload session. Its writer lives across requests; mu
-// makes requests to the same session take turns.
+// makes requests to the same session take turns. Between requests the
+// writer is released: an idle session holds its hash state in memory and
+// no file descriptor.
 type upload struct {
 	mu      sync.Mutex
 	id      string
 	repo    string
+	client  string // the per-client limit it counts against
 	w       blobstore.Writer
 	started time.Time
 	touched time.Time // guarded by uploads.mu
 }
 
-// uploads is the table of open sessions.
+// errUploadsFull: a new session would pass a limit on open sessions.
+var errUploadsFull = errors.New("too many upload sessions")
+
+// uploadRetryAfter is the Retry-After sent with a refused session. Sessions
+// end with their commit, usually seconds into a push, and at the latest
+// after the idle timeout; half a minute neither hammers the origin nor
+// strands a CI job for long.
+const uploadRetryAfter = 30 * time.Second
+
+// uploads is the table of open sessions, bounded in total and per client:
+// a session costs little now, but an unbounded number of them is memory
+// and disk anyone who may push can take.
 type uploads struct {
-	store   blobstore.Ingester
-	idle    time.Duration
-	metrics *metrics
+	store        blobstore.Ingester
+	idle         time.Duration
+	maxTotal     int
+	maxPerClient int
+	metrics      *metrics
 
-	mu sync.Mutex
-	m  map[string]*upload
+	mu        sync.Mutex
+	m         map[string]*upload
+	open      int            // sessions in m plus those being created
+	perClient map[string]int // open, by client
 }
 
-func newUploads(store blobstore.Ingester, idle time.Duration, m *metrics) *uploads {
-	return &uploads{store: store, idle: idle, metrics: m, m: map[string]*upload{}}
+func newUploads(store blobstore.Ingester, cfg Config, m *metrics) *uploads {
+	return &uploads{
+		store: store, idle: cfg.UploadIdleTimeout, metrics: m,
+		maxTotal: cfg.MaxUploadSessions, maxPerClient: cfg.MaxUploadSessionsPerClient,
+		m: map[string]*upload{}, perClient: map[string]int{},
+	}
 }
 
-func (u *uploads) start(ctx context.Context, repo string) (*upload, error) {
+// retryAfter is when a refused client should try again.
+func (u *uploads) retryAfter() time.Duration { return max(time.Second, min(uploadRetryAfter, u.idle)) }
+
+// start opens a session of repo for client, or refuses with errUploadsFull.
+func (u *uploads) start(ctx context.Context, repo, client string) (*upload, error) {
+	u.mu.Lock()
+	switch {
+	case u.open >= u.maxTotal:
+		u.mu.Unlock()
+		u.metrics.uploadsRefused.WithLabelValues("total").Inc()
+		return nil, fmt.Errorf("%w: the origin has %d open", errUploadsFull, u.maxTotal)
+	case u.perClient[client] >= u.maxPerClient:
+		u.mu.Unlock()
+		u.metrics.uploadsRefused.WithLabelValues("client").Inc()
+		return nil, fmt.Errorf("%w: this client has %d open", errUploadsFull, u.maxPerClient)
+	}
+	// The place is taken before the temp file is made, so concurrent
+	// POSTs cannot overshoot the limits.
+	u.open++
+	u.perClient[client]++
+	u.mu.Unlock()
 	w, err := u.store.Writer(ctx)
 	if err != nil {
+		u.mu.Lock()
+		u.free(client)
+		u.mu.Unlock()
 		return nil, err
 	}
 	var b [16]byte
 	rand.Read(b[:])
 	now := time.Now()
-	up := &upload{id: hex.EncodeToString(b[:]), repo: repo, w: w, started: now, touched: now}
+	up := &upload{id: hex.EncodeToString(b[:]), repo: repo, client: client, w: w, started: now, touched: now}
 	u.mu.Lock()
 	u.m[up.id] = up
 	u.mu.Unlock()
 	u.metrics.uploadsActive.Inc()
 	return up, nil
+}
+
+// free gives back a session's place; called with mu held.
+func (u *uploads) free(client string) {
+	u.open--
+	if u.perClient[client]--; u.perClient[client] <= 0 {
+		delete(u.perClient, client)
+	}
+}
+
+// park ends a request's use of a locked session: the writer lets go of its
+// file until the next request. A session that cannot be parked cleanly is
+// ended, since its file may not hold what was hashed.
+func (u *uploads) park(up *upload) error {
+	if err := up.w.Release(); err != nil {
+		u.end(up)
+		return err
+	}
+	return nil
 }
 
 // get finds a session of repo and locks it; the caller unlocks.
@@ -87,6 +155,9 @@ func (u *uploads) end(up *upload) {
 	u.mu.Lock()
 	_, ok := u.m[up.id]
 	delete(u.m, up.id)
+	if ok {
+		u.free(up.client)
+	}
 	u.mu.Unlock()
 	if ok {
 		up.w.Close()
@@ -127,6 +198,31 @@ func (u *uploads) expire(cutoff time.Time) {
 	}
 }
 
+// clientKey names who a request counts against for per-client limits: the
+// authenticated user, or without credentials the remote address. An IPv6
+// address counts as its /64, which one host commonly holds whole and
+// could otherwise spread its sessions over.
+func clientKey(id auth.Identity, remoteAddr string) string {
+	if !id.Anonymous && id.Subject != "" {
+		return "user:" + id.Subject
+	}
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return "addr:" + host
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return "ip:" + p.String()
+		}
+	}
+	return "ip:" + ip.WithZone("").String()
+}
+
 func uploadLocation(repo, id string) string { return "/v2/" + repo + "/blobs/uploads/" + id }
 
 // writeUploadState sends the headers every upload response carries.
@@ -158,7 +254,11 @@ func (s *Server) startUpload(w http.ResponseWriter, r *http.Request, rt route) e
 		}
 		// Not mountable: the spec says start an ordinary session.
 	}
-	up, err := s.uploads.start(r.Context(), rt.name)
+	up, err := s.uploads.start(r.Context(), rt.name, rt.client)
+	if errors.Is(err, errUploadsFull) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(s.uploads.retryAfter()/time.Second)))
+		return ocierr.Wrap(ocierr.TooManyRequests, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -174,6 +274,11 @@ func (s *Server) startUpload(w http.ResponseWriter, r *http.Request, rt route) e
 			return err
 		}
 		return s.commit(w, r, up, want)
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if err := s.uploads.park(up); err != nil {
+		return err
 	}
 	writeUploadState(w, up, http.StatusAccepted)
 	return nil
@@ -271,6 +376,9 @@ func (s *Server) patchUpload(w http.ResponseWriter, r *http.Request, rt route) e
 	if err := s.appendBody(r, up, r.ContentLength); err != nil {
 		// A session with a torn chunk cannot be trusted to resume.
 		s.uploads.end(up)
+		return err
+	}
+	if err := s.uploads.park(up); err != nil {
 		return err
 	}
 	writeUploadState(w, up, http.StatusAccepted)

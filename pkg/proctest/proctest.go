@@ -166,3 +166,15 @@ func (p *Proc) CPUTime() time.Duration {
 	// The kernel reports clock ticks; USER_HZ is 100 on Linux.
 	return time.Duration(utime+stime) * (time.Second / 100)
 }
+
+// OpenFDs counts the open descriptors of the test process itself, for
+// tests of servers run in process; it skips the test where /proc is
+// missing.
+func OpenFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/httpserver"
 	"github.com/shoal-project/shoal/pkg/peerproof"
 	"github.com/shoal-project/shoal/pkg/ring"
 	shoalpb "github.com/shoal-project/shoal/proto"
@@ -86,7 +87,22 @@ type Config struct {
 	MetaInfoClientFetchBurst int     `yaml:"metainfo_client_fetch_burst"`
 	// ForwardTimeout bounds a forwarded announce (default 2s).
 	ForwardTimeout time.Duration `yaml:"forward_timeout"`
+	// HTTPTimeouts bound what the metrics and health server waits on its
+	// clients (defaults: headers 10s, request 30s, write 30s, idle 2m).
+	HTTPTimeouts httpserver.Timeouts `yaml:"http_timeouts"`
 }
+
+// defaultHTTPTimeouts: scrapes and probes are short requests.
+var defaultHTTPTimeouts = httpserver.Timeouts{
+	ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 30 * time.Second, Idle: 2 * time.Minute,
+}
+
+// debugWriteTimeout bounds a response of the debug server: a CPU profile
+// runs for its ?seconds= (30 by default) and pprof refuses one that would
+// outlast the write timeout. The debug server has no whole-request read
+// timeout: when it passes, net/http cancels the request's context, and
+// with it the profile.
+const debugWriteTimeout = 2 * time.Minute
 
 func (c Config) withDefaults() Config {
 	def := func(v *int, d int) {
@@ -132,6 +148,7 @@ func (c Config) withDefaults() Config {
 	if c.ForwardTimeout <= 0 {
 		c.ForwardTimeout = 2 * time.Second
 	}
+	c.HTTPTimeouts = c.HTTPTimeouts.WithDefaults(defaultHTTPTimeouts)
 	return c
 }
 
@@ -171,6 +188,8 @@ type Server struct {
 	gather     prometheus.Gatherer
 	creds      credentials.TransportCredentials
 
+	debugLn net.Listener // nil: no profiles served
+
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn // forwarding connections by address
 }
@@ -197,6 +216,11 @@ func WithOrigins(r RingSource) Option { return func(s *Server) { s.origins = r }
 func WithTransportCredentials(c credentials.TransportCredentials) Option {
 	return func(s *Server) { s.creds = c }
 }
+
+// WithDebugListener serves /debug/pprof on ln. Profiles show what the
+// process holds and cost it CPU, so they are never on the operator port
+// with /metrics, only on a listener of their own (loopback, normally).
+func WithDebugListener(ln net.Listener) Option { return func(s *Server) { s.debugLn = ln } }
 
 // WithHTTPClient sets the client used to fetch metainfo from origins.
 func WithHTTPClient(c *http.Client) Option { return func(s *Server) { s.meta.http = c } }
@@ -495,27 +519,35 @@ func resultLabel(err error) string {
 	return "error"
 }
 
-// Run serves gRPC on grpcLn and metrics and health on httpLn (if not nil)
-// until ctx ends, then stops gracefully. opts are extra gRPC server options
-// (TLS credentials).
+// Run serves gRPC on grpcLn, metrics and health on httpLn (if not nil)
+// and profiles on the debug listener (if given) until ctx ends, then
+// stops gracefully. opts are extra gRPC server options (TLS credentials).
 func (s *Server) Run(ctx context.Context, grpcLn, httpLn net.Listener, opts ...grpc.ServerOption) error {
 	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMessage)}, opts...)
 	gs := grpc.NewServer(opts...)
 	shoalpb.RegisterTrackerServer(gs, s)
 
-	var hs *http.Server
+	var servers []*http.Server
 	errc := make(chan error, 3)
 	if httpLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		// Profiles on the operator port: the way to see where a loaded
-		// tracker spends its CPU.
+		hs := s.cfg.HTTPTimeouts.Server(mux, s.log)
+		servers = append(servers, hs)
+		go func() { errc <- ignoreClosed(hs.Serve(httpLn)) }()
+	}
+	if s.debugLn != nil {
+		// The way to see where a loaded tracker spends its CPU.
+		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { errc <- ignoreClosed(hs.Serve(httpLn)) }()
+		to := s.cfg.HTTPTimeouts
+		to.Read, to.Write = 0, max(to.Write, debugWriteTimeout)
+		ds := to.Server(mux, s.log)
+		servers = append(servers, ds)
+		go func() { errc <- ignoreClosed(ds.Serve(s.debugLn)) }()
 	}
 	go func() { errc <- gs.Serve(grpcLn) }()
 
@@ -535,9 +567,9 @@ func (s *Server) Run(ctx context.Context, grpcLn, httpLn net.Listener, opts ...g
 	case <-time.After(10 * time.Second):
 		gs.Stop()
 	}
-	if hs != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, hs := range servers {
 		_ = hs.Shutdown(sctx)
 	}
 	s.closeConns()

@@ -34,6 +34,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 		{"ConcurrentSameBlob", testConcurrentSameBlob},
 		{"SHA512", testSHA512},
 		{"RejectsBadDigest", testRejectsBadDigest},
+		{"ReleaseBetweenWrites", testReleaseBetweenWrites},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newStore(t)) })
@@ -256,6 +257,58 @@ func testRejectsBadDigest(t *testing.T, s blobstore.Store) {
 		}
 		if _, err := blobstore.Put(context.Background(), s, bytes.NewReader(nil), 0, d); err == nil {
 			t.Errorf("Put(%q) succeeded", d)
+		}
+	}
+}
+
+// A writer released between writes, as an upload session is between
+// requests, commits the same blob as one written in one go, and still
+// refuses a digest its bytes do not have.
+func testReleaseBetweenWrites(t *testing.T, s blobstore.Store) {
+	b, d := Blob(t, 2*metainfo.MinPieceLength+99)
+	cuts := []int{0, 1, metainfo.MinPieceLength - 1, metainfo.MinPieceLength + 7, len(b)}
+	write := func(want digest.Digest) error {
+		w, err := s.Writer(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		for i := 1; i < len(cuts); i++ {
+			if err := w.Release(); err != nil {
+				t.Fatalf("Release: %v", err)
+			}
+			if _, err := w.Write(b[cuts[i-1]:cuts[i]]); err != nil {
+				t.Fatalf("Write after Release: %v", err)
+			}
+			if w.Written() != int64(cuts[i]) {
+				t.Fatalf("Written = %d, want %d", w.Written(), cuts[i])
+			}
+		}
+		if err := w.Release(); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		_, err = w.Commit(context.Background(), int64(len(b)), want)
+		return err
+	}
+	_, other := Blob(t, 10)
+	if err := write(other); !errors.Is(err, blobstore.ErrDigestMismatch) {
+		t.Fatalf("Commit with a wrong digest after Release = %v, want ErrDigestMismatch", err)
+	}
+	assertAbsent(t, s, d)
+	if err := write(d); err != nil {
+		t.Fatalf("Commit after Release: %v", err)
+	}
+	if got := readAll(t, s, d); !bytes.Equal(got, b) {
+		t.Fatal("a released writer committed different bytes")
+	}
+	mi, err := s.MetaInfo(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range mi.NumPieces() {
+		off, n := mi.PieceSpan(i)
+		if !mi.VerifyPiece(i, b[off:off+n]) {
+			t.Fatalf("piece %d does not verify after a released write", i)
 		}
 	}
 }
