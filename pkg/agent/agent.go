@@ -190,6 +190,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		tags:     newTagCache(cfg.TagTTL),
 		inflight: map[digest.Digest]*inflight{},
 	}
+	c.onCorrupt = a.metrics.cacheCorrupt.Inc
 	if cfg.Tracker != "" {
 		conn, err := dialTracker(cfg.Tracker, cfg.TrackerTLS)
 		if err != nil {
@@ -245,6 +246,9 @@ func (a *Agent) peerSeen(d digest.Digest, p peer.ID) {
 
 // PeerID is this agent's libp2p identity.
 func (a *Agent) PeerID() string { return a.host.ID().String() }
+
+// Addrs are this agent's libp2p listen addresses, as it announces them.
+func (a *Agent) Addrs() []string { return p2p.Addrs(a.host) }
 
 // Run serves on ln (or cfg.Addr) until ctx ends, then stops downloads and
 // the host.
@@ -363,30 +367,18 @@ func (a *Agent) Lookup(d digest.Digest) (p2p.Blob, bool) {
 	return a.cached(d)
 }
 
-// cached opens d in the cache for one upload stream.
+// cached opens d in the cache for one upload stream. The seeder checks
+// each piece through it before the piece first leaves (p2p.Checked). A
+// corrupt blob found this way is evicted but not fetched again at once:
+// a seeder does not know which repository to ask the origin under, and
+// the next local pull fetches it.
 func (a *Agent) cached(d digest.Digest) (p2p.Blob, bool) {
-	rd, release, ok := a.cache.open(a.ctx, d)
+	b, ok := a.cache.open(a.ctx, d)
 	if !ok {
 		return nil, false
 	}
-	mi, err := a.cache.metaInfo(a.ctx, d)
-	if err != nil {
-		release()
-		return nil, false
-	}
-	return &cachedBlob{mi: mi, rd: rd, release: release}, true
+	return b, true
 }
-
-type cachedBlob struct {
-	mi      *metainfo.MetaInfo
-	rd      blobstore.Reader
-	release func()
-}
-
-func (b *cachedBlob) MetaInfo() *metainfo.MetaInfo            { return b.mi }
-func (b *cachedBlob) Bitfield() ([]byte, bool)                { return nil, true }
-func (b *cachedBlob) ReadAt(p []byte, off int64) (int, error) { return b.rd.ReadAt(p, off) }
-func (b *cachedBlob) Close() error                            { b.release(); return nil }
 
 // inflight is one blob being downloaded; every client asking for it
 // shares it.

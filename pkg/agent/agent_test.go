@@ -21,6 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-project/shoal/pkg/agent"
@@ -94,11 +97,16 @@ type testAgent struct {
 	url     string
 	reg     *prometheus.Registry
 	dataDir string
+	// stop shuts the agent down before the test ends (a restart).
+	stop func()
 }
 
+// startAgent runs an agent in cfg.DataDir (default: a fresh directory).
 func startAgent(t *testing.T, trackerAddr, originURL string, cfg agent.Config) testAgent {
 	t.Helper()
-	cfg.DataDir = t.TempDir()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
 	cfg.Tracker = trackerAddr
 	cfg.Registries = map[string]agent.Upstream{"": {Origins: []string{originURL}}, "registry.example.com": {Origins: []string{originURL}}}
 	cfg.P2P = p2p.HostConfig{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}}
@@ -118,13 +126,17 @@ func startAgent(t *testing.T, trackerAddr, originURL string, cfg agent.Config) t
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent: %v", err)
-		}
-	})
-	return testAgent{a, "http://" + ln.Addr().String(), reg, cfg.DataDir}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("agent: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return testAgent{a, "http://" + ln.Addr().String(), reg, cfg.DataDir, stop}
 }
 
 func (a testAgent) counter(t *testing.T, name string) float64 {
@@ -367,6 +379,137 @@ func getAll(t *testing.T, agents []string, blob []byte) {
 	wg.Wait()
 	close(errs)
 	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// TestCorruptCacheNeverServed: one byte flips in a blob an agent cached,
+// and the agent restarts. Neither a client nor a peer ever gets the piece
+// holding it: the client gets the right bytes (fetched again, before or
+// after the status line went out), a peer asking first gets an error, and
+// the blob is counted, evicted and fetched again.
+func TestCorruptCacheNeverServed(t *testing.T) {
+	o := origintest.Start(t, origin.Config{})
+	tr := trackertest.Start(t, nil, tracker.Config{}, []tracker.Option{
+		tracker.WithOrigins(ring.New([]ring.Member{{ID: "origin", Addr: o.Host}}))})
+	const size = 5<<20 + 17 // six 1 MiB pieces
+	leech := p2ptest.NewHost(t, p2p.HostConfig{})
+	tests := []struct {
+		name      string
+		flip      int64
+		peerFirst bool
+	}{
+		{"first piece, client first", 100, false},
+		{"middle piece, client first", 3<<20 + 5, false},
+		{"last byte, client first", size - 1, false},
+		{"first piece, peer first", 100, true},
+		{"middle piece, peer first", 3<<20 + 5, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A blob of its own: the agents of earlier cases are gone,
+			// and a swarm with only dead seeders waits out its stall
+			// timeout before it turns to the origin.
+			layer := random(size)
+			image(t, o.URL, layer)
+			mi, err := metainfo.Compute(digest.FromBytes(layer), bytes.NewReader(layer), size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			a := startAgent(t, tr.Addr, o.URL, agent.Config{DataDir: dir})
+			getAll(t, []string{a.url}, layer)
+			a.stop()
+			flipByte(t, filepath.Join(dir, "cache", "blobs", "sha256", mi.Digest.Hex()[:2], mi.Digest.Hex()), tt.flip)
+			a = startAgent(t, tr.Addr, o.URL, agent.Config{DataDir: dir})
+			bad := int(tt.flip / mi.PieceLength)
+			if tt.peerFirst {
+				if got := askPiece(t, leech, a, mi, bad); got {
+					t.Fatalf("the only copy of piece %d is corrupt, and a peer got a piece that verifies", bad)
+				}
+			}
+			resp, err := http.Get(a.url + "/v2/team/app/blobs/" + mi.Digest.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode == http.StatusOK && sha(body) != mi.Digest.String() {
+				t.Fatalf("200 with %d bytes hashing to %s, not the digest", len(body), sha(body))
+			}
+			t.Logf("first read after the restart: %d, %d bytes, %v", resp.StatusCode, len(body), err)
+			// Fetched again: the next read is whole and right, and peers
+			// get good pieces.
+			getAll(t, []string{a.url}, layer)
+			if !tt.peerFirst && !askPiece(t, leech, a, mi, bad) {
+				t.Fatalf("piece %d not served after the blob was fetched again", bad)
+			}
+			if n := a.counter(t, "shoal_agent_cache_corrupt_total"); n != 1 {
+				t.Fatalf("counted %v corrupt blobs, want 1", n)
+			}
+		})
+	}
+}
+
+// askPiece asks a's seeder for piece i of mi over a fresh stream from h:
+// true if it came and verified, false if the seeder refused. A piece that
+// arrives and does not verify fails the test.
+func askPiece(t *testing.T, h host.Host, a testAgent, mi *metainfo.MetaInfo, i int) bool {
+	t.Helper()
+	id, err := peer.Decode(a.PeerID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := peer.AddrInfo{ID: id}
+	for _, s := range a.Addrs() {
+		info.Addrs = append(info.Addrs, ma.StringCast(s))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := p2p.Dial(ctx, h, info, mi, p2ptest.Empty{MI: mi})
+	if err != nil {
+		t.Logf("dial: %v", err)
+		return false
+	}
+	defer c.Close()
+	if err := c.Request(i); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, mi.PieceLength)
+	for {
+		ev, err := c.Next(buf)
+		if err != nil {
+			t.Logf("piece %d: %v", i, err)
+			return false
+		}
+		switch {
+		case ev.Busy:
+			time.Sleep(ev.RetryAfter)
+			c.Request(i)
+		case ev.Have:
+		case ev.Piece != i:
+			t.Fatalf("asked for piece %d, got %d", i, ev.Piece)
+		case !mi.VerifyPiece(i, ev.Data):
+			t.Fatalf("piece %d arrived corrupt", i)
+		default:
+			return true
+		}
+	}
+}
+
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x01
+	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -5,21 +5,36 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 )
 
+// errCorrupt: a cached blob does not match its digest (or cannot be read
+// to tell). It has been evicted; the caller fetches it again.
+var errCorrupt = errors.New("cached blob corrupt")
+
 // cache holds complete, verified blobs up to a size limit, evicting the
 // least recently used that no one is reading. An evicted blob stops being
 // seeded: the seeder looks blobs up here for every new stream.
+//
+// A blob is verified when it is downloaded, but the file can rot on disk
+// afterwards, and a flipped bit would then be served to every client and
+// seeded to every peer. So what this process did not download itself —
+// what it found on disk at start — is verified again piece by piece the
+// first time each piece is read (CheckPiece), and a blob with a piece that
+// fails is evicted and counted.
 type cache struct {
 	store *blobstore.Local
 	limit int64
 	log   *slog.Logger
+	// onCorrupt, if set, is told of each blob evicted as corrupt.
+	onCorrupt func()
 
 	mu      sync.Mutex
 	size    int64
@@ -31,12 +46,34 @@ type entry struct {
 	d    digest.Digest
 	size int64
 	refs int // open readers; an entry in use is never evicted
+	// mi is loaded on first open (under the cache's lock once known).
+	mi     *metainfo.MetaInfo
+	checks *pieceChecks
+}
+
+// pieceChecks records which pieces of a cached blob this process has
+// verified; it lives with the entry, so every reader shares it.
+type pieceChecks struct {
+	all atomic.Bool // every piece verified: read without looking
+
+	mu      sync.Mutex
+	ok      []bool // made on the first check
+	left    int
+	corrupt bool
+}
+
+// verified is a blob this process downloaded: every piece was checked on
+// arrival.
+func verified() *pieceChecks {
+	p := &pieceChecks{}
+	p.all.Store(true)
+	return p
 }
 
 func newCache(ctx context.Context, store *blobstore.Local, limit int64, log *slog.Logger) (*cache, error) {
 	c := &cache{store: store, limit: limit, log: log, lru: list.New(), entries: map[digest.Digest]*list.Element{}}
 	err := store.Walk(ctx, func(info blobstore.Info) error {
-		c.entries[info.Digest] = c.lru.PushBack(&entry{d: info.Digest, size: info.Size})
+		c.entries[info.Digest] = c.lru.PushBack(&entry{d: info.Digest, size: info.Size, checks: &pieceChecks{}})
 		c.size += info.Size
 		return nil
 	})
@@ -49,17 +86,18 @@ func newCache(ctx context.Context, store *blobstore.Local, limit int64, log *slo
 	return c, nil
 }
 
-// open returns a reader of d and marks it in use until release.
-func (c *cache) open(ctx context.Context, d digest.Digest) (blobstore.Reader, func(), bool) {
+// open returns d, marked in use until its Close.
+func (c *cache) open(ctx context.Context, d digest.Digest) (*cachedBlob, bool) {
 	c.mu.Lock()
 	el, ok := c.entries[d]
 	if !ok {
 		c.mu.Unlock()
-		return nil, nil, false
+		return nil, false
 	}
 	e := el.Value.(*entry)
 	e.refs++
 	c.lru.MoveToFront(el)
+	mi := e.mi
 	c.mu.Unlock()
 	release := func() {
 		c.mu.Lock()
@@ -73,15 +111,30 @@ func (c *cache) open(ctx context.Context, d digest.Digest) (blobstore.Reader, fu
 		if !errors.Is(err, blobstore.ErrNotFound) {
 			c.log.Warn("cached blob unreadable", "digest", d, "err", err)
 		}
-		c.forget(d)
-		return nil, nil, false
+		c.forget(e)
+		return nil, false
+	}
+	if mi == nil {
+		// A damaged metainfo file is rebuilt from the blob, which fails
+		// if the blob does not hash to its digest: then the blob is
+		// what is damaged.
+		if mi, err = c.store.MetaInfo(ctx, d); err != nil {
+			rd.Close()
+			release()
+			if ctx.Err() == nil {
+				c.corrupt(e, -1, err)
+			}
+			return nil, false
+		}
+		c.mu.Lock()
+		if e.mi == nil {
+			e.mi = mi
+		}
+		mi = e.mi
+		c.mu.Unlock()
 	}
 	var once sync.Once
-	return rd, func() { once.Do(func() { rd.Close(); release() }) }, true
-}
-
-func (c *cache) metaInfo(ctx context.Context, d digest.Digest) (*metainfo.MetaInfo, error) {
-	return c.store.MetaInfo(ctx, d)
+	return &cachedBlob{c: c, e: e, mi: mi, rd: rd, release: func() { once.Do(func() { rd.Close(); release() }) }}, true
 }
 
 // adopt moves a completed download into the cache.
@@ -92,20 +145,54 @@ func (c *cache) adopt(ctx context.Context, path string, mi *metainfo.MetaInfo) e
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.entries[mi.Digest]; !ok {
-		c.entries[mi.Digest] = c.lru.PushFront(&entry{d: mi.Digest, size: mi.Size})
+		c.entries[mi.Digest] = c.lru.PushFront(&entry{d: mi.Digest, size: mi.Size, mi: mi, checks: verified()})
 		c.size += mi.Size
 	}
 	c.evict()
 	return nil
 }
 
-func (c *cache) forget(d digest.Digest) {
+// forget drops e from the index, leaving its file alone.
+func (c *cache) forget(e *entry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.entries[d]; ok {
-		c.size -= el.Value.(*entry).size
-		c.lru.Remove(el)
-		delete(c.entries, d)
+	c.remove(e)
+}
+
+// remove drops e from the index if it is still the entry for its digest
+// (a blob fetched again after e was dropped has an entry of its own).
+// Called with mu held.
+func (c *cache) remove(e *entry) bool {
+	el, ok := c.entries[e.d]
+	if !ok || el.Value.(*entry) != e {
+		return false
+	}
+	c.size -= e.size
+	c.lru.Remove(el)
+	delete(c.entries, e.d)
+	return true
+}
+
+// corrupt evicts e, whose piece (-1: the metainfo) failed its check:
+// no new reader gets it, its file goes (readers that have it open fail
+// their next unchecked piece), and the next request fetches it again.
+func (c *cache) corrupt(e *entry, piece int, cause error) {
+	e.checks.mu.Lock()
+	first := !e.checks.corrupt
+	e.checks.corrupt = true
+	e.checks.mu.Unlock()
+	c.mu.Lock()
+	if c.remove(e) {
+		if err := c.store.Delete(context.Background(), e.d); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+			c.log.Warn("evict corrupt blob", "digest", e.d, "err", err)
+		}
+	}
+	c.mu.Unlock()
+	if first {
+		c.log.Error("cached blob corrupt: evicted, it will be fetched again", "digest", e.d, "piece", piece, "err", cause)
+		if c.onCorrupt != nil {
+			c.onCorrupt()
+		}
 	}
 }
 
@@ -144,4 +231,79 @@ func (c *cache) bytes() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.size
+}
+
+// cachedBlob is one reader of a cached blob: for a client's response or a
+// peer's upload stream. It implements p2p.Blob and p2p.Checked.
+type cachedBlob struct {
+	c       *cache
+	e       *entry
+	mi      *metainfo.MetaInfo
+	rd      blobstore.Reader
+	release func()
+}
+
+func (b *cachedBlob) MetaInfo() *metainfo.MetaInfo            { return b.mi }
+func (b *cachedBlob) Bitfield() ([]byte, bool)                { return nil, true }
+func (b *cachedBlob) ReadAt(p []byte, off int64) (int, error) { return b.rd.ReadAt(p, off) }
+func (b *cachedBlob) Close() error                            { b.release(); return nil }
+
+// verified reports whether every piece has been verified in this process,
+// so the file can be sent as it is.
+func (b *cachedBlob) verified() bool { return b.e.checks.all.Load() }
+
+// checkBufs are scratch buffers for checks whose caller has none.
+var checkBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// CheckPiece verifies piece i against the metainfo unless this process
+// already has, reading it through buf (nil: a pooled buffer). A piece that
+// fails, or cannot be read, evicts the blob; the error is then errCorrupt.
+// Two readers may check one piece at once: the cost is a second hash, and
+// a lock held across the read would stall one on the other's disk.
+func (b *cachedBlob) CheckPiece(i int, buf []byte) error {
+	p := b.e.checks
+	if p.all.Load() {
+		return nil
+	}
+	n := b.mi.NumPieces()
+	p.mu.Lock()
+	if p.ok == nil {
+		p.ok, p.left = make([]bool, n), n
+	}
+	done, bad := i >= 0 && i < n && p.ok[i], p.corrupt
+	p.mu.Unlock()
+	if bad {
+		return fmt.Errorf("blob %s: %w", b.e.d, errCorrupt)
+	}
+	if done {
+		return nil
+	}
+	chk, err := b.mi.CheckPiece(i)
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", b.e.d, err)
+	}
+	if buf == nil {
+		pb := checkBufs.Get().(*[]byte)
+		defer checkBufs.Put(pb)
+		buf = *pb
+	}
+	off, l := b.mi.PieceSpan(i)
+	if _, err := io.CopyBuffer(chk, io.NewSectionReader(b.rd, off, l), buf); err != nil {
+		b.c.corrupt(b.e, i, err)
+		return fmt.Errorf("blob %s piece %d: %w: %w", b.e.d, i, errCorrupt, err)
+	}
+	if !chk.OK() {
+		b.c.corrupt(b.e, i, errors.New("piece does not match its hash"))
+		return fmt.Errorf("blob %s piece %d: %w", b.e.d, i, errCorrupt)
+	}
+	p.mu.Lock()
+	if !p.ok[i] {
+		p.ok[i] = true
+		p.left--
+		if p.left == 0 {
+			p.all.Store(true)
+		}
+	}
+	p.mu.Unlock()
+	return nil
 }

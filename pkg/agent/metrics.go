@@ -15,8 +15,11 @@ type metrics struct {
 	downloads  prometheus.Gauge
 	cacheBytes prometheus.Gauge
 	cached     prometheus.Gauge
-	pieces     *prometheus.CounterVec
-	ttfb       prometheus.Histogram
+	// cacheCorrupt counts cached blobs found not to match their digest
+	// and evicted: a disk that rots them shows here first.
+	cacheCorrupt prometheus.Counter
+	pieces       *prometheus.CounterVec
+	ttfb         prometheus.Histogram
 	// The transfer control's events: what the load test reports to show
 	// how a rollout behaved.
 	duplicates     prometheus.Counter
@@ -53,6 +56,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		cached: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_agent_seeding_blobs", Help: "Complete blobs in the cache, seeded and announced.",
 		}),
+		cacheCorrupt: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_cache_corrupt_total", Help: "Cached blobs found not to match their digest, evicted and fetched again.",
+		}),
 		pieces: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_agent_pieces_total", Help: "Pieces received from peers, by hash check result (verified, failed).",
 		}, []string{"result"}),
@@ -80,7 +86,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.requests, m.served, m.fromPeers, m.fromOrigin, m.uploaded, m.downloads, m.cacheBytes,
-		m.cached, m.pieces, m.ttfb, m.duplicates, m.expired, m.busyReceived, m.busySent, m.stalls, m.originRequests)
+		m.cached, m.cacheCorrupt, m.pieces, m.ttfb, m.duplicates, m.expired, m.busyReceived, m.busySent, m.stalls, m.originRequests)
 	return m
 }
 

@@ -172,10 +172,16 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 	// A blob can take as long as the swarm does: the server's limits on a
 	// whole response would cut it, so they bound each write instead.
 	st := httpserver.NewStream(w, a.cfg.HTTPTimeouts.Write)
-	if rd, release, ok := a.cache.open(r.Context(), d); ok {
-		defer release()
-		a.metrics.ttfb.Observe(time.Since(start).Seconds())
-		return a.serveCached(w, r, st, rd)
+	var rest *resume
+	if b, ok := a.cache.open(r.Context(), d); ok {
+		var err error
+		rest, err = a.serveCached(w, r, st, b, start)
+		b.Close()
+		if !errors.Is(err, errCorrupt) {
+			return err
+		}
+		// Evicted: fetch it again, and go on from where the body broke
+		// off if it had begun.
 	}
 	f := a.fetch(d, name, up)
 	select {
@@ -190,6 +196,12 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 		}
 		return f.prepErr
 	}
+	if rest != nil {
+		if f.mi.Size != rest.size {
+			return fmt.Errorf("blob %s: %d bytes fetched again, %d cached", d, f.mi.Size, rest.size)
+		}
+		return a.stream(r.Context(), w, st, f, d, rest.span, rest.status, start, true)
+	}
 	span, status, err := httprange.Select(h, r, f.mi.Size)
 	if err != nil {
 		return ocierr.Wrap(ocierr.RangeInvalid, err)
@@ -200,46 +212,96 @@ func (a *Agent) serveBlob(w http.ResponseWriter, r *http.Request, up Upstream, n
 		w.WriteHeader(status)
 		return nil
 	}
-	return a.stream(r.Context(), w, st, f, d, span, status, start)
+	return a.stream(r.Context(), w, st, f, d, span, status, start, false)
 }
 
-// serveCached answers from a complete blob in the cache. Like the origin,
-// it serves one range or the whole body: a list of ranges gets the whole
-// blob with 200 (RFC 9110 lets a server ignore Range), never a multipart
-// body that many tiny ranges make larger than the blob itself.
-func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, st *httpserver.Stream, rd blobstore.Reader) error {
+// resume is the rest of a response whose cached blob turned out corrupt
+// after the status line went out.
+type resume struct {
+	span   httprange.Span
+	status int
+	size   int64
+}
+
+// serveCached serves a cached blob. Like the origin, it serves one range
+// or the whole body: a list of ranges gets the whole blob with 200 (RFC
+// 9110 lets a server ignore Range), never a multipart body that many tiny
+// ranges make larger than the blob itself.
+//
+// A blob whose every piece this process has verified goes out as it is,
+// by sendfile. Otherwise each piece is verified just before it is sent
+// (read and hashed, then sent from the page cache), rather than the whole
+// blob before the first byte: a streaming client then waits one piece's
+// hash (about a millisecond at 1 MiB), not the whole blob's (over half a
+// second at 1 GiB), and a Range read hashes only the pieces it touches. A
+// piece that fails evicts the blob and returns errCorrupt, with the rest
+// of the response if the status line has gone out; nothing of the bad
+// piece is sent.
+func (a *Agent) serveCached(w http.ResponseWriter, r *http.Request, st *httpserver.Stream, b *cachedBlob, start time.Time) (*resume, error) {
+	mi := b.mi
 	h := w.Header()
-	span, status, err := httprange.Select(h, r, rd.Size())
+	span, status, err := httprange.Select(h, r, mi.Size)
 	if err != nil {
-		return ocierr.Wrap(ocierr.RangeInvalid, err)
+		return nil, ocierr.Wrap(ocierr.RangeInvalid, err)
 	}
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("Content-Length", strconv.FormatInt(span.Length, 10))
-	w.WriteHeader(status)
 	if r.Method == http.MethodHead || span.Length == 0 {
-		return nil
+		w.WriteHeader(status)
+		return nil, nil
 	}
-	src := seekable(rd)
-	if _, err := src.Seek(span.Start, io.SeekStart); err != nil {
-		return fmt.Errorf("cached blob: %w", err)
+	rd := seekable(b.rd)
+	if b.verified() {
+		w.WriteHeader(status)
+		a.metrics.ttfb.Observe(time.Since(start).Seconds())
+		if _, err := rd.Seek(span.Start, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("blob %s: %w", mi.Digest, err)
+		}
+		n, _ := st.Copy(w, rd, span.Length)
+		a.metrics.served.Add(float64(n))
+		// A short copy is a client gone or stalled past the write
+		// timeout; Content-Length tells any client that the body is cut.
+		return nil, nil
 	}
-	n, _ := st.Copy(w, src, span.Length)
-	a.metrics.served.Add(float64(n))
-	// A short copy is a client gone or stalled past the write timeout;
-	// Content-Length tells any client that the body is cut.
-	return nil
+	pb := checkBufs.Get().(*[]byte)
+	defer checkBufs.Put(pb)
+	wrote := false
+	for off, end := span.Start, span.Start+span.Length; off < end; {
+		i := int(off / mi.PieceLength)
+		if err := b.CheckPiece(i, *pb); err != nil {
+			if !wrote {
+				return nil, err
+			}
+			return &resume{span: httprange.Span{Start: off, Length: end - off}, status: status, size: mi.Size}, err
+		}
+		if !wrote {
+			w.WriteHeader(status)
+			a.metrics.ttfb.Observe(time.Since(start).Seconds())
+			wrote = true
+		}
+		if _, err := rd.Seek(off, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("blob %s: %w", mi.Digest, err)
+		}
+		want := min(int64(i+1)*mi.PieceLength, end) - off
+		n, _ := st.Copy(w, rd, want)
+		a.metrics.served.Add(float64(n))
+		if n < want {
+			return nil, nil // the client went away or stalled
+		}
+		off += n
+	}
+	return nil, nil
 }
 
-// stream writes span of a blob under download as its pieces are verified.
-// The piece holding the blob's last byte is the one checked against the
-// digest itself, so a body that does not match its digest never ends
-// cleanly.
-func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, st *httpserver.Stream, f *inflight, d digest.Digest, span httprange.Span, status int, start time.Time) error {
+// stream writes span of a blob under download as its pieces are verified
+// (wrote: the status line is already out). The piece holding the blob's
+// last byte is the one checked against the digest itself, so a body that
+// does not match its digest never ends cleanly.
+func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, st *httpserver.Stream, f *inflight, d digest.Digest, span httprange.Span, status int, start time.Time, wrote bool) error {
 	mi := f.mi
 	src := &blobSource{a: a, f: f, d: d}
 	defer src.close()
 	last := mi.NumPieces() - 1
-	wrote := false
 	for off, end := span.Start, span.Start+span.Length; off < end; {
 		i := int(off / mi.PieceLength)
 		if !f.pf.Have(i) {
@@ -256,7 +318,7 @@ func (a *Agent) stream(ctx context.Context, w http.ResponseWriter, st *httpserve
 			wrote = true
 		}
 		pieceEnd := min(int64(i+1)*mi.PieceLength, end)
-		rd, err := src.reader(ctx)
+		rd, err := src.reader(ctx, i)
 		if err != nil {
 			return err
 		}
@@ -326,15 +388,23 @@ func latest(ch chan int, i int) {
 // Either is opened once for the rest of the response, and is an *os.File
 // when it can be, so the body goes out by sendfile(2).
 type blobSource struct {
-	a       *Agent
-	f       *inflight
-	d       digest.Digest
-	rd      io.ReadSeeker
-	closer  io.Closer
-	release func()
+	a      *Agent
+	f      *inflight
+	d      digest.Digest
+	rd     io.ReadSeeker
+	closer io.Closer
+	cached *cachedBlob
 }
 
-func (s *blobSource) reader(ctx context.Context) (io.ReadSeeker, error) {
+// reader is where to read piece i from. Pieces read from the cache are
+// checked like any cached read: the download that put the blob there
+// verified it, but a cache entry older than the download would not have.
+func (s *blobSource) reader(ctx context.Context, i int) (io.ReadSeeker, error) {
+	if s.cached != nil {
+		if err := s.cached.CheckPiece(i, nil); err != nil {
+			return nil, err
+		}
+	}
 	if s.rd != nil {
 		return s.rd, nil
 	}
@@ -352,11 +422,14 @@ func (s *blobSource) reader(ctx context.Context) (io.ReadSeeker, error) {
 	if s.f.err != nil {
 		return nil, s.f.err
 	}
-	rd, release, ok := s.a.cache.open(ctx, s.d)
+	b, ok := s.a.cache.open(ctx, s.d)
 	if !ok {
 		return nil, fmt.Errorf("blob %s left the cache while being served", s.d)
 	}
-	s.rd, s.release = seekable(rd), release // release closes rd
+	s.cached, s.rd = b, seekable(b.rd) // closing b closes rd
+	if err := b.CheckPiece(i, nil); err != nil {
+		return nil, err
+	}
 	return s.rd, nil
 }
 
@@ -373,7 +446,7 @@ func (s *blobSource) close() {
 	if s.closer != nil {
 		s.closer.Close()
 	}
-	if s.release != nil {
-		s.release()
+	if s.cached != nil {
+		s.cached.Close()
 	}
 }

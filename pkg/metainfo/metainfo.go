@@ -102,24 +102,59 @@ func (m *MetaInfo) PieceSpan(i int) (off, length int64) {
 // VerifyPiece reports whether data is piece i. It hashes data once and
 // is safe to call concurrently.
 func (m *MetaInfo) VerifyPiece(i int, data []byte) bool {
-	n := m.NumPieces()
-	if i < 0 || i >= n || len(m.Chain) != n-1 {
-		return false
-	}
-	if _, l := m.PieceSpan(i); int64(len(data)) != l {
-		return false
-	}
-	h, err := m.stateBefore(i)
+	c, err := m.CheckPiece(i)
 	if err != nil {
 		return false
 	}
-	h.Write(data)
-	if i == n-1 {
-		want, err := hex.DecodeString(m.Digest.Hex())
-		return err == nil && bytes.Equal(h.Sum(nil), want)
+	c.Write(data)
+	return c.OK()
+}
+
+// PieceCheck verifies one piece written to it in any number of writes,
+// so a piece held in a file can be checked through a small buffer instead
+// of one as long as the piece.
+type PieceCheck struct {
+	m    *MetaInfo
+	i    int
+	want int64
+	n    int64
+	h    hash.Hash
+}
+
+// CheckPiece starts checking piece i: write its bytes, then ask OK.
+func (m *MetaInfo) CheckPiece(i int) (*PieceCheck, error) {
+	n := m.NumPieces()
+	if i < 0 || i >= n || len(m.Chain) != n-1 {
+		return nil, fmt.Errorf("%w: piece %d of %d", ErrInvalid, i, n)
 	}
-	got, err := midstate(h)
-	return err == nil && bytes.Equal(got, m.Chain[i])
+	h, err := m.stateBefore(i)
+	if err != nil {
+		return nil, err
+	}
+	_, l := m.PieceSpan(i)
+	return &PieceCheck{m: m, i: i, want: l, h: h}, nil
+}
+
+// Write hashes p as the next bytes of the piece; it never fails.
+func (c *PieceCheck) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	if c.n <= c.want {
+		c.h.Write(p)
+	}
+	return len(p), nil
+}
+
+// OK reports whether exactly the piece's bytes were written.
+func (c *PieceCheck) OK() bool {
+	if c.n != c.want {
+		return false
+	}
+	if c.i == c.m.NumPieces()-1 {
+		want, err := hex.DecodeString(c.m.Digest.Hex())
+		return err == nil && bytes.Equal(c.h.Sum(nil), want)
+	}
+	got, err := midstate(c.h)
+	return err == nil && bytes.Equal(got, c.m.Chain[c.i])
 }
 
 // stateBefore returns the digest's hash resumed at the start of piece i.

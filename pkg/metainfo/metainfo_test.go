@@ -193,3 +193,51 @@ func FuzzUnmarshal(f *testing.F) {
 		m.VerifyPiece(0, nil) // never panics on accepted input
 	})
 }
+
+// A piece checked in writes of any size passes exactly when its bytes, all
+// of them and nothing more, were written.
+func TestCheckPieceInChunks(t *testing.T) {
+	b := make([]byte, 3*MinPieceLength+500)
+	rand.Read(b)
+	mi, err := Compute(digest.FromBytes(b), bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	piece := func(i int) []byte { off, n := mi.PieceSpan(i); return append([]byte(nil), b[off:off+n]...) }
+	flipped := piece(1)
+	flipped[len(flipped)/2] ^= 1
+	tests := []struct {
+		name  string
+		i     int
+		data  []byte
+		chunk int
+		ok    bool
+	}{
+		{"first piece whole", 0, piece(0), MinPieceLength, true},
+		{"middle piece in odd chunks", 2, piece(2), 9999, true},
+		{"last piece", 3, piece(3), 7, true},
+		{"flipped byte", 1, flipped, 4096, false},
+		{"short", 1, piece(1)[:MinPieceLength-1], 4096, false},
+		{"long", 3, append(piece(3), 0), 100, false},
+		{"another piece's bytes", 1, piece(2), 4096, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := mi.CheckPiece(tt.i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for d := tt.data; len(d) > 0; {
+				n := min(len(d), tt.chunk)
+				c.Write(d[:n])
+				d = d[n:]
+			}
+			if c.OK() != tt.ok {
+				t.Fatalf("OK = %v, want %v", c.OK(), tt.ok)
+			}
+		})
+	}
+	if _, err := mi.CheckPiece(4); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("piece past the end: %v", err)
+	}
+}

@@ -35,6 +35,18 @@ type Blob interface {
 	ReadAt(p []byte, off int64) (int, error)
 }
 
+// Checked is a Blob whose bytes at rest are not known to be good — a
+// cache that outlived the process that verified it, where a flipped bit
+// would otherwise be seeded to the whole swarm. The seeder calls
+// CheckPiece before it sends any byte of piece i and sends nothing of the
+// piece unless it returns nil; the blob remembers what passed, so only a
+// piece's first send after a restart pays for the read and the hash. buf
+// is scratch space for reading the piece through, so checks cost no
+// memory beyond the seeder's bounded send buffers.
+type Checked interface {
+	CheckPiece(i int, buf []byte) error
+}
+
 // Blobs finds what this peer can serve.
 type Blobs interface {
 	// Lookup returns the blob, or false if nothing of it is held.
@@ -70,6 +82,10 @@ type Seeder struct {
 	// gate admits piece requests over all streams: a few sending, a few
 	// waiting, busy beyond.
 	gate *uplink.Gate
+	// bufs holds the chunk buffers of pieces on the wire. A stream takes
+	// one only while the gate lets it send, so there are never more than
+	// the gate's slots of them, whatever peers open or ask.
+	bufs chan []byte
 	// grantMu guards grants: each stream's channel for the tickets the
 	// gate starts.
 	grantMu sync.Mutex
@@ -100,6 +116,39 @@ type handedOut struct {
 func (s *Seeder) EnableSuperSeeding() {
 	s.superSeed = true
 	s.served = map[digest.Digest]*handedOut{}
+}
+
+// Memory a seeder holds, and reserves with libp2p's resource manager so
+// that the host's limits bound it along with everything else: each stream
+// has small frame buffers (it reads only requests and writes piece
+// payloads past its buffer), and each piece on the wire one chunk buffer,
+// however long the piece (32 MiB pieces once cost a piece-sized buffer per
+// stream, and a few peers opening streams took an agent from 49 MB to
+// 985 MB). A 256 KiB chunk is what stallWriter hands the stream at a time,
+// so sending costs no more writes than from a whole piece in memory.
+const (
+	streamReadBuf  = 8 << 10
+	streamWriteBuf = 8 << 10
+	streamMemory   = streamReadBuf + streamWriteBuf + maxHeader
+	sendChunk      = 256 << 10
+)
+
+// chunk takes a send buffer from the pool (or makes one: the gate bounds
+// how many are out).
+func (s *Seeder) chunk() []byte {
+	select {
+	case b := <-s.bufs:
+		return b
+	default:
+		return make([]byte, sendChunk)
+	}
+}
+
+func (s *Seeder) putChunk(b []byte) {
+	select {
+	case s.bufs <- b:
+	default:
+	}
 }
 
 // superSeedPatience is how long a super-seeder waits, with nothing asked
@@ -224,15 +273,28 @@ func NewSeeder(h host.Host, blobs Blobs, upload *rate.Limiter, log *slog.Logger)
 		log = slog.Default()
 	}
 	s := &Seeder{blobs: blobs, upload: upload, log: log, IdleTimeout: time.Minute,
-		gate: uplink.New(0, 0), grants: map[uint64]chan uplink.Ticket{}}
+		gate: uplink.New(0, 0), bufs: make(chan []byte, uplink.DefaultSlots), grants: map[uint64]chan uplink.Ticket{}}
 	h.SetStreamHandler(Protocol, s.handle)
 	return s
 }
 
 func (s *Seeder) handle(st network.Stream) {
-	defer st.Close()
 	remote := st.Conn().RemotePeer()
-	if err := s.serve(st); err != nil && !errors.Is(err, io.EOF) {
+	if err := st.Scope().ReserveMemory(streamMemory, network.ReservationPriorityMedium); err != nil {
+		// The host is short of memory: a stream more is refused, not
+		// served at the cost of what is already running.
+		s.log.Debug("piece stream refused", "peer", remote, "err", err)
+		st.Reset()
+		return
+	}
+	defer st.Scope().ReleaseMemory(streamMemory)
+	err := s.serve(st)
+	if errors.Is(err, errMidPiece) {
+		st.Reset()
+	} else {
+		st.Close()
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
 		s.log.Debug("piece stream ended", "peer", remote, "err", err)
 		if errors.Is(err, ErrProtocol) {
 			// A peer that breaks the protocol loses its connection, not
@@ -243,7 +305,7 @@ func (s *Seeder) handle(st network.Stream) {
 }
 
 func (s *Seeder) serve(st network.Stream) error {
-	r, w := NewFrameReader(st), NewFrameWriter(stallWriter{st})
+	r, w := newFrameReaderSize(st, streamReadBuf), newFrameWriterSize(stallWriter{st}, streamWriteBuf)
 	st.SetReadDeadline(time.Now().Add(s.IdleTimeout))
 	m, err := r.Next()
 	if err != nil {
@@ -390,7 +452,6 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 		}
 	}()
 
-	buf := make([]byte, mi.PieceLength)
 	for {
 		var t uplink.Ticket
 		select {
@@ -411,12 +472,19 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 			continue
 		}
 		start := time.Now()
-		err := s.send(sw, blob, mi, i, buf)
-		s.gate.Done(owner, time.Since(start))
+		sent, err := s.send(st, sw, blob, mi, i)
+		took := time.Since(start)
+		if !sent {
+			took = 0 // not a piece's time on the wire
+		}
+		s.gate.Done(owner, took)
 		s.dispatch()
 		act.add(-1) // a piece on the wire is activity until it is sent
 		if err != nil {
 			return err
+		}
+		if !sent {
+			continue
 		}
 		_, n := mi.PieceSpan(i)
 		if offered != nil {
@@ -474,19 +542,47 @@ func (s *Seeder) dispatch() {
 	}
 }
 
-// send reads piece i of blob and sends it, paced by the upload limiter.
-func (s *Seeder) send(sw *syncWriter, blob Blob, mi *metainfo.MetaInfo, i int, buf []byte) error {
+// send sends piece i of blob, paced by the upload limiter, streaming it
+// from the blob a chunk at a time; sent is false if the peer was told busy
+// instead. A piece that fails its check or cannot be read ends the stream
+// with an error frame: the peer goes elsewhere, and nothing of a corrupt
+// piece ever leaves.
+func (s *Seeder) send(st network.Stream, sw *syncWriter, blob Blob, mi *metainfo.MetaInfo, i int) (sent bool, err error) {
 	off, n := mi.PieceSpan(i)
-	p := buf[:n]
-	if _, err := blob.ReadAt(p, off); err != nil && !errors.Is(err, io.EOF) {
+	if err := st.Scope().ReserveMemory(sendChunk, network.ReservationPriorityHigh); err != nil {
+		// Short of memory: as good as a full uplink, and the peer is
+		// told so and asks elsewhere.
+		if s.Busy != nil {
+			s.Busy()
+		}
+		return false, sw.send(busyMsg(i, s.gate.RetryAfter()))
+	}
+	defer st.Scope().ReleaseMemory(sendChunk)
+	buf := s.chunk()
+	defer s.putChunk(buf)
+	if c, ok := blob.(Checked); ok {
+		if err := c.CheckPiece(i, buf); err != nil {
+			sw.mu.Lock()
+			defer sw.mu.Unlock()
+			return false, sendError(sw.w, "unavailable", fmt.Sprintf("piece %d: %v", i, err))
+		}
+	}
+	// The first chunk is read before the stream is locked and anything is
+	// written: a slow disk holds up this piece, not the stream's other
+	// messages, and a piece that cannot be read is still answered.
+	k := min(int(n), len(buf))
+	if err := readFullAt(blob, buf[:k], off); err != nil {
 		sw.mu.Lock()
 		defer sw.mu.Unlock()
-		return sendError(sw.w, "unavailable", fmt.Sprintf("piece %d: %v", i, err))
+		return false, sendError(sw.w, "unavailable", fmt.Sprintf("piece %d: %v", i, err))
 	}
 	if err := pace.Wait(context.Background(), s.upload, int(n)); err != nil {
-		return err
+		return false, err
 	}
-	return sw.piece(uint32(i), p)
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	err = sw.w.WritePieceFrom(uint32(i), blob, off, int(n), buf, k)
+	return err == nil, err
 }
 
 // writeStall is how long a receiver may take no bytes at all before its
@@ -585,12 +681,6 @@ func (s *syncWriter) send(m *shoalpb.PieceMessage) error {
 		return err
 	}
 	return s.w.Flush()
-}
-
-func (s *syncWriter) piece(i uint32, data []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.WritePiece(i, data)
 }
 
 func handshake(d digest.Digest, mih []byte, b Blob) *shoalpb.PieceMessage {

@@ -48,8 +48,12 @@ type FrameReader struct {
 }
 
 // NewFrameReader reads frames from r.
-func NewFrameReader(r io.Reader) *FrameReader {
-	return &FrameReader{r: bufio.NewReaderSize(r, 64<<10)}
+func NewFrameReader(r io.Reader) *FrameReader { return newFrameReaderSize(r, 64<<10) }
+
+// newFrameReaderSize reads through a buffer of size bytes: a seeder, which
+// reads only small frames, keeps a small one per stream.
+func newFrameReaderSize(r io.Reader, size int) *FrameReader {
+	return &FrameReader{r: bufio.NewReaderSize(r, size)}
 }
 
 // SetBlob bounds piece indexes to pieces and payloads to pieceLength.
@@ -188,8 +192,12 @@ type FrameWriter struct {
 }
 
 // NewFrameWriter writes frames to w.
-func NewFrameWriter(w io.Writer) *FrameWriter {
-	return &FrameWriter{w: bufio.NewWriterSize(w, 64<<10)}
+func NewFrameWriter(w io.Writer) *FrameWriter { return newFrameWriterSize(w, 64<<10) }
+
+// newFrameWriterSize writes through a buffer of size bytes; payloads
+// larger than it bypass it.
+func newFrameWriterSize(w io.Writer, size int) *FrameWriter {
+	return &FrameWriter{w: bufio.NewWriterSize(w, size)}
 }
 
 // Write buffers one message; Flush sends.
@@ -224,6 +232,54 @@ func (f *FrameWriter) WritePiece(index uint32, data []byte) error {
 		return err
 	}
 	return f.w.Flush()
+}
+
+// errMidPiece: a piece's payload broke off after its header went out; only
+// a reset tells the peer, since the frames are out of step.
+var errMidPiece = errors.New("p2p: piece broken off")
+
+// WritePieceFrom sends a Piece header and the length bytes of src at off,
+// through buf a chunk at a time: the sender needs no buffer as long as a
+// piece, so what a seeder holds per piece on the wire does not grow with
+// the piece length. buf[:filled] already holds the piece's first bytes:
+// the caller reads them before anything is written, so a piece it cannot
+// read at all can still be answered with an error frame. A read that fails
+// later wraps errMidPiece.
+func (f *FrameWriter) WritePieceFrom(index uint32, src io.ReaderAt, off int64, length int, buf []byte, filled int) error {
+	if length <= 0 || length > MaxPieceBytes || len(buf) == 0 || filled < 0 || filled > min(length, len(buf)) {
+		return fmt.Errorf("p2p: piece of %d bytes, %d of them in a %d byte buffer", length, filled, len(buf))
+	}
+	err := f.Write(&shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Piece{Piece: &shoalpb.Piece{Index: index, Length: uint32(length)}}})
+	if err != nil {
+		return err
+	}
+	for sent, k := 0, filled; ; k = 0 {
+		if k == 0 {
+			k = min(length-sent, len(buf))
+			if err := readFullAt(src, buf[:k], off+int64(sent)); err != nil {
+				return fmt.Errorf("%w: %w", errMidPiece, err)
+			}
+		}
+		if _, err := f.w.Write(buf[:k]); err != nil {
+			return fmt.Errorf("%w: %w", errMidPiece, err)
+		}
+		if sent += k; sent == length {
+			return f.w.Flush()
+		}
+	}
+}
+
+// readFullAt fills b from src at off; EOF with b full is success, as
+// ReaderAt allows at the end of the data.
+func readFullAt(src io.ReaderAt, b []byte, off int64) error {
+	n, err := src.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // Flush sends what is buffered.

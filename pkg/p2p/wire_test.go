@@ -168,3 +168,70 @@ func FuzzFrameReader(f *testing.F) {
 		}
 	})
 }
+
+// failingAt reads data, failing every read that reaches past limit.
+type failingAt struct {
+	data  []byte
+	limit int64
+}
+
+func (f failingAt) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > f.limit {
+		return 0, errors.New("disk error")
+	}
+	return copy(p, f.data[off:]), nil
+}
+
+// A piece streamed from a reader through a small buffer, its first bytes
+// read by the caller or not, arrives as the same frame as one written
+// whole; one whose reads fail after the header went out says so, since
+// the stream is then out of step.
+func TestWritePieceFrom(t *testing.T) {
+	data := make([]byte, 300_000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	tests := []struct {
+		name    string
+		off     int64
+		length  int
+		buf     int
+		filled  bool  // the caller read the first chunk
+		failAt  int64 // reads past this fail
+		wantErr error
+	}{
+		{"one chunk", 1000, 5000, 8192, true, int64(len(data)), nil},
+		{"one chunk, nothing read", 1000, 5000, 8192, false, int64(len(data)), nil},
+		{"chunk size divides the piece", 0, 65536, 4096, true, int64(len(data)), nil},
+		{"odd chunks", 17, 299_983, 7777, true, int64(len(data)), nil},
+		{"odd chunks, nothing read", 17, 299_983, 7777, false, int64(len(data)), nil},
+		{"breaks off", 0, 10_000, 4096, true, 5000, errMidPiece},
+		{"unreadable", 0, 10_000, 4096, false, 0, errMidPiece},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := failingAt{data, tt.failAt}
+			buf := make([]byte, tt.buf)
+			filled := 0
+			if tt.filled {
+				filled = min(tt.length, tt.buf)
+				copy(buf, data[tt.off:tt.off+int64(filled)])
+			}
+			var out bytes.Buffer
+			err := NewFrameWriter(&out).WritePieceFrom(9, src, tt.off, tt.length, buf, filled)
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantErr != nil {
+				return
+			}
+			var whole bytes.Buffer
+			if err := NewFrameWriter(&whole).WritePiece(9, data[tt.off:tt.off+int64(tt.length)]); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out.Bytes(), whole.Bytes()) {
+				t.Fatalf("streamed frame differs from the whole one (%d vs %d bytes)", out.Len(), whole.Len())
+			}
+		})
+	}
+}
