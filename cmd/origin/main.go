@@ -70,12 +70,18 @@ func parse(args []string) (fileConfig, error) {
 	fs.IntVar(&fc.Cluster.Replicas, "replicas", 3, "origins that own each blob")
 	fs.StringVar(&fc.Cluster.Replication, "replication", "sync", "sync: push returns after the owners have the blob; async: after this origin has it")
 	fs.StringVar(&fc.Cluster.SecretFile, "cluster-secret-file", "", "file holding the token origins present to each other's internal endpoints (required with etcd)")
+	fs.StringVar(&fc.TLS.CertFile, "tls-cert", "", "PEM certificate: serve HTTPS (reloaded when the file changes)")
+	fs.StringVar(&fc.TLS.KeyFile, "tls-key", "", "PEM key of --tls-cert")
+	fs.StringVar(&fc.TLS.ClientCAFile, "tls-client-ca", "", "cluster CA: internal endpoints need a client certificate it signed; origins present theirs to each other")
 	config.ListVar(fs, &fc.P2P.ListenAddrs, "p2p-listen", "libp2p multiaddrs to seed pieces on (empty: no seeding)")
 	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "uplink budget for blob bodies and seeded pieces, bytes/s (0: unlimited)")
 	fs.IntVar(&fc.BlobReaders, "blob-readers", 0, "most /v2 blob bodies sent at once, more get 429 + Retry-After (0: upload-rate ÷ 4 MiB/s, at least 2; 64 without upload-rate)")
 	fc.Logging.Flags(fs)
 	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	if err := config.Parse(fs, args, &fc); err != nil {
+		return fileConfig{}, err
+	}
+	if err := fc.TLS.Validate(); err != nil {
 		return fileConfig{}, err
 	}
 	// --check-config catches the missing setting; the file itself is read

@@ -59,7 +59,11 @@ type fileConfig struct {
 	TLS tlsconfig.Files `yaml:"tls"`
 	// OriginAuth is the tracker's own origin user, for metainfo from
 	// origins without anonymous pull; empty asks anonymously.
-	OriginAuth     auth.ClientConfig `yaml:"origin_auth"`
+	OriginAuth auth.ClientConfig `yaml:"origin_auth"`
+	// OriginTLS, when set, makes metainfo requests to origins use https:
+	// ca_file is the CA their certificates chain to (default: the system
+	// roots).
+	OriginTLS      tlsconfig.Files `yaml:"origin_tls"`
 	config.Logging `yaml:",inline"`
 	// checkOnly: parse the configuration, say so, and exit.
 	checkOnly bool
@@ -92,6 +96,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.TLS.CertFile, "tls-cert", "", "PEM certificate for gRPC")
 	fs.StringVar(&fc.TLS.KeyFile, "tls-key", "", "PEM key for gRPC")
 	fs.StringVar(&fc.TLS.CAFile, "tls-ca", "", "cluster CA: verify peers' certificates both ways")
+	fs.StringVar(&fc.OriginTLS.CAFile, "origin-tls-ca", "", "CA of the origins' HTTPS certificates: reach origins over https")
 	fs.StringVar(&fc.OriginAuth.Username, "origin-username", "", "origin user the tracker fetches metainfo as (empty: anonymous)")
 	fs.StringVar(&fc.OriginAuth.PasswordFile, "origin-password-file", "", "file holding that user's password")
 	fc.Logging.Flags(fs)
@@ -169,8 +174,21 @@ func run(args []string) error {
 		return err
 	}
 
+	var originTransport http.RoundTripper
+	if fc.OriginTLS.Enabled() {
+		tc, err := fc.OriginTLS.Client()
+		if err != nil {
+			return fmt.Errorf("origin_tls: %w", err)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = tc
+		originTransport = tr
+	}
 	opts := []tracker.Option{tracker.WithLogger(log),
-		tracker.WithHTTPClient(&http.Client{Transport: fc.originCreds.Transport(nil)})}
+		tracker.WithHTTPClient(&http.Client{Transport: fc.originCreds.Transport(originTransport)})}
+	if fc.OriginTLS.Enabled() {
+		opts = append(opts, tracker.WithOriginHTTPS())
+	}
 	if fc.DebugAddr != "" {
 		debugLn, err := net.Listen("tcp", fc.DebugAddr)
 		if err != nil {

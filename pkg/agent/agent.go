@@ -42,6 +42,10 @@ type Upstream struct {
 	// OriginAuth is this node's user on those origins, for clusters
 	// without anonymous pull; empty pulls anonymously.
 	OriginAuth auth.ClientConfig `yaml:"origin_auth"`
+	// TLS is for https:// origins: ca_file, the CA their certificates
+	// chain to (default: the system roots), and a client certificate
+	// when the origins ask for one.
+	TLS tlsconfig.Files `yaml:"tls"`
 
 	client *http.Client // presents OriginAuth; made by New
 }
@@ -158,7 +162,18 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		if err != nil {
 			return nil, fmt.Errorf("agent: registry %q: origin_auth: %w", name, err)
 		}
-		up.client = &http.Client{Transport: creds.Transport(originTransport)}
+		tr := originTransport
+		if up.TLS.Enabled() {
+			// Its own pool: connections of one trust setting are never
+			// reused for another registry's origins.
+			tc, err := up.TLS.Client()
+			if err != nil {
+				return nil, fmt.Errorf("agent: registry %q: tls: %w", name, err)
+			}
+			tr = originTransport.Clone()
+			tr.TLSClientConfig = tc
+		}
+		up.client = &http.Client{Transport: creds.Transport(tr)}
 		regs[name] = up
 	}
 	cfg.Registries = regs

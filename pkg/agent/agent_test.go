@@ -44,11 +44,17 @@ func sha(b []byte) string { s := sha256.Sum256(b); return "sha256:" + hex.Encode
 
 func do(t *testing.T, method, url string, hdr map[string]string, body []byte) (*http.Response, []byte) {
 	t.Helper()
+	return doWith(t, http.DefaultClient, method, url, hdr, body)
+}
+
+// doWith is do with a client of the caller's (an origin's CA, say).
+func doWith(t *testing.T, hc *http.Client, method, url string, hdr map[string]string, body []byte) (*http.Response, []byte) {
+	t.Helper()
 	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
@@ -63,8 +69,14 @@ func do(t *testing.T, method, url string, hdr map[string]string, body []byte) (*
 // image pushes a config and layers to the origin and tags a manifest.
 func image(t *testing.T, base string, layers ...[]byte) (manifest []byte, mt string) {
 	t.Helper()
+	return imageWith(t, http.DefaultClient, base, layers...)
+}
+
+// imageWith is image with a client of the caller's.
+func imageWith(t *testing.T, hc *http.Client, base string, layers ...[]byte) (manifest []byte, mt string) {
+	t.Helper()
 	push := func(b []byte) string {
-		resp, body := do(t, "POST", base+"/v2/team/app/blobs/uploads/?digest="+sha(b), map[string]string{"Content-Type": "application/octet-stream"}, b)
+		resp, body := doWith(t, hc, "POST", base+"/v2/team/app/blobs/uploads/?digest="+sha(b), map[string]string{"Content-Type": "application/octet-stream"}, b)
 		if resp.StatusCode != 201 {
 			t.Fatalf("push: %d %s", resp.StatusCode, body)
 		}
@@ -85,7 +97,7 @@ func image(t *testing.T, base string, layers ...[]byte) (manifest []byte, mt str
 	m["layers"] = ls
 	manifest, _ = json.Marshal(m)
 	mt = "application/vnd.oci.image.manifest.v1+json"
-	resp, body := do(t, "PUT", base+"/v2/team/app/manifests/v1", map[string]string{"Content-Type": mt}, manifest)
+	resp, body := doWith(t, hc, "PUT", base+"/v2/team/app/manifests/v1", map[string]string{"Content-Type": mt}, manifest)
 	if resp.StatusCode != 201 {
 		t.Fatalf("manifest: %d %s", resp.StatusCode, body)
 	}

@@ -123,7 +123,8 @@ type Peers struct {
 	Self string
 	// Client calls other origins (default http.DefaultClient's transport).
 	Client *http.Client
-	// Scheme is "http" (default) or "https".
+	// Scheme is "http" or "https" (default: https when the origin serves
+	// TLS, with a client that presents its certificate).
 	Scheme string
 }
 
@@ -158,11 +159,20 @@ func (s *Server) initCluster() error {
 	if c.Members == nil || c.Self == "" {
 		return errors.New("origin: a cluster needs members and this origin's ID")
 	}
-	hc := c.Client
+	hc, scheme := c.Client, c.Scheme
+	if s.tls != nil {
+		// Origins of one cluster share their TLS settings: one that serves
+		// HTTPS calls the others over HTTPS, with its own certificate.
+		if hc == nil {
+			hc = s.tls.peerClient()
+		}
+		if scheme == "" {
+			scheme = "https"
+		}
+	}
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	scheme := c.Scheme
 	if scheme == "" {
 		scheme = "http"
 	}
@@ -516,6 +526,10 @@ func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
 	rw := recorder.New(w)
 	if s.cluster == nil {
 		http.NotFound(w, r)
+		return
+	}
+	if err := s.internalCertOK(r); err != nil {
+		s.writeError(rw, r, err)
 		return
 	}
 	// initCluster refused to start without a secret, so there is always

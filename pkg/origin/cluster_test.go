@@ -33,6 +33,8 @@ type clusterNode struct {
 	addr   string
 	dir    string
 	cc     origin.ClusterConfig
+	tls    origin.TLSConfig
+	hc     *http.Client // nil: plain HTTP
 	eps    []string
 	cli    *clientv3.Client
 	group  *membership.Group
@@ -43,6 +45,8 @@ type clusterNode struct {
 
 type testCluster struct {
 	t     *testing.T
+	tls   origin.TLSConfig // of every origin; hc is the client that trusts it
+	hc    *http.Client
 	eps   []string
 	nodes []*clusterNode
 	cli   *clientv3.Client // the test's own view of etcd
@@ -62,7 +66,7 @@ func (tc *testCluster) add(id string, cc origin.ClusterConfig) *clusterNode {
 	if cc.Secret == "" && cc.SecretFile == "" {
 		cc.Secret = testSecret
 	}
-	n := &clusterNode{t: tc.t, id: id, dir: tc.t.TempDir(), cc: cc, eps: tc.eps}
+	n := &clusterNode{t: tc.t, id: id, dir: tc.t.TempDir(), cc: cc, eps: tc.eps, tls: tc.tls, hc: tc.hc}
 	n.start("127.0.0.1:0")
 	tc.nodes = append(tc.nodes, n)
 	tc.waitMembers()
@@ -88,10 +92,13 @@ func (n *clusterNode) start(addr string) {
 		n.t.Fatal(err)
 	}
 	index := repostore.NewEtcd(n.cli, repostore.EtcdConfig{})
-	n.origin = origintest.Serve(n.t, ln, origin.Config{DataDir: n.dir, Cluster: n.cc},
+	n.origin = origintest.Serve(n.t, ln, origin.Config{DataDir: n.dir, Cluster: n.cc, TLS: n.tls},
 		origin.WithStores(n.blobs, index),
 		origin.WithCluster(origin.Peers{Members: n.group, Self: n.id}))
 	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if n.hc != nil {
+		hc.Transport = n.hc.Transport
+	}
 	n.client = &client{t: n.t, o: n.origin, hc: hc}
 }
 

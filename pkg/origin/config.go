@@ -39,6 +39,8 @@ type Config struct {
 	// get 429 with a Retry-After. 0: as many as the upload budget gives
 	// 4 MiB/s each (at least 2), or 64 with no budget.
 	BlobReaders int `yaml:"blob_readers"`
+	// TLS makes the origin serve HTTPS; see TLSConfig.
+	TLS TLSConfig `yaml:"tls"`
 	// Cluster configures replication when the origin is one of several
 	// (see WithCluster); ignored for an origin alone.
 	Cluster ClusterConfig `yaml:"cluster"`

@@ -5,6 +5,7 @@ package origin
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,7 @@ type Server struct {
 	// they are served (see serveBlob).
 	verified sync.Map
 
+	tls     *originTLS    // nil: plain HTTP
 	cluster *cluster      // nil for an origin alone
 	egress  *rate.Limiter // nil: blob bodies go out unpaced
 	readers *readerGate
@@ -111,6 +113,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		if s.issuer, err = auth.NewTokenIssuer(cfg.Auth); err != nil {
 			return nil, fmt.Errorf("origin: token issuer: %w", err)
 		}
+	}
+	if err := s.loadTLS(); err != nil {
+		return nil, err
 	}
 	s.uploads = newUploads(s.blobs, cfg, s.metrics)
 	s.readers = newReaderGate(cfg.BlobReaders, s.egress)
@@ -179,9 +184,14 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	defer func() { stopJanitor(); wg.Wait() }()
 
+	if s.tls != nil {
+		srv.TLSConfig = s.tls.serverConfig()
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	s.log.Info("origin listening", "addr", ln.Addr().String(), "data_dir", s.cfg.DataDir, "auth", s.cfg.Auth.Mode)
+	s.log.Info("origin listening", "addr", ln.Addr().String(), "data_dir", s.cfg.DataDir, "auth", s.cfg.Auth.Mode,
+		"https", s.tls != nil, "client_ca", s.cfg.TLS.ClientCAFile)
 	close(s.ready)
 	select {
 	case err := <-errc:

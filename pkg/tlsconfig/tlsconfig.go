@@ -16,6 +16,10 @@ type Files struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
 	CAFile   string `yaml:"ca_file"`
+	// ServerName, for a client, is the name verified in the server's
+	// certificate instead of the host dialled: trackers dial each other
+	// by pod IP, which no certificate issued before the pods can name.
+	ServerName string `yaml:"server_name"`
 }
 
 // Enabled reports whether any TLS file is set.
@@ -35,13 +39,9 @@ func (f Files) load() (*tls.Certificate, *x509.CertPool, error) {
 	}
 	var pool *x509.CertPool
 	if f.CAFile != "" {
-		pem, err := os.ReadFile(f.CAFile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("tls: read CA: %w", err)
-		}
-		pool = x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("tls: no certificates in %s", f.CAFile)
+		var err error
+		if pool, err = CertPool(f.CAFile, false); err != nil {
+			return nil, nil, err
 		}
 	}
 	return cert, pool, nil
@@ -71,9 +71,31 @@ func (f Files) Client() (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+	c := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13, ServerName: f.ServerName}
 	if cert != nil {
 		c.Certificates = []tls.Certificate{*cert}
 	}
 	return c, nil
+}
+
+// CertPool reads the PEM certificates in file into a pool; with system,
+// on top of the system's roots (an origin with a public certificate for
+// CI and the cluster CA for its peers verifies both).
+func CertPool(file string, system bool) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("tls: read CA: %w", err)
+	}
+	var pool *x509.CertPool
+	if system {
+		if pool, err = x509.SystemCertPool(); err != nil {
+			pool = x509.NewCertPool()
+		}
+	} else {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls: no certificates in %s", file)
+	}
+	return pool, nil
 }

@@ -40,6 +40,7 @@ var (
 // misses a handful of new layers at once, a flood misses thousands.
 type metaInfoCache struct {
 	http     *http.Client
+	scheme   string // of the origins' addresses: "http" or "https"
 	maxBytes int64
 	group    singleflight.Group
 	onFetch  func() // counts origin requests
@@ -71,7 +72,7 @@ type cacheEntry struct {
 
 func newMetaInfoCache(cfg Config, c *http.Client) *metaInfoCache {
 	mc := &metaInfoCache{
-		http: c, maxBytes: cfg.MetaInfoCacheBytes, negTTL: cfg.MetaInfoNegativeTTL,
+		http: c, scheme: "http", maxBytes: cfg.MetaInfoCacheBytes, negTTL: cfg.MetaInfoNegativeTTL,
 		ll: list.New(), items: map[digest.Digest]*list.Element{}, missing: map[digest.Digest]time.Time{},
 		onFetch: func() {}, now: time.Now,
 	}
@@ -237,7 +238,7 @@ func (c *metaInfoCache) fetch(ctx context.Context, d digest.Digest, owners []rin
 
 func (c *metaInfoCache) fetchFrom(ctx context.Context, addr string, d digest.Digest) (*shoalpb.MetaInfo, error) {
 	c.onFetch()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+metainfo.HTTPPath+string(d), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+"://"+addr+metainfo.HTTPPath+string(d), nil)
 	if err != nil {
 		return nil, err
 	}

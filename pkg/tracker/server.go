@@ -225,6 +225,10 @@ func WithDebugListener(ln net.Listener) Option { return func(s *Server) { s.debu
 // WithHTTPClient sets the client used to fetch metainfo from origins.
 func WithHTTPClient(c *http.Client) Option { return func(s *Server) { s.meta.http = c } }
 
+// WithOriginHTTPS makes metainfo requests to origins use https (their ring
+// addresses are host:port); the client of WithHTTPClient carries the CA.
+func WithOriginHTTPS() Option { return func(s *Server) { s.meta.scheme = "https" } }
+
 // New returns a tracker.
 func New(cfg Config, opts ...Option) *Server {
 	cfg = cfg.withDefaults()

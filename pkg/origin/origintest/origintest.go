@@ -18,7 +18,7 @@ import (
 // Origin is a running origin.
 type Origin struct {
 	Server   *origin.Server
-	URL      string // http://127.0.0.1:port
+	URL      string // http://127.0.0.1:port (https:// with cfg.TLS)
 	Host     string // 127.0.0.1:port, the registry host for clients
 	DataDir  string
 	Registry *prometheus.Registry
@@ -64,8 +64,12 @@ func Serve(t testing.TB, ln net.Listener, cfg origin.Config, opts ...origin.Opti
 	<-srv.Ready()
 	var result error
 	stopped := false
+	scheme := "http"
+	if cfg.TLS.Enabled() {
+		scheme = "https"
+	}
 	o := &Origin{
-		Server: srv, URL: "http://" + ln.Addr().String(), Host: ln.Addr().String(),
+		Server: srv, URL: scheme + "://" + ln.Addr().String(), Host: ln.Addr().String(),
 		DataDir: cfg.DataDir, Registry: reg,
 	}
 	o.stop = func() error {
