@@ -204,7 +204,8 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	tr, err := f.start(trPlace, "tracker", "tracker", "--config", trCfg, "--id", "t0", "--grpc-addr", trackerAddr, "--http-addr", trPlace.addr(ports["http"]),
 		"--advertise", trackerAddr, "--data-dir", filepath.Join(dir, "tracker"), "--interval", "1s",
 		"--embedded-etcd-client-url", etcdURL, "--embedded-etcd-peer-url", "http://"+trPlace.addr(ports["etcd-peer"]),
-		"--log-level", o.logLevel())
+		// With --netns the etcd listens on the fleet's private bridge.
+		"--embedded-etcd-plaintext", "--log-level", o.logLevel())
 	if err != nil {
 		return nil, err
 	}

@@ -49,6 +49,11 @@ type fileConfig struct {
 	EmbeddedEtcd struct {
 		ClientURL string `yaml:"client_url"`
 		PeerURL   string `yaml:"peer_url"`
+		// TLS: the embedded etcd serves https:// URLs with this
+		// certificate and requires client certificates from this CA.
+		// Beyond loopback it is required unless Plaintext.
+		TLS       tlsconfig.Files `yaml:"tls"`
+		Plaintext bool            `yaml:"plaintext"`
 	} `yaml:"embedded_etcd"`
 	// MemberTTL is how long a dead tracker stays on the ring.
 	MemberTTL time.Duration `yaml:"member_ttl"`
@@ -88,8 +93,15 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.ID, "id", "", "member ID on the tracker ring (default the hostname)")
 	fs.StringVar(&fc.DataDir, "data-dir", "", "directory for the embedded etcd")
 	config.ListVar(fs, &fc.Etcd.Endpoints, "etcd-endpoints", "comma-separated etcd client URLs; empty starts an embedded etcd")
+	fs.StringVar(&fc.Etcd.TLS.CertFile, "etcd-tls-cert", "", "PEM client certificate for an etcd with TLS")
+	fs.StringVar(&fc.Etcd.TLS.KeyFile, "etcd-tls-key", "", "PEM key of --etcd-tls-cert")
+	fs.StringVar(&fc.Etcd.TLS.CAFile, "etcd-tls-ca", "", "CA of etcd's server certificates")
 	fs.StringVar(&fc.EmbeddedEtcd.ClientURL, "embedded-etcd-client-url", "http://127.0.0.1:2379", "client URL of the embedded etcd")
 	fs.StringVar(&fc.EmbeddedEtcd.PeerURL, "embedded-etcd-peer-url", "http://127.0.0.1:2380", "peer URL of the embedded etcd")
+	fs.StringVar(&fc.EmbeddedEtcd.TLS.CertFile, "embedded-etcd-tls-cert", "", "PEM certificate the embedded etcd serves https:// URLs with")
+	fs.StringVar(&fc.EmbeddedEtcd.TLS.KeyFile, "embedded-etcd-tls-key", "", "PEM key of --embedded-etcd-tls-cert")
+	fs.StringVar(&fc.EmbeddedEtcd.TLS.CAFile, "embedded-etcd-tls-ca", "", "CA the embedded etcd's clients must present certificates from")
+	fs.BoolVar(&fc.EmbeddedEtcd.Plaintext, "embedded-etcd-plaintext", false, "allow the embedded etcd on plain http beyond loopback (private test networks only)")
 	config.ListVar(fs, &fc.Origins, "origins", "comma-separated origin host:ports when origins do not register in etcd")
 	fs.IntVar(&fc.DefaultPeers, "peers", 30, "peers handed out per announce")
 	fs.DurationVar(&fc.Interval, "interval", 3*time.Second, "announce interval of downloading peers")
@@ -145,6 +157,8 @@ func run(args []string) error {
 			Name:      fc.ID,
 			ClientURL: fc.EmbeddedEtcd.ClientURL,
 			PeerURL:   fc.EmbeddedEtcd.PeerURL,
+			TLS:       fc.EmbeddedEtcd.TLS,
+			Plaintext: fc.EmbeddedEtcd.Plaintext,
 		})
 		if err != nil {
 			return err
@@ -152,6 +166,11 @@ func run(args []string) error {
 		defer e.Close()
 		etcdDied = e.Err()
 		fc.Etcd.Endpoints = e.Endpoints
+		if !fc.Etcd.TLS.Enabled() {
+			// The tracker is its own etcd's first client: its certificate
+			// is signed by the CA the etcd trusts.
+			fc.Etcd.TLS = fc.EmbeddedEtcd.TLS
+		}
 		log.Info("embedded etcd serving", "endpoints", e.Endpoints, "dir", filepath.Join(fc.DataDir, "etcd"))
 	}
 	cli, err := membership.Dial(ctx, fc.Etcd)
