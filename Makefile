@@ -81,8 +81,9 @@ tools:
 	command -v helm >/dev/null || $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 ## manifests: render the Helm chart into plain manifests for kubectl users
+# (without generated keys: in a committed file they would be every user's)
 manifests:
-	helm template shoal deploy/helm/shoal --namespace shoal > deploy/kubernetes/shoal.yaml
+	helm template shoal deploy/helm/shoal --namespace shoal --set tls.generate=false --set p2p.psk.generate=false > deploy/kubernetes/shoal.yaml
 
 clean:
 	rm -rf $(BIN)

@@ -2,15 +2,20 @@ package deploy_test
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/pnet"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -42,6 +47,7 @@ type rendered struct {
 	statefulSets []*appsv1.StatefulSet
 	daemonSets   []*appsv1.DaemonSet
 	pdbs         []*policyv1.PodDisruptionBudget
+	secrets      map[string]*corev1.Secret
 }
 
 // strict decodes JSON into v, refusing fields the type does not have: a
@@ -71,7 +77,7 @@ func render(t *testing.T, values ...string) rendered {
 	if err != nil {
 		t.Fatalf("helm template %v: %v", values, err)
 	}
-	r := rendered{configMaps: map[string]*corev1.ConfigMap{}}
+	r := rendered{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
 	for _, doc := range strings.Split(string(out), "\n---") {
 		if strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(doc), "---")) == "" {
 			continue
@@ -87,6 +93,9 @@ func render(t *testing.T, values ...string) rendered {
 		case "v1 ConfigMap":
 			o := &corev1.ConfigMap{}
 			obj, r.configMaps[nameOf(j)] = o, o
+		case "v1 Secret":
+			o := &corev1.Secret{}
+			obj, r.secrets[nameOf(j)] = o, o
 		case "v1 Service":
 			o := &corev1.Service{}
 			obj, r.services = o, append(r.services, o)
@@ -261,10 +270,14 @@ func TestHelmChart(t *testing.T) {
 	}
 }
 
+// manifestSet is what `make manifests` renders with besides the defaults:
+// no generated keys, which in a committed file would be everyone's.
+var manifestSet = []string{"--set", "tls.generate=false", "--set", "p2p.psk.generate=false"}
+
 // The plain manifests beside the chart are the chart rendered with its
-// defaults: `make manifests` keeps them so.
+// defaults, less the generated keys: `make manifests` keeps them so.
 func TestRenderedManifestsUpToDate(t *testing.T) {
-	out, err := exec.Command(helm(t), "template", "shoal", chart, "--namespace", "shoal").Output()
+	out, err := exec.Command(helm(t), append([]string{"template", "shoal", chart, "--namespace", "shoal"}, manifestSet...)...).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,5 +287,324 @@ func TestRenderedManifestsUpToDate(t *testing.T) {
 	}
 	if !bytes.Equal(out, committed) {
 		t.Fatal("deploy/kubernetes/shoal.yaml is stale: run make manifests")
+	}
+}
+
+// config is a component's rendered config file, as generic YAML.
+func (r rendered) config(t *testing.T, component string) map[string]any {
+	t.Helper()
+	cm := r.configMaps["shoal-"+component]
+	if cm == nil {
+		t.Fatalf("no ConfigMap shoal-%s", component)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal([]byte(cm.Data[component+".yaml"]), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// str walks m along keys to a string ("" when absent).
+func str(m map[string]any, keys ...string) string {
+	var v any = m
+	for _, k := range keys {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return ""
+		}
+		v = mm[k]
+	}
+	s, _ := v.(string)
+	return s
+}
+
+// secretFile finds the Secret that the file at path comes from in the
+// container (mounted directory, or a subPath of one): its name and key.
+func secretFile(spec *corev1.PodSpec, c corev1.Container, path string) (name, key string, ok bool) {
+	for _, m := range c.VolumeMounts {
+		var rel string
+		switch {
+		case m.SubPath != "" && path == m.MountPath:
+			rel = m.SubPath
+		case m.SubPath == "" && strings.HasPrefix(path, m.MountPath+"/"):
+			rel = strings.TrimPrefix(path, m.MountPath+"/")
+		default:
+			continue
+		}
+		for _, v := range spec.Volumes {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			key = rel
+			for _, it := range v.Secret.Items {
+				if it.Path == rel {
+					key = it.Key
+				}
+			}
+			return v.Secret.SecretName, key, true
+		}
+	}
+	return "", "", false
+}
+
+// TestHelmDefaultsAreSafe: what the chart installs is locked down without
+// further settings — TLS on every link with certificates that name what
+// the components dial, a private-network key for the swarm, secrets only
+// in mounted files, and no profiling listener.
+func TestHelmDefaultsAreSafe(t *testing.T) {
+	for _, values := range [][]string{nil, {filepath.Join(chart, "values-production.yaml")}} {
+		t.Run(fmt.Sprint("values", values), func(t *testing.T) {
+			r := render(t, values...)
+			specs := r.podSpecs()
+			container := func(workload string) (*corev1.PodSpec, corev1.Container) {
+				spec := specs[workload]
+				if spec == nil || len(spec.Containers) == 0 {
+					t.Fatalf("no workload %s", workload)
+				}
+				return spec, spec.Containers[0]
+			}
+			// fromSecret fails unless every path is a file of a mounted
+			// Secret, and that Secret, when the chart renders it, has the key.
+			fromSecret := func(workload string, paths ...string) {
+				t.Helper()
+				spec, c := container(workload)
+				for _, p := range paths {
+					if p == "" {
+						t.Errorf("%s: a TLS or key file is not configured", workload)
+						continue
+					}
+					name, key, ok := secretFile(spec, c, p)
+					if !ok {
+						t.Errorf("%s: %s is not a file from a mounted Secret", workload, p)
+						continue
+					}
+					if s := r.secrets[name]; s != nil && len(s.Data[key]) == 0 {
+						t.Errorf("%s: Secret %s has no %s", workload, name, key)
+					}
+				}
+			}
+			origin, tracker, agent := r.config(t, "origin"), r.config(t, "tracker"), r.config(t, "agent")
+
+			// Origin: HTTPS, client certificates on its internal endpoints.
+			fromSecret("shoal-origin", str(origin, "tls", "cert_file"), str(origin, "tls", "key_file"), str(origin, "tls", "client_ca_file"))
+			// Tracker: mutual TLS on gRPC, the CA for https origins.
+			fromSecret("shoal-tracker", str(tracker, "tls", "cert_file"), str(tracker, "tls", "key_file"), str(tracker, "tls", "ca_file"),
+				str(tracker, "origin_tls", "ca_file"))
+			// Agent: its certificate for the tracker, https origins.
+			fromSecret("shoal-agent", str(agent, "tracker_tls", "cert_file"), str(agent, "tracker_tls", "key_file"), str(agent, "tracker_tls", "ca_file"))
+			regs, _ := agent["registries"].(map[string]any)
+			if len(regs) == 0 {
+				t.Fatal("agent has no registries")
+			}
+			var originHosts []string
+			for name, up := range regs {
+				upm, _ := up.(map[string]any)
+				origins, _ := upm["origins"].([]any)
+				for _, o := range origins {
+					u, err := url.Parse(fmt.Sprint(o))
+					if err != nil || u.Scheme != "https" {
+						t.Errorf("agent registry %q: origin %v is not https", name, o)
+						continue
+					}
+					originHosts = append(originHosts, u.Hostname())
+				}
+				fromSecret("shoal-agent", str(upm, "tls", "ca_file"))
+			}
+			// etcd: https with client certificates, from origins and trackers.
+			var etcdHosts []string
+			for _, comp := range []struct {
+				workload string
+				cfg      map[string]any
+			}{{"shoal-origin", origin}, {"shoal-tracker", tracker}} {
+				eps, _ := comp.cfg["etcd"].(map[string]any)["endpoints"].([]any)
+				if len(eps) == 0 {
+					t.Errorf("%s: no etcd endpoints", comp.workload)
+				}
+				for _, ep := range eps {
+					u, err := url.Parse(fmt.Sprint(ep))
+					if err != nil || u.Scheme != "https" {
+						t.Errorf("%s: etcd endpoint %v is not https", comp.workload, ep)
+						continue
+					}
+					etcdHosts = append(etcdHosts, u.Hostname())
+				}
+				fromSecret(comp.workload, str(comp.cfg, "etcd", "tls", "cert_file"), str(comp.cfg, "etcd", "tls", "key_file"),
+					str(comp.cfg, "etcd", "tls", "ca_file"))
+			}
+			if spec := specs["shoal-etcd"]; spec != nil {
+				_, c := container("shoal-etcd")
+				args := map[string]string{}
+				for _, a := range c.Args {
+					k, v, _ := strings.Cut(a, "=")
+					args[k] = v
+				}
+				for _, k := range []string{"--listen-client-urls", "--advertise-client-urls", "--listen-peer-urls", "--initial-advertise-peer-urls"} {
+					if !strings.HasPrefix(args[k], "https://") {
+						t.Errorf("etcd %s=%s: not https", k, args[k])
+					}
+				}
+				if _, ok := args["--client-cert-auth"]; !ok {
+					t.Error("etcd does not require client certificates")
+				}
+				if _, ok := args["--peer-client-cert-auth"]; !ok {
+					t.Error("etcd does not require peer certificates")
+				}
+				if _, ok := args["--enable-pprof"]; ok {
+					t.Error("etcd serves pprof")
+				}
+				fromSecret("shoal-etcd", args["--cert-file"], args["--key-file"], args["--trusted-ca-file"],
+					args["--peer-cert-file"], args["--peer-key-file"], args["--peer-trusted-ca-file"])
+			}
+
+			// The private network: agents and origins hold the same key.
+			fromSecret("shoal-agent", str(agent, "p2p", "psk_file"))
+			fromSecret("shoal-origin", str(origin, "p2p", "psk_file"))
+			if s := r.secrets["shoal-pnet"]; s != nil {
+				if _, err := pnet.DecodeV1PSK(bytes.NewReader(s.Data["swarm.key"])); err != nil {
+					t.Errorf("generated swarm.key: %v\n%s", err, s.Data["swarm.key"])
+				}
+			} else if values == nil {
+				t.Error("the default install generates no private-network key")
+			}
+
+			// Generated certificates chain to the CA and name what is
+			// dialled: the Service and pods of each component.
+			if values == nil {
+				wantNames := map[string][]string{
+					"origin":  append([]string{"shoal-origin-0.shoal-origin-headless.shoal.svc"}, originHosts...),
+					"tracker": {str(tracker, "tls", "server_name"), "shoal-tracker.shoal.svc"},
+					"etcd":    etcdHosts,
+					"agent":   nil,
+				}
+				for comp, names := range wantNames {
+					checkCert(t, r.secrets["shoal-tls-"+comp], names)
+				}
+			}
+
+			// Secrets reach processes only as files: never in args, env
+			// or a ConfigMap.
+			var secretValues []string
+			for _, s := range r.secrets {
+				for _, v := range s.Data {
+					if v := strings.TrimSpace(string(v)); len(v) >= 16 {
+						secretValues = append(secretValues, v)
+					}
+				}
+			}
+			for workload, spec := range specs {
+				for _, c := range append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...) {
+					for _, e := range c.EnvFrom {
+						if e.SecretRef != nil {
+							t.Errorf("%s/%s: env from Secret %s", workload, c.Name, e.SecretRef.Name)
+						}
+					}
+					visible := append(append([]string{}, c.Command...), c.Args...)
+					for _, e := range c.Env {
+						if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+							t.Errorf("%s/%s: env %s from a Secret", workload, c.Name, e.Name)
+						}
+						visible = append(visible, e.Value)
+					}
+					for _, v := range visible {
+						for _, sv := range secretValues {
+							if strings.Contains(v, sv) {
+								t.Errorf("%s/%s: a secret value on the command line or in the environment", workload, c.Name)
+							}
+						}
+						if strings.HasPrefix(v, "--debug-addr") {
+							t.Errorf("%s/%s: %s", workload, c.Name, v)
+						}
+					}
+					for _, p := range c.Ports {
+						if strings.Contains(p.Name, "debug") || strings.Contains(p.Name, "pprof") {
+							t.Errorf("%s/%s: port %s exposed", workload, c.Name, p.Name)
+						}
+					}
+				}
+			}
+			for name, cm := range r.configMaps {
+				for _, v := range cm.Data {
+					for _, sv := range secretValues {
+						if strings.Contains(v, sv) {
+							t.Errorf("ConfigMap %s holds a secret value", name)
+						}
+					}
+				}
+			}
+			for _, comp := range []string{"origin", "tracker", "agent"} {
+				walkKeys(r.config(t, comp), func(key string, v any) {
+					if s, ok := v.(string); ok && s != "" && !strings.HasSuffix(key, "_file") &&
+						(strings.Contains(key, "secret") || strings.Contains(key, "password") || key == "psk") {
+						t.Errorf("%s config: %s inline, want a *_file", comp, key)
+					}
+				})
+			}
+
+			// Profiles only on loopback, if at all.
+			if addr := str(tracker, "debug_addr"); addr != "" {
+				host, _, _ := net.SplitHostPort(addr)
+				if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+					t.Errorf("tracker debug_addr %q beyond loopback", addr)
+				}
+			}
+		})
+	}
+}
+
+// walkKeys calls fn for every key of m and its nested maps.
+func walkKeys(m map[string]any, fn func(key string, v any)) {
+	for k, v := range m {
+		fn(k, v)
+		switch v := v.(type) {
+		case map[string]any:
+			walkKeys(v, fn)
+		case []any:
+			for _, e := range v {
+				if em, ok := e.(map[string]any); ok {
+					walkKeys(em, fn)
+				}
+			}
+		}
+	}
+}
+
+// checkCert verifies the Secret's tls.crt against its ca.crt for each
+// name, for use by servers and clients both.
+func checkCert(t *testing.T, s *corev1.Secret, names []string) {
+	t.Helper()
+	if s == nil {
+		t.Error("certificate Secret not rendered")
+		return
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(s.Data["ca.crt"]) {
+		t.Errorf("%s: no CA", s.Name)
+		return
+	}
+	if _, err := tls.X509KeyPair(s.Data["tls.crt"], s.Data["tls.key"]); err != nil {
+		t.Errorf("%s: key pair: %v", s.Name, err)
+		return
+	}
+	blk, _ := pem.Decode(s.Data["tls.crt"])
+	if blk == nil {
+		t.Errorf("%s: tls.crt is not PEM", s.Name)
+		return
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Errorf("%s: %v", s.Name, err)
+		return
+	}
+	// Verify accepts a chain that allows any one of KeyUsages: ask for
+	// each.
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+			t.Errorf("%s: usage %v: %v", s.Name, u, err)
+		}
+	}
+	for _, n := range names {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: n}); err != nil {
+			t.Errorf("%s: not valid for %s: %v", s.Name, n, err)
+		}
 	}
 }

@@ -20,8 +20,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "shoal.etcdEndpoints" -}}
 {{- if .Values.etcd.enabled -}}
 {{- $n := int .Values.etcd.replicas -}}
+{{- $scheme := ternary "https" "http" .Values.tls.enabled -}}
 {{- range $i, $_ := until $n -}}
-{{- if $i }},{{ end }}http://{{ $.Release.Name }}-etcd-{{ $i }}.{{ $.Release.Name }}-etcd.{{ $.Release.Namespace }}.svc:2379
+{{- if $i }},{{ end }}{{ $scheme }}://{{ $.Release.Name }}-etcd-{{ $i }}.{{ $.Release.Name }}-etcd.{{ $.Release.Namespace }}.svc:2379
 {{- end -}}
 {{- else -}}
 {{- join "," .Values.etcd.externalEndpoints -}}
@@ -37,18 +38,43 @@ annotations:
 {{- end }}
 {{- end -}}
 
+{{- /* A component's certificate, key and the cluster CA: the Secret
+<release>-tls-<component>, mounted at /etc/shoal/tls. */ -}}
 {{- define "shoal.tlsVolume" -}}
-{{- if .Values.tls.enabled }}
+{{- if .root.Values.tls.enabled -}}
 - name: tls
   secret:
-    secretName: {{ .Values.tls.secretName }}
+    secretName: {{ .root.Release.Name }}-tls-{{ .component }}
 {{- end }}
 {{- end -}}
 
 {{- define "shoal.tlsMount" -}}
-{{- if .Values.tls.enabled }}
+{{- if .Values.tls.enabled -}}
 - name: tls
   mountPath: /etc/shoal/tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- /* The files a component's config names, under shoal.tlsMount. */ -}}
+{{- define "shoal.tlsFiles" -}}
+{cert_file: /etc/shoal/tls/tls.crt, key_file: /etc/shoal/tls/tls.key, ca_file: /etc/shoal/tls/ca.crt}
+{{- end -}}
+
+{{- /* The libp2p private-network key, mounted at /etc/shoal/pnet. */ -}}
+{{- define "shoal.pnetVolume" -}}
+{{- if .Values.p2p.psk.enabled -}}
+- name: pnet
+  secret:
+    secretName: {{ .Release.Name }}-pnet
+    items: [{key: swarm.key, path: swarm.key}]
+{{- end }}
+{{- end -}}
+
+{{- define "shoal.pnetMount" -}}
+{{- if .Values.p2p.psk.enabled -}}
+- name: pnet
+  mountPath: /etc/shoal/pnet
   readOnly: true
 {{- end }}
 {{- end -}}
