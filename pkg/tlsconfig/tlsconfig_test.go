@@ -63,3 +63,58 @@ func TestFiles(t *testing.T) {
 		t.Fatal("empty Files enabled")
 	}
 }
+
+// A client verifies ServerName, not the host it dials: trackers dial each
+// other by pod IP with certificates that name their Service.
+func TestClientServerName(t *testing.T) {
+	pki, err := tlsconfig.WriteTestPKI(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := pki.Server()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	tests := []struct {
+		serverName string
+		ok         bool
+	}{
+		{"", true},          // the dialled 127.0.0.1 is in the certificate
+		{"localhost", true}, // so is localhost
+		{"tracker.example", false},
+	}
+	for _, tt := range tests {
+		f := pki
+		f.ServerName = tt.serverName
+		cc, err := f.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := tls.Dial("tcp", ln.Addr().String(), cc)
+		if err == nil {
+			c.Close()
+		}
+		if (err == nil) != tt.ok {
+			t.Errorf("server_name %q: dial err %v, want ok=%v", tt.serverName, err, tt.ok)
+		}
+	}
+	pool, err := tlsconfig.CertPool(pki.CAFile, true)
+	if err != nil || pool == nil {
+		t.Fatalf("CertPool with system roots: %v", err)
+	}
+}
