@@ -479,6 +479,20 @@ func TestHelmDefaultsAreSafe(t *testing.T) {
 				for comp, names := range wantNames {
 					checkCert(t, r.secrets["shoal-tls-"+comp], names)
 				}
+				// The origins' internal endpoints take origins' certificates
+				// only: the names they want are the origin's, no other's.
+				clientNames, _ := origin["tls"].(map[string]any)["client_names"].([]any)
+				if len(clientNames) == 0 {
+					t.Error("origin: tls.client_names is empty: any certificate of the CA opens the internal endpoints")
+				}
+				for _, n := range clientNames {
+					checkCert(t, r.secrets["shoal-tls-origin"], []string{fmt.Sprint(n)})
+					for _, other := range []string{"agent", "tracker", "etcd"} {
+						if validFor(r.secrets["shoal-tls-"+other], fmt.Sprint(n)) {
+							t.Errorf("the %s certificate opens the origins' internal endpoints (valid for %v)", other, n)
+						}
+					}
+				}
 			}
 
 			// Secrets reach processes only as files: never in args, env
@@ -607,4 +621,17 @@ func checkCert(t *testing.T, s *corev1.Secret, names []string) {
 			t.Errorf("%s: not valid for %s: %v", s.Name, n, err)
 		}
 	}
+}
+
+// validFor reports whether the Secret's tls.crt is valid for name.
+func validFor(s *corev1.Secret, name string) bool {
+	if s == nil {
+		return false
+	}
+	blk, _ := pem.Decode(s.Data["tls.crt"])
+	if blk == nil {
+		return false
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	return err == nil && cert.VerifyHostname(name) == nil
 }

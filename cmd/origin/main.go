@@ -75,6 +75,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.Cluster.SecretFile, "cluster-secret-file", "", "file holding the token origins present to each other's internal endpoints (required with etcd)")
 	fs.StringVar(&fc.TLS.CertFile, "tls-cert", "", "PEM certificate: serve HTTPS (reloaded when the file changes)")
 	fs.StringVar(&fc.TLS.KeyFile, "tls-key", "", "PEM key of --tls-cert")
+	config.ListVar(fs, &fc.TLS.ClientNames, "tls-client-names", "with --tls-client-ca: internal endpoints only for client certificates valid for one of these names")
 	fs.StringVar(&fc.TLS.ClientCAFile, "tls-client-ca", "", "cluster CA: internal endpoints need a client certificate it signed; origins present theirs to each other")
 	config.ListVar(fs, &fc.P2P.ListenAddrs, "p2p-listen", "libp2p multiaddrs to seed pieces on (empty: no seeding)")
 	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "uplink budget for blob bodies and seeded pieces, bytes/s (0: unlimited)")

@@ -25,6 +25,11 @@ type TLSConfig struct {
 	// asking for credentials, not certificates: CI pushes with a password
 	// or token.
 	ClientCAFile string `yaml:"client_ca_file"`
+	// ClientNames, with ClientCAFile, narrows the internal endpoints to
+	// client certificates valid for one of these names (the origins' own,
+	// e.g. their Service name): the CA also signs other components'
+	// certificates, and an agent's must not open them.
+	ClientNames []string `yaml:"client_names"`
 }
 
 // Enabled reports whether the origin serves HTTPS.
@@ -34,6 +39,9 @@ func (c TLSConfig) Enabled() bool { return c.CertFile != "" || c.KeyFile != "" }
 func (c TLSConfig) Validate() error {
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return errors.New("origin: tls.cert_file and tls.key_file go together")
+	}
+	if len(c.ClientNames) > 0 && c.ClientCAFile == "" {
+		return errors.New("origin: tls.client_names needs tls.client_ca_file")
 	}
 	if c.ClientCAFile != "" && !c.Enabled() {
 		return errors.New("origin: tls.client_ca_file needs tls.cert_file and tls.key_file")
@@ -104,5 +112,15 @@ func (s *Server) internalCertOK(r *http.Request) error {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 		return ocierr.New(ocierr.Unauthorized, "internal endpoint needs a client certificate from the cluster CA")
 	}
-	return nil
+	names := s.cfg.TLS.ClientNames
+	if len(names) == 0 {
+		return nil
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	for _, n := range names {
+		if leaf.VerifyHostname(n) == nil {
+			return nil
+		}
+	}
+	return ocierr.New(ocierr.Unauthorized, "internal endpoint: client certificate is not an origin's")
 }

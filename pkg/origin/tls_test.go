@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -187,6 +188,41 @@ func TestClusterOverTLS(t *testing.T) {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
 			}
 		})
+	}
+}
+
+// TestInternalClientNames: with client_names, a certificate of the
+// cluster CA opens the internal endpoints only if it names an origin.
+func TestInternalClientNames(t *testing.T) {
+	p := testPKI(t) // its certificate is valid for localhost and 127.0.0.1
+	tests := []struct {
+		names  []string
+		status int
+	}{
+		{[]string{"localhost"}, http.StatusNotFound}, // past the checks, nothing stored
+		{[]string{"origin.example", "127.0.0.1"}, http.StatusNotFound},
+		{[]string{"origin.example"}, http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.names), func(t *testing.T) {
+			tc := newTestCluster(t)
+			tc.tls, tc.hc = originTLS(p, true), httpsClient(t, tlsconfig.Files{}, p.CAFile)
+			tc.tls.ClientNames = tt.names
+			n := tc.add("a", origin.ClusterConfig{})
+			req, _ := http.NewRequest("GET", n.origin.URL+origin.InternalBlobPath+sha([]byte("x")), nil)
+			req.Header.Set("Authorization", "Bearer "+testSecret)
+			resp, err := httpsClient(t, p, p.CAFile).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+		})
+	}
+	if _, err := origin.New(origin.Config{DataDir: t.TempDir(), TLS: origin.TLSConfig{ClientNames: []string{"x"}}}); err == nil {
+		t.Fatal("client_names without client_ca_file accepted")
 	}
 }
 
