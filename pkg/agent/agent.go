@@ -80,6 +80,11 @@ type Config struct {
 	Swarm swarm.Config `yaml:"swarm"`
 	// OriginTimeout bounds a metadata call to an origin (default 10s).
 	OriginTimeout time.Duration `yaml:"origin_timeout"`
+	// PullCheckTTL is how long the origin's yes to "may this client pull
+	// this object of this repository" is trusted (default 30s): a
+	// credential revoked or a tag deleted at the origin can still be
+	// served by an agent for this long.
+	PullCheckTTL time.Duration `yaml:"pull_check_ttl"`
 	// HTTPTimeouts bound what the /v2 server waits on its clients
 	// (defaults: headers 10s, request 30s, write 30s, idle 2m). A blob body
 	// is bounded per MiB written, not as a whole: it streams for as long
@@ -109,6 +114,9 @@ func (c Config) withDefaults() Config {
 	if c.OriginTimeout <= 0 {
 		c.OriginTimeout = 10 * time.Second
 	}
+	if c.PullCheckTTL <= 0 {
+		c.PullCheckTTL = 30 * time.Second
+	}
 	c.HTTPTimeouts = c.HTTPTimeouts.WithDefaults(defaultHTTPTimeouts)
 	if c.P2P.KeyFile == "" && c.DataDir != "" {
 		c.P2P.KeyFile = filepath.Join(c.DataDir, "peer.key")
@@ -128,6 +136,7 @@ type Agent struct {
 	metrics *metrics
 	gather  prometheus.Gatherer
 	tags    *tagCache
+	checks  *pullChecks
 
 	// ctx bounds downloads: they outlive the request that started them
 	// (other clients may be waiting) but not the agent.
@@ -188,6 +197,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		metrics:  newMetrics(reg),
 		gather:   reg,
 		tags:     newTagCache(cfg.TagTTL),
+		checks:   newPullChecks(originTransport, cfg.PullCheckTTL),
 		inflight: map[digest.Digest]*inflight{},
 	}
 	c.onCorrupt = a.metrics.cacheCorrupt.Inc
