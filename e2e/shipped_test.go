@@ -253,8 +253,19 @@ func TestShippedConfigPull(t *testing.T) {
 				"http://"+proctest.FreeAddr(t), "http://"+c.agent.addr)
 			os.WriteFile(filepath.Join(hosts, "hosts.toml"), []byte(toml), 0o644)
 			sock := containerd(t, filepath.Join(c.agent.dir, "containerd"))
-			out, err := exec.Command("ctr", "-a", sock, "-n", "e2e", "images", "pull", "--plain-http",
-				"--hosts-dir", filepath.Join(c.agent.dir, "certs.d"), shippedRegistry+"/team/app:v1").CombinedOutput()
+			args := []string{"-a", sock, "-n", "e2e", "images", "pull", "--plain-http",
+				"--hosts-dir", filepath.Join(c.agent.dir, "certs.d")}
+			if tt.closed {
+				// The agent serves a private repository only to a client
+				// the origin lets pull it, asked with the client's own
+				// credentials: the agent's user is not lent out.
+				agentURL := "http://" + c.agent.addr + "/v2/team/app/blobs/" + im.layers[0].Digest + "?ns=" + shippedRegistry
+				if got := anonymous(t, "GET", agentURL, nil); got != http.StatusUnauthorized {
+					t.Fatalf("anonymous blob GET through the agent: %d, want 401", got)
+				}
+				args = append(args, "--user", "ci:ci-password")
+			}
+			out, err := exec.Command("ctr", append(args, shippedRegistry+"/team/app:v1")...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("ctr pull through the agent: %v\n%s\nagent logs:\n%s", err, out, c.agent.Logs())
 			}
