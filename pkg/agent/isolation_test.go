@@ -48,7 +48,7 @@ func writeFile(t *testing.T, name, content string) string {
 
 // privateOrigin starts an origin without anonymous pull, in mode
 // "htpasswd" or "token" (with its built-in token issuer).
-func privateOrigin(t *testing.T, mode string) *origintest.Origin {
+func privateOrigin(t *testing.T, mode string, more ...func(*origin.Config)) *origintest.Origin {
 	t.Helper()
 	var ht strings.Builder
 	for _, u := range []string{"ci", "reader", "outsider", "node"} {
@@ -67,7 +67,11 @@ func privateOrigin(t *testing.T, mode string) *origintest.Origin {
 		cfg.Token = auth.TokenConfig{Realm: "http://" + ln.Addr().String() + "/auth/token",
 			KeyFile: writeFile(t, "token.key", "0123456789abcdef0123456789abcdef")}
 	}
-	return origintest.Serve(t, ln, origin.Config{Auth: cfg})
+	ocfg := origin.Config{Auth: cfg}
+	for _, f := range more {
+		f(&ocfg)
+	}
+	return origintest.Serve(t, ln, ocfg)
 }
 
 // privateAgent runs an agent whose own origin user is node.
