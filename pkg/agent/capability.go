@@ -56,6 +56,7 @@ type capHolder struct {
 	fetch   func(ctx context.Context) (*shoalpb.Capability, error)
 	log     *slog.Logger
 	count   func(result string)
+	now     func() time.Time // time.Now when nil; tests set it
 
 	mu   sync.Mutex
 	cur  *shoalpb.Capability
@@ -74,6 +75,9 @@ func (h *capHolder) get() *shoalpb.Capability {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := time.Now()
+	if h.now != nil {
+		now = h.now()
+	}
 	if h.cur != nil {
 		exp := time.Unix(h.cur.GetExpiresUnix(), 0)
 		if now.Before(h.got.Add(exp.Sub(h.got) / 2)) {
