@@ -3,8 +3,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -99,10 +102,32 @@ func writeSecret(t *testing.T, dir, name, content string) string {
 	return p
 }
 
+// capabilityKeyFiles writes a cluster capability key pair as openssl
+// would: the private key for origins, the public one for agents.
+func capabilityKeyFiles(t *testing.T, dir string) (keyFile, pubFile string) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pder, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile = writeSecret(t, dir, "capability.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
+	pubFile = writeSecret(t, dir, "capability.pub", string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pder})))
+	return keyFile, pubFile
+}
+
 // startShipped runs tracker, origin and agent on the shipped configs.
 // closed turns anonymous pull off, as an operator of a private registry
 // would, and gives the tracker and the agent a pull-only user each, as
-// the config comments say to.
+// the config comments say to, and the origin and the agent the piece
+// capability keys.
 func startShipped(t *testing.T, closed bool) *shippedCluster {
 	t.Helper()
 	dir := t.TempDir()
@@ -118,6 +143,9 @@ func startShipped(t *testing.T, closed bool) *shippedCluster {
 	secretFile := writeSecret(t, dir, "cluster-secret", c.secret)
 	c.pusher = &http.Client{Transport: basicAuth{"ci", "ci-password"}}
 	nodeAuth := map[string]any{"username": "shoal-node", "password_file": nodePassword}
+	// A closed registry closes the swarm too: origins sign piece
+	// capabilities, agents' seeders check them.
+	capKey, capPub := capabilityKeyFiles(t, dir)
 
 	trCfg := shipped(t, dir, "tracker", func(doc map[string]any) {
 		doc["grpc_addr"], doc["http_addr"], doc["advertise"] = c.tracker, c.trackerHTTP, c.tracker
@@ -139,6 +167,7 @@ func startShipped(t *testing.T, closed bool) *shippedCluster {
 		if closed {
 			a["anonymous_pull"] = false
 			a["users"] = map[string]any{"shoal-node": map[string]any{"actions": []string{"pull"}}}
+			doc["capability_key_file"] = capKey
 		}
 		section(t, doc, "etcd")["endpoints"] = []string{c.etcd}
 		section(t, doc, "cluster")["secret_file"] = secretFile
@@ -159,6 +188,9 @@ func startShipped(t *testing.T, closed bool) *shippedCluster {
 			if closed {
 				up["origin_auth"] = nodeAuth
 			}
+		}
+		if closed {
+			doc["capability_public_key_file"] = capPub
 		}
 		section(t, doc, "p2p")["listen_addrs"] = []string{"/ip4/127.0.0.1/tcp/0"}
 	})
@@ -253,8 +285,19 @@ func TestShippedConfigPull(t *testing.T) {
 				"http://"+proctest.FreeAddr(t), "http://"+c.agent.addr)
 			os.WriteFile(filepath.Join(hosts, "hosts.toml"), []byte(toml), 0o644)
 			sock := containerd(t, filepath.Join(c.agent.dir, "containerd"))
-			out, err := exec.Command("ctr", "-a", sock, "-n", "e2e", "images", "pull", "--plain-http",
-				"--hosts-dir", filepath.Join(c.agent.dir, "certs.d"), shippedRegistry+"/team/app:v1").CombinedOutput()
+			args := []string{"-a", sock, "-n", "e2e", "images", "pull", "--plain-http",
+				"--hosts-dir", filepath.Join(c.agent.dir, "certs.d")}
+			if tt.closed {
+				// The agent serves a private repository only to a client
+				// the origin lets pull it, asked with the client's own
+				// credentials: the agent's user is not lent out.
+				agentURL := "http://" + c.agent.addr + "/v2/team/app/blobs/" + im.layers[0].Digest + "?ns=" + shippedRegistry
+				if got := anonymous(t, "GET", agentURL, nil); got != http.StatusUnauthorized {
+					t.Fatalf("anonymous blob GET through the agent: %d, want 401", got)
+				}
+				args = append(args, "--user", "ci:ci-password")
+			}
+			out, err := exec.Command("ctr", append(args, shippedRegistry+"/team/app:v1")...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("ctr pull through the agent: %v\n%s\nagent logs:\n%s", err, out, c.agent.Logs())
 			}

@@ -199,7 +199,10 @@ type Handshake struct {
 	//
 	//	*Handshake_Bitfield
 	//	*Handshake_Complete
-	Have          isHandshake_Have `protobuf_oneof:"have"`
+	Have isHandshake_Have `protobuf_oneof:"have"`
+	// The origin cluster's permission for the sender to fetch this blob;
+	// seeders that require one answer Error "forbidden" without it.
+	Capability    *Capability `protobuf:"bytes,5,opt,name=capability,proto3" json:"capability,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -273,6 +276,13 @@ func (x *Handshake) GetComplete() bool {
 	return false
 }
 
+func (x *Handshake) GetCapability() *Capability {
+	if x != nil {
+		return x.Capability
+	}
+	return nil
+}
+
 type isHandshake_Have interface {
 	isHandshake_Have()
 }
@@ -289,6 +299,77 @@ func (*Handshake_Bitfield) isHandshake_Have() {}
 
 func (*Handshake_Complete) isHandshake_Have() {}
 
+// Capability lets peer_id fetch pieces of digest until expires_unix. The
+// origin cluster issues it to a node it let pull the blob, signed with
+// the cluster's Ed25519 key over a fixed encoding (see pkg/capability).
+type Capability struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digest        string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	PeerId        []byte                 `protobuf:"bytes,2,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	ExpiresUnix   int64                  `protobuf:"varint,3,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Capability) Reset() {
+	*x = Capability{}
+	mi := &file_pieces_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Capability) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Capability) ProtoMessage() {}
+
+func (x *Capability) ProtoReflect() protoreflect.Message {
+	mi := &file_pieces_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Capability.ProtoReflect.Descriptor instead.
+func (*Capability) Descriptor() ([]byte, []int) {
+	return file_pieces_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Capability) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Capability) GetPeerId() []byte {
+	if x != nil {
+		return x.PeerId
+	}
+	return nil
+}
+
+func (x *Capability) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
+func (x *Capability) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 // Have announces a piece the sender has just verified.
 type Have struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -299,7 +380,7 @@ type Have struct {
 
 func (x *Have) Reset() {
 	*x = Have{}
-	mi := &file_pieces_proto_msgTypes[2]
+	mi := &file_pieces_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +392,7 @@ func (x *Have) String() string {
 func (*Have) ProtoMessage() {}
 
 func (x *Have) ProtoReflect() protoreflect.Message {
-	mi := &file_pieces_proto_msgTypes[2]
+	mi := &file_pieces_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +405,7 @@ func (x *Have) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Have.ProtoReflect.Descriptor instead.
 func (*Have) Descriptor() ([]byte, []int) {
-	return file_pieces_proto_rawDescGZIP(), []int{2}
+	return file_pieces_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Have) GetIndex() uint32 {
@@ -344,7 +425,7 @@ type Request struct {
 
 func (x *Request) Reset() {
 	*x = Request{}
-	mi := &file_pieces_proto_msgTypes[3]
+	mi := &file_pieces_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +437,7 @@ func (x *Request) String() string {
 func (*Request) ProtoMessage() {}
 
 func (x *Request) ProtoReflect() protoreflect.Message {
-	mi := &file_pieces_proto_msgTypes[3]
+	mi := &file_pieces_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +450,7 @@ func (x *Request) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Request.ProtoReflect.Descriptor instead.
 func (*Request) Descriptor() ([]byte, []int) {
-	return file_pieces_proto_rawDescGZIP(), []int{3}
+	return file_pieces_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Request) GetIndex() uint32 {
@@ -390,7 +471,7 @@ type Piece struct {
 
 func (x *Piece) Reset() {
 	*x = Piece{}
-	mi := &file_pieces_proto_msgTypes[4]
+	mi := &file_pieces_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +483,7 @@ func (x *Piece) String() string {
 func (*Piece) ProtoMessage() {}
 
 func (x *Piece) ProtoReflect() protoreflect.Message {
-	mi := &file_pieces_proto_msgTypes[4]
+	mi := &file_pieces_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +496,7 @@ func (x *Piece) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Piece.ProtoReflect.Descriptor instead.
 func (*Piece) Descriptor() ([]byte, []int) {
-	return file_pieces_proto_rawDescGZIP(), []int{4}
+	return file_pieces_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Piece) GetIndex() uint32 {
@@ -442,7 +523,7 @@ type Cancel struct {
 
 func (x *Cancel) Reset() {
 	*x = Cancel{}
-	mi := &file_pieces_proto_msgTypes[5]
+	mi := &file_pieces_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +535,7 @@ func (x *Cancel) String() string {
 func (*Cancel) ProtoMessage() {}
 
 func (x *Cancel) ProtoReflect() protoreflect.Message {
-	mi := &file_pieces_proto_msgTypes[5]
+	mi := &file_pieces_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +548,7 @@ func (x *Cancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cancel.ProtoReflect.Descriptor instead.
 func (*Cancel) Descriptor() ([]byte, []int) {
-	return file_pieces_proto_rawDescGZIP(), []int{5}
+	return file_pieces_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Cancel) GetIndex() uint32 {
@@ -488,7 +569,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_pieces_proto_msgTypes[6]
+	mi := &file_pieces_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +581,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_pieces_proto_msgTypes[6]
+	mi := &file_pieces_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +594,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_pieces_proto_rawDescGZIP(), []int{6}
+	return file_pieces_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Error) GetCode() string {
@@ -543,7 +624,7 @@ type Busy struct {
 
 func (x *Busy) Reset() {
 	*x = Busy{}
-	mi := &file_pieces_proto_msgTypes[7]
+	mi := &file_pieces_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +636,7 @@ func (x *Busy) String() string {
 func (*Busy) ProtoMessage() {}
 
 func (x *Busy) ProtoReflect() protoreflect.Message {
-	mi := &file_pieces_proto_msgTypes[7]
+	mi := &file_pieces_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +649,7 @@ func (x *Busy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Busy.ProtoReflect.Descriptor instead.
 func (*Busy) Descriptor() ([]byte, []int) {
-	return file_pieces_proto_rawDescGZIP(), []int{7}
+	return file_pieces_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Busy) GetIndex() uint32 {
@@ -598,13 +679,22 @@ const file_pieces_proto_rawDesc = "" +
 	"\x06cancel\x18\x05 \x01(\v2\x10.shoal.v1.CancelH\x00R\x06cancel\x12'\n" +
 	"\x05error\x18\x06 \x01(\v2\x0f.shoal.v1.ErrorH\x00R\x05error\x12$\n" +
 	"\x04busy\x18\a \x01(\v2\x0e.shoal.v1.BusyH\x00R\x04busyB\x05\n" +
-	"\x03msg\"\x8c\x01\n" +
+	"\x03msg\"\xc2\x01\n" +
 	"\tHandshake\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12#\n" +
 	"\rmetainfo_hash\x18\x02 \x01(\fR\fmetainfoHash\x12\x1c\n" +
 	"\bbitfield\x18\x03 \x01(\fH\x00R\bbitfield\x12\x1c\n" +
-	"\bcomplete\x18\x04 \x01(\bH\x00R\bcompleteB\x06\n" +
-	"\x04have\"\x1c\n" +
+	"\bcomplete\x18\x04 \x01(\bH\x00R\bcomplete\x124\n" +
+	"\n" +
+	"capability\x18\x05 \x01(\v2\x14.shoal.v1.CapabilityR\n" +
+	"capabilityB\x06\n" +
+	"\x04have\"~\n" +
+	"\n" +
+	"Capability\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x17\n" +
+	"\apeer_id\x18\x02 \x01(\fR\x06peerId\x12!\n" +
+	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"\x1c\n" +
 	"\x04Have\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\"\x1f\n" +
 	"\aRequest\x12\x14\n" +
@@ -633,30 +723,32 @@ func file_pieces_proto_rawDescGZIP() []byte {
 	return file_pieces_proto_rawDescData
 }
 
-var file_pieces_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_pieces_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_pieces_proto_goTypes = []any{
 	(*PieceMessage)(nil), // 0: shoal.v1.PieceMessage
 	(*Handshake)(nil),    // 1: shoal.v1.Handshake
-	(*Have)(nil),         // 2: shoal.v1.Have
-	(*Request)(nil),      // 3: shoal.v1.Request
-	(*Piece)(nil),        // 4: shoal.v1.Piece
-	(*Cancel)(nil),       // 5: shoal.v1.Cancel
-	(*Error)(nil),        // 6: shoal.v1.Error
-	(*Busy)(nil),         // 7: shoal.v1.Busy
+	(*Capability)(nil),   // 2: shoal.v1.Capability
+	(*Have)(nil),         // 3: shoal.v1.Have
+	(*Request)(nil),      // 4: shoal.v1.Request
+	(*Piece)(nil),        // 5: shoal.v1.Piece
+	(*Cancel)(nil),       // 6: shoal.v1.Cancel
+	(*Error)(nil),        // 7: shoal.v1.Error
+	(*Busy)(nil),         // 8: shoal.v1.Busy
 }
 var file_pieces_proto_depIdxs = []int32{
 	1, // 0: shoal.v1.PieceMessage.handshake:type_name -> shoal.v1.Handshake
-	2, // 1: shoal.v1.PieceMessage.have:type_name -> shoal.v1.Have
-	3, // 2: shoal.v1.PieceMessage.request:type_name -> shoal.v1.Request
-	4, // 3: shoal.v1.PieceMessage.piece:type_name -> shoal.v1.Piece
-	5, // 4: shoal.v1.PieceMessage.cancel:type_name -> shoal.v1.Cancel
-	6, // 5: shoal.v1.PieceMessage.error:type_name -> shoal.v1.Error
-	7, // 6: shoal.v1.PieceMessage.busy:type_name -> shoal.v1.Busy
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	3, // 1: shoal.v1.PieceMessage.have:type_name -> shoal.v1.Have
+	4, // 2: shoal.v1.PieceMessage.request:type_name -> shoal.v1.Request
+	5, // 3: shoal.v1.PieceMessage.piece:type_name -> shoal.v1.Piece
+	6, // 4: shoal.v1.PieceMessage.cancel:type_name -> shoal.v1.Cancel
+	7, // 5: shoal.v1.PieceMessage.error:type_name -> shoal.v1.Error
+	8, // 6: shoal.v1.PieceMessage.busy:type_name -> shoal.v1.Busy
+	2, // 7: shoal.v1.Handshake.capability:type_name -> shoal.v1.Capability
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_pieces_proto_init() }
@@ -683,7 +775,7 @@ func file_pieces_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pieces_proto_rawDesc), len(file_pieces_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -158,6 +158,12 @@ func run(args []string) error {
 		seeder := p2p.NewSeeder(h, srv.Seedable(), egress, log)
 		seeder.Uploaded = srv.CountSeeded
 		seeder.Busy = srv.CountBusy
+		if v := srv.Capabilities(); v != nil {
+			// Assigned only when set: a nil *Verifier in the interface
+			// would not be a nil interface.
+			seeder.Capabilities = v
+			seeder.Forbidden = srv.CountForbidden
+		}
 		seeder.EnableSuperSeeding()
 		log.Info("origin seeding", "peer", h.ID(), "addrs", h.Addrs(), "upload_rate", fc.UploadRate)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/blobstore"
+	"github.com/shoal-project/shoal/pkg/capability"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/httpserver"
 	"github.com/shoal-project/shoal/pkg/metainfo"
@@ -74,6 +75,12 @@ type Config struct {
 	Node string `yaml:"node"`
 	// P2P is the libp2p host; its key defaults to DataDir/peer.key.
 	P2P p2p.HostConfig `yaml:"p2p"`
+	// CapabilityPublicKeyFile is the origin cluster's capability public key
+	// (PKIX PEM; the origins hold the private key, capability_key_file).
+	// With it this node seeds pieces only to peers presenting a
+	// capability the cluster signed for them and that blob; without it,
+	// to any peer. Downloads present one whenever the origins issue it.
+	CapabilityPublicKeyFile string `yaml:"capability_public_key_file"`
 	// UploadRate bounds seeding and DownloadRate fetching, in bytes per
 	// second over all blobs (0: unlimited).
 	UploadRate   int64 `yaml:"upload_rate"`
@@ -84,6 +91,11 @@ type Config struct {
 	Swarm swarm.Config `yaml:"swarm"`
 	// OriginTimeout bounds a metadata call to an origin (default 10s).
 	OriginTimeout time.Duration `yaml:"origin_timeout"`
+	// PullCheckTTL is how long the origin's yes to "may this client pull
+	// this object of this repository" is trusted (default 30s): a
+	// credential revoked or a tag deleted at the origin can still be
+	// served by an agent for this long.
+	PullCheckTTL time.Duration `yaml:"pull_check_ttl"`
 	// HTTPTimeouts bound what the /v2 server waits on its clients
 	// (defaults: headers 10s, request 30s, write 30s, idle 2m). A blob body
 	// is bounded per MiB written, not as a whole: it streams for as long
@@ -113,6 +125,9 @@ func (c Config) withDefaults() Config {
 	if c.OriginTimeout <= 0 {
 		c.OriginTimeout = 10 * time.Second
 	}
+	if c.PullCheckTTL <= 0 {
+		c.PullCheckTTL = 30 * time.Second
+	}
 	c.HTTPTimeouts = c.HTTPTimeouts.WithDefaults(defaultHTTPTimeouts)
 	if c.P2P.KeyFile == "" && c.DataDir != "" {
 		c.P2P.KeyFile = filepath.Join(c.DataDir, "peer.key")
@@ -132,6 +147,7 @@ type Agent struct {
 	metrics *metrics
 	gather  prometheus.Gatherer
 	tags    *tagCache
+	checks  *pullChecks
 
 	// ctx bounds downloads: they outlive the request that started them
 	// (other clients may be waiting) but not the agent.
@@ -203,6 +219,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		metrics:  newMetrics(reg),
 		gather:   reg,
 		tags:     newTagCache(cfg.TagTTL),
+		checks:   newPullChecks(originTransport, cfg.PullCheckTTL),
 		inflight: map[digest.Digest]*inflight{},
 	}
 	c.onCorrupt = a.metrics.cacheCorrupt.Inc
@@ -218,6 +235,16 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		a.conn, a.tracker = conn, peerproof.NewClient(shoalpb.NewTrackerClient(conn), h.Peerstore().PrivKey(h.ID()))
 	}
 	seeder := p2p.NewSeeder(h, a, pace.NewLimiter(cfg.UploadRate), log)
+	if cfg.CapabilityPublicKeyFile != "" {
+		pub, err := capability.LoadPublicKey(cfg.CapabilityPublicKeyFile)
+		if err != nil {
+			h.Close()
+			cancel()
+			return nil, fmt.Errorf("agent: capability_public_key_file: %w", err)
+		}
+		seeder.Capabilities = capability.NewVerifier(pub)
+		seeder.Forbidden = func() { a.metrics.capabilities.WithLabelValues("refused").Inc() }
+	}
 	seeder.Uploaded = func(n int) { a.metrics.uploaded.Add(float64(n)) }
 	seeder.OnPeer = a.peerSeen
 	seeder.Busy = a.metrics.busySent.Inc
@@ -449,8 +476,11 @@ func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream)
 	}
 	close(f.ready)
 	org := &originReader{a: a, up: up, repo: repo, d: d}
+	caps := &capHolder{ctx: a.ctx, timeout: a.cfg.OriginTimeout, log: a.log.With("digest", d),
+		count: func(result string) { a.metrics.capabilities.WithLabelValues(result).Inc() },
+		fetch: func(ctx context.Context) (*shoalpb.Capability, error) { return a.fetchCapability(ctx, up, repo, d) }}
 	start := time.Now()
-	st, err := a.dl.Fetch(a.ctx, mi, f.pf, org, swarm.Hints{Peers: f.peers, Stream: f.stream})
+	st, err := a.dl.Fetch(a.ctx, mi, f.pf, org, swarm.Hints{Peers: f.peers, Stream: f.stream, Capability: caps.get})
 	if err != nil {
 		if errors.Is(err, piecefile.ErrBadPiece) {
 			// The origin itself sent bytes its metainfo rejects: the

@@ -69,14 +69,36 @@ func doWith(t *testing.T, hc *http.Client, method, url string, hdr map[string]st
 // image pushes a config and layers to the origin and tags a manifest.
 func image(t *testing.T, base string, layers ...[]byte) (manifest []byte, mt string) {
 	t.Helper()
-	return imageWith(t, http.DefaultClient, base, layers...)
+	return imageIn(t, http.DefaultClient, base, "team/app", "", layers...)
 }
 
 // imageWith is image with a client of the caller's.
 func imageWith(t *testing.T, hc *http.Client, base string, layers ...[]byte) (manifest []byte, mt string) {
 	t.Helper()
+	return imageIn(t, hc, base, "team/app", "", layers...)
+}
+
+// imageAs is image into repo, pushed with the Authorization header authz
+// ("" for none).
+func imageAs(t *testing.T, base, repo, authz string, layers ...[]byte) (manifest []byte, mt string) {
+	t.Helper()
+	return imageIn(t, http.DefaultClient, base, repo, authz, layers...)
+}
+
+func imageIn(t *testing.T, hc *http.Client, base, repo, authz string, layers ...[]byte) (manifest []byte, mt string) {
+	t.Helper()
+	hdr := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		if authz != "" {
+			m["Authorization"] = authz
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
 	push := func(b []byte) string {
-		resp, body := doWith(t, hc, "POST", base+"/v2/team/app/blobs/uploads/?digest="+sha(b), map[string]string{"Content-Type": "application/octet-stream"}, b)
+		resp, body := doWith(t, hc, "POST", base+"/v2/"+repo+"/blobs/uploads/?digest="+sha(b), hdr("Content-Type", "application/octet-stream"), b)
 		if resp.StatusCode != 201 {
 			t.Fatalf("push: %d %s", resp.StatusCode, body)
 		}
@@ -97,7 +119,7 @@ func imageWith(t *testing.T, hc *http.Client, base string, layers ...[]byte) (ma
 	m["layers"] = ls
 	manifest, _ = json.Marshal(m)
 	mt = "application/vnd.oci.image.manifest.v1+json"
-	resp, body := doWith(t, hc, "PUT", base+"/v2/team/app/manifests/v1", map[string]string{"Content-Type": mt}, manifest)
+	resp, body := doWith(t, hc, "PUT", base+"/v2/"+repo+"/manifests/v1", hdr("Content-Type", mt), manifest)
 	if resp.StatusCode != 201 {
 		t.Fatalf("manifest: %d %s", resp.StatusCode, body)
 	}
@@ -120,7 +142,9 @@ func startAgent(t *testing.T, trackerAddr, originURL string, cfg agent.Config) t
 		cfg.DataDir = t.TempDir()
 	}
 	cfg.Tracker = trackerAddr
-	cfg.Registries = map[string]agent.Upstream{"": {Origins: []string{originURL}}, "registry.example.com": {Origins: []string{originURL}}}
+	if cfg.Registries == nil {
+		cfg.Registries = map[string]agent.Upstream{"": {Origins: []string{originURL}}, "registry.example.com": {Origins: []string{originURL}}}
+	}
 	cfg.P2P = p2p.HostConfig{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}}
 	log := slog.New(slog.DiscardHandler)
 	if os.Getenv("SHOAL_TEST_LOG") == "1" {

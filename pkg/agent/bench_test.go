@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -145,10 +146,18 @@ func BenchmarkServeCached1GiB(b *testing.B) {
 	}
 }
 
-// startCacheAgent runs an agent on dir with no tracker or origin: what
-// it serves is what its cache holds.
+// startCacheAgent runs an agent on dir with no tracker: what it serves is
+// what its cache holds. Its origin is a stand-in that allows every pull
+// check (one per agent, then remembered): the benchmark is about the
+// cache path.
 func startCacheAgent(b *testing.B, dir string) (url string, stop func()) {
-	cfg := agent.Config{DataDir: dir, Registries: map[string]agent.Upstream{"": {Origins: []string{"http://127.0.0.1:1"}}},
+	allow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodHead {
+			http.Error(w, "the benchmark reads the cache only", http.StatusInternalServerError)
+		}
+	}))
+	b.Cleanup(allow.Close)
+	cfg := agent.Config{DataDir: dir, Registries: map[string]agent.Upstream{"": {Origins: []string{allow.URL}}},
 		P2P: p2p.HostConfig{ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"}}}
 	a, err := agent.New(cfg, slog.New(slog.DiscardHandler), nil)
 	if err != nil {

@@ -28,6 +28,14 @@ type metrics struct {
 	busySent       prometheus.Counter
 	stalls         prometheus.Counter
 	originRequests *prometheus.CounterVec
+	// pullChecks counts the answers to "may this client pull this":
+	// hit (a remembered yes), allowed (the origin said yes), unauthorized,
+	// denied, unknown (not in that repository), error (no origin answered).
+	pullChecks *prometheus.CounterVec
+	// capabilities counts this node's piece capabilities: fetched, none
+	// (the origins issue none), error; and refused: peers this node's
+	// seeder turned away for want of a valid one.
+	capabilities *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -84,9 +92,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		originRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_agent_origin_requests_total", Help: "Range reads of the origin's /v2 (fallback), by result (ok, busy, error).",
 		}, []string{"result"}),
+		pullChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_pull_checks_total",
+			Help: "Checks that a client may pull an object of a repository, by result (hit, allowed, unauthorized, denied, unknown, error).",
+		}, []string{"result"}),
+		capabilities: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_capabilities_total",
+			Help: "Piece capabilities by result: fetched, none (the origins issue none), error; refused: peers turned away without a valid one.",
+		}, []string{"result"}),
 	}
 	reg.MustRegister(m.requests, m.served, m.fromPeers, m.fromOrigin, m.uploaded, m.downloads, m.cacheBytes,
-		m.cached, m.cacheCorrupt, m.pieces, m.ttfb, m.duplicates, m.expired, m.busyReceived, m.busySent, m.stalls, m.originRequests)
+		m.cached, m.cacheCorrupt, m.pieces, m.ttfb, m.duplicates, m.expired, m.busyReceived, m.busySent, m.stalls, m.originRequests,
+		m.pullChecks, m.capabilities)
 	return m
 }
 

@@ -88,6 +88,9 @@ func (a *Agent) route(w http.ResponseWriter, r *http.Request, kind *string) erro
 		if err != nil {
 			return ocierr.Wrap(ocierr.DigestInvalid, err)
 		}
+		if err := a.checkPull(w, r, ns, up, name, "blobs/"+d.String(), ocierr.BlobUnknown); err != nil {
+			return err
+		}
 		return a.serveBlob(w, r, up, name, d)
 	}
 	return ocierr.New(ocierr.Unsupported, "no endpoint at %s on the agent", r.URL.Path).WithStatus(http.StatusNotFound)
@@ -100,6 +103,12 @@ func (a *Agent) serveManifest(w http.ResponseWriter, r *http.Request, ns string,
 	ref, err := reference.ParseRef(refStr)
 	if err != nil {
 		return ocierr.Wrap(ocierr.ManifestInvalid, err)
+	}
+	// The manifest itself is fetched with the agent's own credentials and
+	// shared by every client; whether this client may have it is the
+	// origin's answer to the client's.
+	if err := a.checkPull(w, r, ns, up, name, "manifests/"+ref.String(), ocierr.ManifestUnknown); err != nil {
+		return err
 	}
 	key := ns + "/" + name + "@" + refStr
 	m, ok := a.tags.get(key, time.Now())

@@ -41,6 +41,14 @@ type Config struct {
 	BlobReaders int `yaml:"blob_readers"`
 	// TLS makes the origin serve HTTPS; see TLSConfig.
 	TLS TLSConfig `yaml:"tls"`
+	// CapabilityKeyFile is the cluster's Ed25519 capability key (PKCS #8
+	// PEM, the same file on every origin). With it the origin issues
+	// capabilities at capability.HTTPPath and its seeder serves pieces only
+	// to peers that present one; without it the swarm is open to any
+	// peer that reaches it.
+	CapabilityKeyFile string `yaml:"capability_key_file"`
+	// CapabilityTTL is how long an issued capability lasts (default 10m).
+	CapabilityTTL time.Duration `yaml:"capability_ttl"`
 	// Cluster configures replication when the origin is one of several
 	// (see WithCluster); ignored for an origin alone.
 	Cluster ClusterConfig `yaml:"cluster"`

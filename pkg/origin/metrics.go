@@ -24,6 +24,7 @@ type metrics struct {
 	seeded           prometheus.Counter
 	readersRefused   prometheus.Counter
 	busySent         prometheus.Counter
+	capabilities     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -86,6 +87,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_origin_busy_sent_total",
 			Help: "Piece requests the origin's seeder refused because its uplink was full.",
 		}),
+		capabilities: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_capabilities_total",
+			Help: "Piece capabilities by result: issued, not_issued (refused to a node), stream_refused (a peer without a valid one asked the seeder).",
+		}, []string{"result"}),
 		members: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_origin_cluster_members",
 			Help: "Origins on the ring as this origin sees it (itself included).",
@@ -97,6 +102,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.requests, m.requestDuration, m.bytesIn, m.bytesOut, m.uploadDuration, m.uploadsActive, m.uploadsRefused, m.verifyFailures,
 		m.replications, m.replicationQueue, m.repairBytes, m.proxied, m.members, m.seeded,
-		m.readersRefused, m.busySent)
+		m.readersRefused, m.busySent, m.capabilities)
 	return m
 }

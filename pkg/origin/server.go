@@ -25,6 +25,7 @@ import (
 
 	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/blobstore"
+	"github.com/shoal-project/shoal/pkg/capability"
 	"github.com/shoal-project/shoal/pkg/ocierr"
 	"github.com/shoal-project/shoal/pkg/recorder"
 	"github.com/shoal-project/shoal/pkg/repostore"
@@ -37,7 +38,8 @@ type Server struct {
 	blobs   blobstore.Store
 	repos   repostore.Store
 	authz   auth.Authorizer
-	issuer  http.Handler // token issuer, nil unless configured
+	issuer  http.Handler       // token issuer, nil unless configured
+	caps    *capability.Issuer // nil unless capability_key_file is set
 	uploads *uploads
 	metrics *metrics
 	gather  prometheus.Gatherer
@@ -117,6 +119,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if err := s.loadTLS(); err != nil {
 		return nil, err
 	}
+	if err := s.loadCapabilities(); err != nil {
+		return nil, err
+	}
 	s.uploads = newUploads(s.blobs, cfg, s.metrics)
 	s.readers = newReaderGate(cfg.BlobReaders, s.egress)
 	if s.cluster != nil {
@@ -137,6 +142,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(MetaInfoPath, s.getMetaInfo)
 	mux.HandleFunc(InternalBlobPath, s.serveInternal)
 	mux.HandleFunc(InternalMetaInfoPath, s.serveInternal)
+	mux.HandleFunc(capability.HTTPPath, s.serveCapability)
 	if s.issuer != nil {
 		mux.Handle(s.cfg.TokenPath, s.issuer)
 	}

@@ -64,12 +64,26 @@ func MetaInfoHash(mi *metainfo.MetaInfo) ([]byte, error) {
 	return h[:], nil
 }
 
+// CapabilityChecker decides whether a peer may fetch pieces of a blob,
+// from the capability it presented in its handshake (nil if none); see
+// pkg/capability. A non-nil error refuses the stream.
+type CapabilityChecker interface {
+	Verify(c *shoalpb.Capability, d digest.Digest, p peer.ID) error
+}
+
 // Seeder answers /shoal/pieces/1 streams from blobs, paced by an upload
 // limiter shared by all streams.
 type Seeder struct {
 	blobs  Blobs
 	upload *rate.Limiter // nil: unlimited
 	log    *slog.Logger
+	// Capabilities, if set, is asked about every stream before anything
+	// is looked up or sent: a peer without a valid capability gets an
+	// Error frame "forbidden" and nothing else, not even whether the blob
+	// is held here.
+	Capabilities CapabilityChecker
+	// Forbidden, if set, is told of every stream refused so.
+	Forbidden func()
 	// IdleTimeout ends a stream with no request for this long.
 	IdleTimeout time.Duration
 	// Uploaded, if set, is told of every piece payload sent.
@@ -316,6 +330,14 @@ func (s *Seeder) serve(st network.Stream) error {
 		return violation("first frame is not a handshake")
 	}
 	d := digest.Digest(hs.GetDigest())
+	if s.Capabilities != nil {
+		if err := s.Capabilities.Verify(hs.GetCapability(), d, st.Conn().RemotePeer()); err != nil {
+			if s.Forbidden != nil {
+				s.Forbidden()
+			}
+			return sendError(w, "forbidden", err.Error())
+		}
+	}
 	blob, ok := s.blobs.Lookup(d)
 	if !ok {
 		return sendError(w, "not_found", fmt.Sprintf("%s not held", d))
@@ -335,7 +357,7 @@ func (s *Seeder) serve(st network.Stream) error {
 	if s.OnPeer != nil {
 		s.OnPeer(d, st.Conn().RemotePeer())
 	}
-	hs0 := handshake(d, mih, blob)
+	hs0 := handshake(d, mih, blob, nil)
 	sw := &syncWriter{w: w}
 	var offered []bool // super-seeding: what this peer was offered
 	act := &activity{}
@@ -683,8 +705,8 @@ func (s *syncWriter) send(m *shoalpb.PieceMessage) error {
 	return s.w.Flush()
 }
 
-func handshake(d digest.Digest, mih []byte, b Blob) *shoalpb.PieceMessage {
-	hs := &shoalpb.Handshake{Digest: d.String(), MetainfoHash: mih}
+func handshake(d digest.Digest, mih []byte, b Blob, capability *shoalpb.Capability) *shoalpb.PieceMessage {
+	hs := &shoalpb.Handshake{Digest: d.String(), MetainfoHash: mih, Capability: capability}
 	if bits, complete := b.Bitfield(); complete {
 		hs.Have = &shoalpb.Handshake_Complete{Complete: true}
 	} else {
@@ -733,8 +755,25 @@ func (c countingReader) Read(b []byte) (int, error) {
 // ErrRemote is an error frame from the peer.
 var ErrRemote = errors.New("p2p: peer refused")
 
+// DialOption adds to what Dial sends.
+type DialOption func(*dialOptions)
+
+type dialOptions struct {
+	capability *shoalpb.Capability
+}
+
+// WithCapability presents c, the origin cluster's permission to fetch
+// this blob, in the handshake (nil: none).
+func WithCapability(c *shoalpb.Capability) DialOption {
+	return func(o *dialOptions) { o.capability = c }
+}
+
 // Dial opens a piece stream to p for blob mi, announcing what we hold.
-func Dial(ctx context.Context, h host.Host, p peer.AddrInfo, mi *metainfo.MetaInfo, have Blob) (*Conn, error) {
+func Dial(ctx context.Context, h host.Host, p peer.AddrInfo, mi *metainfo.MetaInfo, have Blob, opts ...DialOption) (*Conn, error) {
+	var o dialOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if len(p.Addrs) > 0 {
 		h.Peerstore().AddAddrs(p.ID, p.Addrs, time.Hour)
 	}
@@ -744,14 +783,14 @@ func Dial(ctx context.Context, h host.Host, p peer.AddrInfo, mi *metainfo.MetaIn
 	}
 	c := &Conn{Peer: p.ID, st: st, w: NewFrameWriter(st)}
 	c.r = NewFrameReader(countingReader{st, &c.moved})
-	if err := c.handshake(ctx, mi, have); err != nil {
+	if err := c.handshake(ctx, mi, have, o.capability); err != nil {
 		st.Reset()
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *Conn) handshake(ctx context.Context, mi *metainfo.MetaInfo, have Blob) error {
+func (c *Conn) handshake(ctx context.Context, mi *metainfo.MetaInfo, have Blob, capability *shoalpb.Capability) error {
 	mih, err := MetaInfoHash(mi)
 	if err != nil {
 		return err
@@ -760,7 +799,7 @@ func (c *Conn) handshake(ctx context.Context, mi *metainfo.MetaInfo, have Blob) 
 		c.st.SetDeadline(dl)
 		defer c.st.SetDeadline(time.Time{})
 	}
-	if err := c.w.Write(handshake(mi.Digest, mih, have)); err != nil {
+	if err := c.w.Write(handshake(mi.Digest, mih, have, capability)); err != nil {
 		return err
 	}
 	if err := c.w.Flush(); err != nil {

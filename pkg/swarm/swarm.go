@@ -202,6 +202,8 @@ type download struct {
 	duplicates   atomic.Int64
 	stats        Stats
 	log          *slog.Logger
+	// capability is Hints.Capability, or a func returning nil.
+	capability func() *shoalpb.Capability
 }
 
 // Hints feed a running download; both channels may be nil.
@@ -211,6 +213,11 @@ type Hints struct {
 	// Peers carries peers that contacted us about this blob: they are in
 	// its swarm, so we may fetch from them too.
 	Peers <-chan peer.AddrInfo
+	// Capability, if set, returns the origin cluster's permission to
+	// fetch this blob, presented to every peer dialled (see
+	// pkg/capability); it is called per dial, so it can renew one that
+	// is about to expire. Nil or a nil result presents none.
+	Capability func() *shoalpb.Capability
 }
 
 // Fetch downloads mi's blob into pf until it is complete, announcing as it
@@ -230,6 +237,10 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 		origins: map[peer.ID]bool{},
 		events:  make(chan event, 64),
 		log:     log.With("digest", mi.Digest),
+	}
+	dl.capability = hints.Capability
+	if dl.capability == nil {
+		dl.capability = func() *shoalpb.Capability { return nil }
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -600,8 +611,9 @@ func (dl *download) dialInfo(ctx context.Context, info peer.AddrInfo, origin boo
 	dl.origins[id] = origin
 	dl.dialing++
 	go func() {
+		capability := dl.capability() // before the dial's timeout starts: a renewal asks the origin
 		dctx, cancel := context.WithTimeout(ctx, dl.cfg.DialTimeout)
-		c, err := p2p.Dial(dctx, dl.d.Host, info, dl.mi, Partial{File: dl.pf})
+		c, err := p2p.Dial(dctx, dl.d.Host, info, dl.mi, Partial{File: dl.pf}, p2p.WithCapability(capability))
 		cancel()
 		if err != nil {
 			dl.send(ctx, event{peer: id, err: err, dial: true})

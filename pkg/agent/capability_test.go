@@ -1,0 +1,225 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoal-project/shoal/pkg/agent"
+	"github.com/shoal-project/shoal/pkg/auth"
+	"github.com/shoal-project/shoal/pkg/capability"
+	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/origin"
+	"github.com/shoal-project/shoal/pkg/origin/origintest"
+	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/p2p/p2ptest"
+	"github.com/shoal-project/shoal/pkg/ring"
+	"github.com/shoal-project/shoal/pkg/tracker"
+	"github.com/shoal-project/shoal/pkg/tracker/trackertest"
+	shoalpb "github.com/shoal-project/shoal/proto"
+)
+
+// capabilityKeys makes a cluster capability key pair and writes it as
+// openssl would: the private key for origins, the public one for agents.
+func capabilityKeys(t *testing.T) (priv ed25519.PrivateKey, keyFile, pubFile string) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pder, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile = writeFile(t, "capability.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
+	pubFile = writeFile(t, "capability.pub", string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pder})))
+	return priv, keyFile, pubFile
+}
+
+// TestPiecesNeedACapability (issue #13 row 7): with a capability key
+// configured, a normal swarm download still works — the first agent from
+// the origin's seeder, the second from the first — while a fresh libp2p
+// identity gets "forbidden" and no piece from an agent or from the
+// origin's seeder unless it presents a capability for itself, for that
+// blob, unexpired and signed by the cluster.
+func TestPiecesNeedACapability(t *testing.T) {
+	priv, keyFile, pubFile := capabilityKeys(t)
+	o := origintest.Start(t, origin.Config{CapabilityKeyFile: keyFile})
+	oh := p2ptest.NewHost(t, p2p.HostConfig{})
+	s := p2p.NewSeeder(oh, o.Server.Seedable(), nil, nil)
+	s.Capabilities = o.Server.Capabilities()
+	s.Forbidden = o.Server.CountForbidden
+	s.EnableSuperSeeding()
+	tr := trackertest.Start(t, nil, tracker.Config{Interval: time.Second}, []tracker.Option{
+		tracker.WithOrigins(ring.New([]ring.Member{{ID: "origin", Addr: o.Host, PeerID: oh.ID().String(), P2PAddrs: p2p.Addrs(oh)}}))})
+	layer := random(3<<20 + 7)
+	image(t, o.URL, layer)
+	mi, err := metainfo.Compute(digest.FromBytes(layer), bytes.NewReader(layer), int64(len(layer)))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := agent.Config{CapabilityPublicKeyFile: pubFile}
+	first := startAgent(t, tr.Addr, o.URL, cfg)
+	getAll(t, []string{first.url}, layer)
+	if got := first.counter(t, "shoal_agent_peer_bytes_total"); got == 0 {
+		t.Fatal("the first agent got nothing from the origin's seeder: its capability was not taken")
+	}
+	second := startAgent(t, tr.Addr, o.URL, cfg)
+	getAll(t, []string{second.url}, layer)
+	if got := second.counter(t, "shoal_agent_peer_bytes_total"); got < float64(len(layer)) {
+		t.Fatalf("the second agent got %v bytes from peers, want the whole layer (%d)", got, len(layer))
+	}
+
+	intruder := p2ptest.NewHost(t, p2p.HostConfig{})
+	cluster := capability.NewIssuer(priv)
+	_, strangerKey, _ := ed25519.GenerateKey(nil)
+	future := time.Now().Add(time.Hour)
+	firstID, _ := peer.Decode(first.PeerID())
+	tests := []struct {
+		name string
+		cap  *shoalpb.Capability
+		ok   bool
+	}{
+		{"none", nil, false},
+		{"issued to another peer", cluster.Issue(mi.Digest, firstID, future), false},
+		{"for another blob", cluster.Issue(digest.FromBytes([]byte("another blob")), intruder.ID(), future), false},
+		{"expired", cluster.Issue(mi.Digest, intruder.ID(), time.Now().Add(-time.Second)), false},
+		{"signed by another key", capability.NewIssuer(strangerKey).Issue(mi.Digest, intruder.ID(), future), false},
+		{"valid", cluster.Issue(mi.Digest, intruder.ID(), future), true},
+	}
+	seeders := []struct {
+		name string
+		info peer.AddrInfo
+	}{
+		{"agent", agentInfo(t, first)},
+		{"origin", peer.AddrInfo{ID: oh.ID(), Addrs: oh.Addrs()}},
+	}
+	for _, sd := range seeders {
+		for _, tt := range tests {
+			t.Run(sd.name+"/"+tt.name, func(t *testing.T) {
+				got, err := fetchPiece(t, intruder, sd.info, mi, tt.cap)
+				if tt.ok && !got {
+					t.Fatalf("a valid capability got no piece: %v", err)
+				}
+				if !tt.ok && (got || err == nil || !strings.Contains(err.Error(), "forbidden")) {
+					t.Fatalf("got a piece: %v, err %v; want forbidden and nothing", got, err)
+				}
+			})
+		}
+	}
+}
+
+func agentInfo(t *testing.T, a testAgent) peer.AddrInfo {
+	t.Helper()
+	id, err := peer.Decode(a.PeerID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := peer.AddrInfo{ID: id}
+	for _, s := range a.Addrs() {
+		info.Addrs = append(info.Addrs, ma.StringCast(s))
+	}
+	return info
+}
+
+// fetchPiece asks info for piece 0 of mi, presenting c: true if a piece
+// came and verified. A piece that arrives and does not verify fails the
+// test.
+func fetchPiece(t *testing.T, h host.Host, info peer.AddrInfo, mi *metainfo.MetaInfo, c *shoalpb.Capability) (bool, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := p2p.Dial(ctx, h, info, mi, p2ptest.Empty{MI: mi}, p2p.WithCapability(c))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	if err := conn.Request(0); err != nil {
+		return false, err
+	}
+	buf := make([]byte, mi.PieceLength)
+	for {
+		ev, err := conn.Next(buf)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case ev.Busy:
+			time.Sleep(ev.RetryAfter)
+			conn.Request(0)
+		case ev.Have:
+		case ev.Piece != 0:
+			t.Fatalf("asked for piece 0, got %d", ev.Piece)
+		case !mi.VerifyPiece(0, ev.Data):
+			t.Fatal("piece 0 arrived corrupt")
+		default:
+			return true, nil
+		}
+	}
+}
+
+// TestCapabilityIssuedLikeAPull: the origin issues a capability exactly
+// to whom it would serve the blob from that repository.
+func TestCapabilityIssuedLikeAPull(t *testing.T) {
+	_, keyFile, pubFile := capabilityKeys(t)
+	o := privateOrigin(t, auth.ModeHtpasswd, func(c *origin.Config) { c.CapabilityKeyFile = keyFile })
+	layer := random(1000)
+	imageAs(t, o.URL, "team/app", basicAuth("ci"), layer)
+	imageAs(t, o.URL, "team/other", basicAuth("ci"), random(1000))
+	pub, err := capability.LoadPublicKey(pubFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	me := p2ptest.NewHost(t, p2p.HostConfig{}).ID()
+	d := digest.Digest(sha(layer))
+	tests := []struct {
+		name, repo, user string
+		status           int
+	}{
+		{"reader", "team/app", "reader", 200},
+		{"no credentials", "team/app", "", 401},
+		{"user without rights", "team/app", "outsider", 403},
+		{"repository without the blob", "team/other", "reader", 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hdr := map[string]string{}
+			if tt.user != "" {
+				hdr["Authorization"] = basicAuth(tt.user)
+			}
+			resp, body := do(t, "GET", o.URL+capability.HTTPPath+tt.repo+"/"+d.String()+"?peer="+me.String(), hdr, nil)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("%d %.200q, want %d", resp.StatusCode, body, tt.status)
+			}
+			if tt.status != 200 {
+				return
+			}
+			var c shoalpb.Capability
+			if err := proto.Unmarshal(body, &c); err != nil {
+				t.Fatal(err)
+			}
+			if err := capability.NewVerifier(pub).Verify(&c, d, me); err != nil {
+				t.Fatalf("issued capability does not verify: %v", err)
+			}
+			if exp := time.Until(time.Unix(c.GetExpiresUnix(), 0)); exp < 5*time.Minute || exp > 11*time.Minute {
+				t.Fatalf("capability lasts %s, want the default 10m", exp)
+			}
+		})
+	}
+}
