@@ -49,6 +49,9 @@ type Upstream struct {
 	TLS tlsconfig.Files `yaml:"tls"`
 
 	client *http.Client // presents OriginAuth; made by New
+	// bare reaches the same origins without OriginAuth, to ask them on a
+	// client's behalf (pull checks); made by New.
+	bare *http.Client
 }
 
 // Config configures an agent. Zero values take defaults.
@@ -190,6 +193,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 			tr.TLSClientConfig = tc
 		}
 		up.client = &http.Client{Transport: creds.Transport(tr)}
+		up.bare = bareClient(tr)
 		regs[name] = up
 	}
 	cfg.Registries = regs
@@ -219,7 +223,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		metrics:  newMetrics(reg),
 		gather:   reg,
 		tags:     newTagCache(cfg.TagTTL),
-		checks:   newPullChecks(originTransport, cfg.PullCheckTTL),
+		checks:   newPullChecks(cfg.PullCheckTTL),
 		inflight: map[digest.Digest]*inflight{},
 	}
 	c.onCorrupt = a.metrics.cacheCorrupt.Inc

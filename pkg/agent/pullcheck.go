@@ -60,7 +60,6 @@ type checkResult struct {
 
 // pullChecks asks origins and remembers their yeses.
 type pullChecks struct {
-	client *http.Client // carries no credentials of the agent's own
 	ttl    time.Duration
 	now    func() time.Time
 	flight singleflight.Group
@@ -69,14 +68,19 @@ type pullChecks struct {
 	yes map[checkKey]time.Time // expiry
 }
 
-func newPullChecks(rt http.RoundTripper, ttl time.Duration) *pullChecks {
+// bareClient asks origins over rt with only what the client sent: it
+// carries no credentials of the agent's own.
+func bareClient(rt http.RoundTripper) *http.Client {
+	return &http.Client{
+		Transport: rt,
+		// The origin answers a HEAD itself; a redirect would take the
+		// client's credentials somewhere not configured here.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+func newPullChecks(ttl time.Duration) *pullChecks {
 	return &pullChecks{
-		client: &http.Client{
-			Transport: rt,
-			// The origin answers a HEAD itself; a redirect would take
-			// the client's credentials somewhere not configured here.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
 		ttl: ttl,
 		now: time.Now,
 		yes: map[checkKey]time.Time{},
@@ -192,7 +196,7 @@ func (a *Agent) askOrigin(r *http.Request, up Upstream, repo, object string) (ch
 			}
 			req.Header.Set("Accept", accept)
 		}
-		resp, err := a.checks.client.Do(req)
+		resp, err := up.bare.Do(req)
 		if err != nil {
 			errs = append(errs, err)
 			continue
