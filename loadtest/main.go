@@ -47,6 +47,7 @@ func run(args []string) error {
 	killOrigin := fs.Bool("kill-origin", false, "kill one origin mid-pull (needs --origins 2 or more)")
 	logLevel := fs.String("log-level", "warn", "log level of the fleet's processes (logs are kept beside the report)")
 	netns := fs.Bool("netns", false, "every process in its own network namespace, links capped by tc (root)")
+	capabilities := fs.Bool("capabilities", false, "repository isolation on P2P: origins issue capabilities and every seeder checks them")
 	sim := addSimFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -76,7 +77,7 @@ func run(args []string) error {
 	}
 	o := options{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps, Baseline: *baseline == "direct",
 		Bin: *bin, Out: *out, Timeout: *timeout, Progress: os.Stderr,
-		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel}
+		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel, Capabilities: *capabilities}
 	if err := checkDisk(o); err != nil {
 		return err
 	}

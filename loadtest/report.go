@@ -43,11 +43,14 @@ type summary struct {
 }
 
 type report struct {
-	Agents       int       `json:"agents"`
-	ImageBytes   int64     `json:"image_bytes"`
-	Layers       int       `json:"layers"`
-	LinkBps      int64     `json:"link_bytes_per_second"`
-	BoundSeconds float64   `json:"bound_seconds,omitempty"` // image ÷ link: the physical floor
+	Agents       int     `json:"agents"`
+	ImageBytes   int64   `json:"image_bytes"`
+	Layers       int     `json:"layers"`
+	LinkBps      int64   `json:"link_bytes_per_second"`
+	BoundSeconds float64 `json:"bound_seconds,omitempty"` // image ÷ link: the physical floor
+	// Capabilities: every piece request carried an origin-issued
+	// capability that seeders checked (--capabilities).
+	Capabilities bool      `json:"capabilities"`
 	Summaries    []summary `json:"summaries"`
 	P2PVsDirect  float64   `json:"p99_p2p_over_direct,omitempty"`
 	Phases       []*phase  `json:"phases"`
@@ -95,7 +98,7 @@ func summarize(o options, ph *phase, bound float64) summary {
 }
 
 func buildReport(o options, phases []*phase) *report {
-	r := &report{Agents: o.Agents, ImageBytes: o.Image, Layers: o.Layers, LinkBps: o.LinkBps, Phases: phases}
+	r := &report{Agents: o.Agents, ImageBytes: o.Image, Layers: o.Layers, LinkBps: o.LinkBps, Capabilities: o.Capabilities, Phases: phases}
 	if o.LinkBps > 0 {
 		r.BoundSeconds = float64(o.Image) / float64(o.LinkBps)
 	}
@@ -115,6 +118,9 @@ func (r *report) text(w io.Writer) {
 	fmt.Fprintf(w, "\nShoal load test: %d agents pulling a %s image in %d layers", r.Agents, mib(r.ImageBytes), r.Layers)
 	if r.LinkBps > 0 {
 		fmt.Fprintf(w, ", every link capped at %.0f Mbit/s (bound: image ÷ link = %.1fs)", float64(r.LinkBps)*8/1e6, r.BoundSeconds)
+	}
+	if r.Capabilities {
+		fmt.Fprint(w, "; piece requests carry capabilities")
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "\n%-7s %8s %8s %8s %8s %9s %10s %10s %14s %8s %12s %6s\n",

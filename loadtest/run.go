@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +52,10 @@ type options struct {
 	// LogLevel of the fleet's processes (default warn); their logs are
 	// kept beside the report.
 	LogLevel string
+	// Capabilities gives the origins a capability key and the agents its
+	// public half, so every piece request carries a capability the origin
+	// issued (repository isolation on P2P), to measure what it costs.
+	Capabilities bool
 }
 
 // phase is one fleet's pull, measured.
@@ -103,19 +110,25 @@ type agentCounters struct {
 	OriginOK    int64 `json:"origin_requests_ok"`
 	OriginBusy  int64 `json:"origin_requests_busy"`
 	OriginError int64 `json:"origin_requests_error"`
+	// Capabilities fetched from the origins, and piece streams this
+	// agent's seeder refused for want of a valid one (--capabilities).
+	CapabilitiesFetched int64 `json:"capabilities_fetched"`
+	CapabilitiesRefused int64 `json:"capabilities_refused"`
 }
 
 func agentCountersOf(m map[string]float64) agentCounters {
-	const req = "shoal_agent_origin_requests_total"
+	const req, capab = "shoal_agent_origin_requests_total", "shoal_agent_capabilities_total"
 	return agentCounters{
-		DuplicateBytes: int64(m["shoal_agent_duplicate_bytes_total"]),
-		Expired:        int64(m["shoal_agent_requests_expired_total"]),
-		BusyReceived:   int64(m["shoal_agent_busy_received_total"]),
-		BusySent:       int64(m["shoal_agent_busy_sent_total"]),
-		Stalls:         int64(m["shoal_agent_stalls_total"]),
-		OriginOK:       int64(labelled(m, req, "result", "ok")),
-		OriginBusy:     int64(labelled(m, req, "result", "busy")),
-		OriginError:    int64(labelled(m, req, "result", "error")),
+		CapabilitiesFetched: int64(labelled(m, capab, "result", "fetched")),
+		CapabilitiesRefused: int64(labelled(m, capab, "result", "refused")),
+		DuplicateBytes:      int64(m["shoal_agent_duplicate_bytes_total"]),
+		Expired:             int64(m["shoal_agent_requests_expired_total"]),
+		BusyReceived:        int64(m["shoal_agent_busy_received_total"]),
+		BusySent:            int64(m["shoal_agent_busy_sent_total"]),
+		Stalls:              int64(m["shoal_agent_stalls_total"]),
+		OriginOK:            int64(labelled(m, req, "result", "ok")),
+		OriginBusy:          int64(labelled(m, req, "result", "busy")),
+		OriginError:         int64(labelled(m, req, "result", "error")),
 	}
 }
 
@@ -126,6 +139,8 @@ func (c *agentCounters) add(d agentCounters) {
 	c.BusySent += d.BusySent
 	c.Stalls += d.Stalls
 	c.OriginOK += d.OriginOK
+	c.CapabilitiesFetched += d.CapabilitiesFetched
+	c.CapabilitiesRefused += d.CapabilitiesRefused
 	c.OriginBusy += d.OriginBusy
 	c.OriginError += d.OriginError
 }
@@ -371,7 +386,19 @@ func startOrigin(ctx context.Context, f *fleet, topo topology, i int, o options,
 			return nil, fmt.Errorf("cluster secret: %w", err)
 		}
 	}
-	args := []string{"--id", id, "--addr", addr, "--advertise", addr, "--cluster-secret-file", secret,
+	cfgFile := filepath.Join(f.dir, "origin-"+id+".yaml")
+	var cfg string
+	if o.Capabilities {
+		priv, _, err := f.capabilityKeys()
+		if err != nil {
+			return nil, err
+		}
+		cfg = fmt.Sprintf("capability_key_file: %q\n", priv)
+	}
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	args := []string{"--config", cfgFile, "--id", id, "--addr", addr, "--advertise", addr, "--cluster-secret-file", secret,
 		"--data-dir", filepath.Join(f.dir, "origin-"+id), "--etcd-endpoints", etcd, "--replicas", strconv.Itoa(min(2, o.Origins)),
 		"--p2p-listen", fmt.Sprintf("/ip4/%s/tcp/%d", pl.ip, p2pPort), "--log-level", o.logLevel()}
 	if o.LinkBps > 0 && !o.Netns {
@@ -530,6 +557,13 @@ func startAgent(ctx context.Context, f *fleet, topo topology, i int, o options, 
 		addr, filepath.Join(f.dir, name), o.logLevel(), strings.Join(quoted, ", "), pl.ip, p2pPort)
 	if mode == "p2p" {
 		cfg += fmt.Sprintf("tracker: %q\n", tracker)
+	}
+	if o.Capabilities {
+		_, pub, err := f.capabilityKeys()
+		if err != nil {
+			return nil, err
+		}
+		cfg += fmt.Sprintf("capability_public_key_file: %q\n", pub)
 	}
 	if o.LinkBps > 0 && !o.Netns {
 		cfg += fmt.Sprintf("upload_rate: %d\ndownload_rate: %d\n", o.LinkBps, o.LinkBps)
@@ -946,4 +980,33 @@ func (o options) logLevel() string {
 		return "warn"
 	}
 	return o.LogLevel
+}
+
+// capabilityKeys writes the fleet's capability key pair, once, as an
+// operator would with openssl genpkey -algorithm ed25519: the private key
+// for the origins (PKCS #8), the public one for the agents (PKIX).
+func (f *fleet) capabilityKeys() (priv, pub string, err error) {
+	priv, pub = filepath.Join(f.dir, "capability.key"), filepath.Join(f.dir, "capability.pub")
+	if _, err := os.Stat(pub); err == nil {
+		return priv, pub, nil
+	}
+	pk, sk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", "", fmt.Errorf("capability key: %w", err)
+	}
+	skDER, err := x509.MarshalPKCS8PrivateKey(sk)
+	if err != nil {
+		return "", "", fmt.Errorf("capability key: %w", err)
+	}
+	pkDER, err := x509.MarshalPKIXPublicKey(pk)
+	if err != nil {
+		return "", "", fmt.Errorf("capability key: %w", err)
+	}
+	if err := os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: skDER}), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkDER}), 0o644); err != nil {
+		return "", "", err
+	}
+	return priv, pub, nil
 }
