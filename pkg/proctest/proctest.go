@@ -6,6 +6,7 @@ package proctest
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -35,15 +36,55 @@ func Binary(t testing.TB, component string) string {
 	return out
 }
 
-// FreeAddr returns a loopback host:port nothing listens on right now.
+// FreeAddr returns a loopback host:port nothing listens on right now, for
+// a process to bind later. The port comes from below the kernel's
+// ephemeral range (ip_local_port_range), not from a ":0" listener: that
+// range is where every outgoing connection and ":0" listener of the other
+// tests and processes take theirs, and one of them took a port handed out
+// here before its process bound it ("address already in use" in CI).
+// Ports are handed out in turn from a random start, so test binaries
+// running side by side rarely meet.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ports.mu.Lock()
+	defer ports.mu.Unlock()
+	if ports.lo == 0 {
+		ports.lo, ports.hi = reservedPorts()
+		ports.next = ports.lo + rand.IntN(ports.hi-ports.lo)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	for range ports.hi - ports.lo {
+		p := ports.next
+		if ports.next++; ports.next >= ports.hi {
+			ports.next = ports.lo
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return ln.Addr().String()
+	}
+	t.Fatalf("no free port in %d-%d", ports.lo, ports.hi)
+	return ""
+}
+
+var ports struct {
+	mu           sync.Mutex
+	lo, hi, next int
+}
+
+// reservedPorts is the range FreeAddr hands out: from 20000 up to the
+// kernel's ephemeral range (32768 by default).
+func reservedPorts() (lo, hi int) {
+	lo, hi = 20000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > lo+1000 {
+				hi = n
+			}
+		}
+	}
+	return lo, hi
 }
 
 // Proc is a running executable.
