@@ -3,11 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"os"
@@ -24,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"gopkg.in/yaml.v3"
 
+	"github.com/shoal-project/shoal/pkg/capability"
 	"github.com/shoal-project/shoal/pkg/proctest"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
@@ -106,20 +104,10 @@ func writeSecret(t *testing.T, dir, name, content string) string {
 // would: the private key for origins, the public one for agents.
 func capabilityKeyFiles(t *testing.T, dir string) (keyFile, pubFile string) {
 	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(nil)
-	if err != nil {
+	keyFile, pubFile = filepath.Join(dir, "capability.key"), filepath.Join(dir, "capability.pub")
+	if _, err := capability.WriteKeyPair(keyFile, pubFile); err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pder, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile = writeSecret(t, dir, "capability.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
-	pubFile = writeSecret(t, dir, "capability.pub", string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pder})))
 	return keyFile, pubFile
 }
 

@@ -3,13 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/shoal-project/shoal/pkg/capability"
 )
 
 // options say what fleet to run.
@@ -990,22 +989,7 @@ func (f *fleet) capabilityKeys() (priv, pub string, err error) {
 	if _, err := os.Stat(pub); err == nil {
 		return priv, pub, nil
 	}
-	pk, sk, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return "", "", fmt.Errorf("capability key: %w", err)
-	}
-	skDER, err := x509.MarshalPKCS8PrivateKey(sk)
-	if err != nil {
-		return "", "", fmt.Errorf("capability key: %w", err)
-	}
-	pkDER, err := x509.MarshalPKIXPublicKey(pk)
-	if err != nil {
-		return "", "", fmt.Errorf("capability key: %w", err)
-	}
-	if err := os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: skDER}), 0o600); err != nil {
-		return "", "", err
-	}
-	if err := os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkDER}), 0o644); err != nil {
+	if _, err := capability.WriteKeyPair(priv, pub); err != nil {
 		return "", "", err
 	}
 	return priv, pub, nil

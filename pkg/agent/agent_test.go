@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-project/shoal/pkg/agent"
@@ -456,7 +454,7 @@ func TestCorruptCacheNeverServed(t *testing.T) {
 			a := startAgent(t, tr.Addr, o.URL, agent.Config{DataDir: dir})
 			getAll(t, []string{a.url}, layer)
 			a.stop()
-			flipByte(t, filepath.Join(dir, "cache", "blobs", "sha256", mi.Digest.Hex()[:2], mi.Digest.Hex()), tt.flip)
+			agent.FlipByte(t, filepath.Join(dir, "cache", "blobs", "sha256", mi.Digest.Hex()[:2], mi.Digest.Hex()), tt.flip)
 			a = startAgent(t, tr.Addr, o.URL, agent.Config{DataDir: dir})
 			bad := int(tt.flip / mi.PieceLength)
 			if tt.peerFirst {
@@ -492,17 +490,9 @@ func TestCorruptCacheNeverServed(t *testing.T) {
 // arrives and does not verify fails the test.
 func askPiece(t *testing.T, h host.Host, a testAgent, mi *metainfo.MetaInfo, i int) bool {
 	t.Helper()
-	id, err := peer.Decode(a.PeerID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	info := peer.AddrInfo{ID: id}
-	for _, s := range a.Addrs() {
-		info.Addrs = append(info.Addrs, ma.StringCast(s))
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := p2p.Dial(ctx, h, info, mi, p2ptest.Empty{MI: mi})
+	c, err := p2p.Dial(ctx, h, agentInfo(t, a), mi, p2ptest.Empty{MI: mi})
 	if err != nil {
 		t.Logf("dial: %v", err)
 		return false
@@ -530,22 +520,5 @@ func askPiece(t *testing.T, h host.Host, a testAgent, mi *metainfo.MetaInfo, i i
 		default:
 			return true
 		}
-	}
-}
-
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x01
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
@@ -23,15 +21,7 @@ import (
 // errNotFound: the origins issue none (no key configured) or repo does not
 // hold d.
 func (a *Agent) fetchCapability(ctx context.Context, up Upstream, repo string, d digest.Digest) (*shoalpb.Capability, error) {
-	resp, err := a.originGet(ctx, up, http.MethodGet, capability.HTTPPath+repo+"/"+d.String()+"?peer="+a.host.ID().String(), nil)
-	if err != nil {
-		return nil, fmt.Errorf("capability for %s: %w", d, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("capability for %s: origin said %s", d, resp.Status)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	b, err := a.originBody(ctx, up, capability.HTTPPath+repo+"/"+d.String()+"?peer="+a.host.ID().String(), 4<<10)
 	if err != nil {
 		return nil, fmt.Errorf("capability for %s: %w", d, err)
 	}

@@ -4,8 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/x509"
-	"encoding/pem"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,20 +33,12 @@ import (
 // openssl would: the private key for origins, the public one for agents.
 func capabilityKeys(t *testing.T) (priv ed25519.PrivateKey, keyFile, pubFile string) {
 	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(nil)
+	dir := t.TempDir()
+	keyFile, pubFile = filepath.Join(dir, "capability.key"), filepath.Join(dir, "capability.pub")
+	priv, err := capability.WriteKeyPair(keyFile, pubFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pder, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile = writeFile(t, "capability.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
-	pubFile = writeFile(t, "capability.pub", string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pder})))
 	return priv, keyFile, pubFile
 }
 

@@ -52,6 +52,20 @@ var errNotFound = errors.New("not found on the origin")
 // originGet sends req-like GETs to each origin of up in turn until one
 // answers with a status other than a server error. The caller closes the
 // body.
+// originBody GETs path from up's origins and returns the body of a 200,
+// at most limit bytes of it.
+func (a *Agent) originBody(ctx context.Context, up Upstream, path string, limit int64) ([]byte, error) {
+	resp, err := a.originGet(ctx, up, http.MethodGet, path, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("origin said %s", resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, limit))
+}
+
 func (a *Agent) originGet(ctx context.Context, up Upstream, method, path string, hdr http.Header) (*http.Response, error) {
 	var errs []error
 	for _, base := range up.Origins {
@@ -103,15 +117,7 @@ func (a *Agent) metaInfo(ctx context.Context, d digest.Digest, up Upstream) (*me
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.OriginTimeout)
 	defer cancel()
-	resp, err := a.originGet(ctx, up, http.MethodGet, metainfo.HTTPPath+d.String(), nil)
-	if err != nil {
-		return nil, fmt.Errorf("metainfo of %s: %w", d, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("metainfo of %s: origin said %s", d, resp.Status)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	b, err := a.originBody(ctx, up, metainfo.HTTPPath+d.String(), 1<<20)
 	if err != nil {
 		return nil, fmt.Errorf("metainfo of %s: %w", d, err)
 	}

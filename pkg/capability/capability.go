@@ -169,3 +169,29 @@ func LoadPublicKey(path string) (ed25519.PublicKey, error) {
 	}
 	return ek, nil
 }
+
+// WriteKeyPair makes a cluster capability key pair and writes it as
+// openssl would, readable by LoadPrivateKey and LoadPublicKey: the private
+// key (PKCS #8, mode 0600) for the origins, the public one (PKIX) for the
+// agents.
+func WriteKeyPair(keyFile, pubFile string) (ed25519.PrivateKey, error) {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, fmt.Errorf("capability key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("capability key: %w", err)
+	}
+	pder, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("capability key: %w", err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, fmt.Errorf("capability key: %w", err)
+	}
+	if err := os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pder}), 0o644); err != nil {
+		return nil, fmt.Errorf("capability key: %w", err)
+	}
+	return priv, nil
+}
