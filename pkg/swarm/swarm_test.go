@@ -161,19 +161,23 @@ func (b *pausingBlob) ReadAt(p []byte, off int64) (int, error) {
 // from the origin.
 func TestStallTopsUpFromOrigin(t *testing.T) {
 	tr := newTracker(t)
-	blob := p2ptest.NewBlob(2<<20, 128<<10) // 16 pieces
+	blob := p2ptest.NewBlob(8<<20, 128<<10) // 64 pieces
 	const piece = 128 << 10
-	seedAs(t, tr, blob.MI.Digest, &pausingBlob{Blob: blob, at: 4, pause: 1500 * time.Millisecond})
-	// The peer's requests expire about 0.5s into the pause, it rests, the
-	// swarm is quiet 300ms later; a real origin takes a while per piece
-	// (300ms here), so in what is left of the pause a piece or two come.
+	seedAs(t, tr, blob.MI.Digest, &pausingBlob{Blob: blob, at: 4, pause: 3 * time.Second})
+	// The peer's requests expire into the pause, it rests, the swarm goes
+	// quiet; a real origin takes a while per piece (300ms here), so in
+	// what is left of the pause a few pieces come. The pause is long
+	// enough for a quiet limit stretched by deadlines measured on a loaded
+	// machine (CI under -race), which outlasted a 1.5s pause.
 	origin := &memOrigin{data: blob.Data, delay: 300 * time.Millisecond}
 	st, err := fetch(t, tr, blob, origin, swarm.Config{StallTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.FromOrigin < piece || st.FromOrigin > 3*piece || st.FromPeers < blob.MI.Size-3*piece || st.Stalls != 1 {
-		t.Fatalf("stats %+v: want one stall, a piece or a few from the origin, the rest from the peer", st)
+	// At most the pause's worth of origin pieces (10) and the one in
+	// flight at each end.
+	if st.FromOrigin < piece || st.FromOrigin > 12*piece || st.FromPeers < blob.MI.Size-12*piece || st.Stalls < 1 || st.Stalls > 2 {
+		t.Fatalf("stats %+v: want a stall, at most the pause's worth of pieces from the origin, the rest from the peer", st)
 	}
 }
 
@@ -299,7 +303,9 @@ func TestOriginBusyKeepsTheSwarm(t *testing.T) {
 	if n := origin.asked.Load(); n < 1 || n > 20 {
 		t.Fatalf("origin asked %d times in at most 3.7s of quiet with a 200ms hint", n)
 	}
-	if st.FromOrigin != 0 || st.FromPeers < blob.MI.Size || st.Stalls != 1 {
+	// One quiet spell, or two when the first ends in the pause and the
+	// quiet limit runs out again before the seeder is back.
+	if st.FromOrigin != 0 || st.FromPeers < blob.MI.Size || st.Stalls < 1 || st.Stalls > 2 {
 		t.Fatalf("stats %+v", st)
 	}
 }
