@@ -4,25 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoal-project/shoal/pkg/embedetcd"
 	"github.com/shoal-project/shoal/pkg/membership"
+	"github.com/shoal-project/shoal/pkg/proctest"
 	"github.com/shoal-project/shoal/pkg/tlsconfig"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // TestConfigRefusesPlaintextBeyondLoopback: settings are checked before
 // anything binds.
@@ -78,8 +68,8 @@ func TestTLS(t *testing.T) {
 	defer cancel()
 	s, err := embedetcd.Start(ctx, embedetcd.Config{
 		Dir:       t.TempDir(),
-		ClientURL: "https://" + freeAddr(t),
-		PeerURL:   "https://" + freeAddr(t),
+		ClientURL: "https://" + proctest.FreeAddr(t),
+		PeerURL:   "https://" + proctest.FreeAddr(t),
 		TLS:       pki,
 	})
 	if err != nil {

@@ -6,7 +6,6 @@ package etcdtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,18 +18,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/shoal-project/shoal/pkg/embedetcd"
+	"github.com/shoal-project/shoal/pkg/proctest"
 )
-
-// freePort reserves a loopback port long enough to learn its number.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // Embedded starts a single-node embedded etcd and returns its endpoints.
 func Embedded(t testing.TB) []string {
@@ -39,8 +28,8 @@ func Embedded(t testing.TB) []string {
 	defer cancel()
 	s, err := embedetcd.Start(ctx, embedetcd.Config{
 		Dir:       t.TempDir(),
-		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		ClientURL: "http://" + proctest.FreeAddr(t),
+		PeerURL:   "http://" + proctest.FreeAddr(t),
 	})
 	if err != nil {
 		t.Fatalf("embedded etcd: %v", err)
@@ -85,8 +74,8 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	for i := range ms {
 		ms[i] = member{
 			name:   fmt.Sprintf("m%d", i),
-			client: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-			peer:   fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+			client: "http://" + proctest.FreeAddr(t),
+			peer:   "http://" + proctest.FreeAddr(t),
 		}
 		initial = append(initial, ms[i].name+"="+ms[i].peer)
 	}
