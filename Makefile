@@ -83,7 +83,7 @@ tools:
 ## manifests: render the Helm chart into plain manifests for kubectl users
 # (without generated keys: in a committed file they would be every user's)
 manifests:
-	helm template shoal deploy/helm/shoal --namespace shoal --set tls.generate=false --set p2p.psk.generate=false > deploy/kubernetes/shoal.yaml
+	helm template shoal deploy/helm/shoal --namespace shoal --set tls.generate=false --set p2p.psk.generate=false --set capabilities.generate=false > deploy/kubernetes/shoal.yaml
 
 clean:
 	rm -rf $(BIN)

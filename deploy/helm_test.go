@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -21,6 +22,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/shoal-project/shoal/pkg/capability"
 	"github.com/shoal-project/shoal/pkg/proctest"
 )
 
@@ -272,7 +274,7 @@ func TestHelmChart(t *testing.T) {
 
 // manifestSet is what `make manifests` renders with besides the defaults:
 // no generated keys, which in a committed file would be everyone's.
-var manifestSet = []string{"--set", "tls.generate=false", "--set", "p2p.psk.generate=false"}
+var manifestSet = []string{"--set", "tls.generate=false", "--set", "p2p.psk.generate=false", "--set", "capabilities.generate=false"}
 
 // The plain manifests beside the chart are the chart rendered with its
 // defaults, less the generated keys: `make manifests` keeps them so.
@@ -467,6 +469,20 @@ func TestHelmDefaultsAreSafe(t *testing.T) {
 				t.Error("the default install generates no private-network key")
 			}
 
+			// Piece capabilities: origins hold the private key, agents only
+			// the public half, and the two are a pair.
+			keyFile, pubFile := str(origin, "capability_key_file"), str(agent, "capability_public_key_file")
+			fromSecret("shoal-origin", keyFile)
+			fromSecret("shoal-agent", pubFile)
+			for _, v := range specs["shoal-agent"].Volumes {
+				if v.Secret != nil && v.Secret.SecretName == "shoal-capability-key" {
+					t.Error("the agents mount the capability private key")
+				}
+			}
+			if values == nil {
+				checkCapabilityPair(t, r)
+			}
+
 			// Generated certificates chain to the CA and name what is
 			// dialled: the Service and pods of each component.
 			if values == nil {
@@ -634,4 +650,47 @@ func validFor(s *corev1.Secret, name string) bool {
 	}
 	cert, err := x509.ParseCertificate(blk.Bytes)
 	return err == nil && cert.VerifyHostname(name) == nil
+}
+
+// checkCapabilityPair fails unless the rendered capability Secrets hold an
+// Ed25519 private key and its public half, each as the component that
+// mounts it loads it.
+func checkCapabilityPair(t *testing.T, r rendered) ed25519.PrivateKey {
+	t.Helper()
+	keySecret, pubSecret := r.secrets["shoal-capability-key"], r.secrets["shoal-capability-public"]
+	if keySecret == nil || pubSecret == nil {
+		t.Fatal("the default install generates no capability key")
+	}
+	dir := t.TempDir()
+	keyFile, pubFile := filepath.Join(dir, "capability.key"), filepath.Join(dir, "capability.pub")
+	os.WriteFile(keyFile, keySecret.Data["capability.key"], 0o600)
+	os.WriteFile(pubFile, pubSecret.Data["capability.pub"], 0o644)
+	priv, err := capability.LoadPrivateKey(keyFile)
+	if err != nil {
+		t.Fatalf("the origins cannot load the generated key: %v", err)
+	}
+	pub, err := capability.LoadPublicKey(pubFile)
+	if err != nil {
+		t.Fatalf("the agents cannot load the generated public key: %v", err)
+	}
+	if !pub.Equal(priv.Public()) {
+		t.Fatal("the agents' public key is not the origins' key's")
+	}
+	return priv
+}
+
+// TestHelmCapabilityKeyOfYourOwn: a key given in the values is the one the
+// origins sign with, and the agents get its public half.
+func TestHelmCapabilityKeyOfYourOwn(t *testing.T) {
+	_, mine, _ := ed25519.GenerateKey(nil)
+	der, _ := x509.MarshalPKCS8PrivateKey(mine)
+	values, _ := yaml.Marshal(map[string]any{"capabilities": map[string]any{
+		"key": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))}})
+	f := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(f, values, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := checkCapabilityPair(t, render(t, f)); !got.Equal(mine) {
+		t.Fatal("the origins sign with a generated key, not the one given")
+	}
 }

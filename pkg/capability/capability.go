@@ -27,6 +27,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -117,7 +119,9 @@ func (v *Verifier) Verify(c *shoalpb.Capability, d digest.Digest, p peer.ID) err
 // maxKeyFile bounds a key file; a PEM Ed25519 key is about 120 bytes.
 const maxKeyFile = 64 << 10
 
-func readPEM(path, want string) ([]byte, error) {
+// readPEM returns the first PEM block of path, which must be one of the
+// types in want.
+func readPEM(path string, want ...string) (*pem.Block, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKey, err)
@@ -128,20 +132,20 @@ func readPEM(path, want string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrKey, path, err)
 	}
 	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != want {
-		return nil, fmt.Errorf("%w: %s holds no PEM %q block", ErrKey, path, want)
+	if blk != nil && slices.Contains(want, blk.Type) {
+		return blk, nil
 	}
-	return blk.Bytes, nil
+	return nil, fmt.Errorf("%w: %s holds no PEM %s block", ErrKey, path, `"`+strings.Join(want, `" or "`)+`"`)
 }
 
 // LoadPrivateKey reads an Ed25519 private key in PKCS #8 PEM, as
 // `openssl genpkey -algorithm ed25519` writes it.
 func LoadPrivateKey(path string) (ed25519.PrivateKey, error) {
-	der, err := readPEM(path, "PRIVATE KEY")
+	blk, err := readPEM(path, "PRIVATE KEY")
 	if err != nil {
 		return nil, err
 	}
-	k, err := x509.ParsePKCS8PrivateKey(der)
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrKey, path, err)
 	}
@@ -153,19 +157,32 @@ func LoadPrivateKey(path string) (ed25519.PrivateKey, error) {
 }
 
 // LoadPublicKey reads an Ed25519 public key in PKIX PEM, as
-// `openssl pkey -in key.pem -pubout` writes it.
+// `openssl pkey -in key.pem -pubout` writes it, or takes it from a PEM
+// certificate for that key. The certificate form exists for Helm, whose
+// template functions cannot derive a public key from a private one but
+// can put it into a self-signed certificate (genSelfSignedCertWithKey);
+// only the key is used: neither the certificate's signature, names nor
+// validity matter, as the file is trusted the way a public key file is.
 func LoadPublicKey(path string) (ed25519.PublicKey, error) {
-	der, err := readPEM(path, "PUBLIC KEY")
+	blk, err := readPEM(path, "PUBLIC KEY", "CERTIFICATE")
 	if err != nil {
 		return nil, err
 	}
-	k, err := x509.ParsePKIXPublicKey(der)
+	var k any
+	if blk.Type == "CERTIFICATE" {
+		var c *x509.Certificate
+		if c, err = x509.ParseCertificate(blk.Bytes); err == nil {
+			k = c.PublicKey
+		}
+	} else {
+		k, err = x509.ParsePKIXPublicKey(blk.Bytes)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrKey, path, err)
 	}
 	ek, ok := k.(ed25519.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s is a %T, not an Ed25519 key", ErrKey, path, k)
+		return nil, fmt.Errorf("%w: %s holds a %T, not an Ed25519 key", ErrKey, path, k)
 	}
 	return ek, nil
 }

@@ -1,12 +1,17 @@
 package capability
 
 import (
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,6 +97,65 @@ func TestLoadKeys(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := tt.load(tt.path); !errors.Is(err, ErrKey) {
 				t.Fatalf("error %v, want ErrKey", err)
+			}
+		})
+	}
+}
+
+// selfSigned is a PEM certificate for pub, signed by priv, as Helm's
+// genSelfSignedCertWithKey makes one.
+func selfSigned(t *testing.T, pub, priv any) []byte {
+	t.Helper()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: t0, NotAfter: t0.Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// TestLoadPublicKeyForms: the agents' public key file is a PKIX public
+// key or a certificate carrying the key (what the Helm chart can make);
+// any key but Ed25519, or another PEM block, is refused with an error
+// that says what the file holds.
+func TestLoadPublicKeyForms(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecDER, _ := x509.MarshalPKIXPublicKey(&ec.PublicKey)
+	edDER, _ := x509.MarshalPKIXPublicKey(pub)
+	privDER, _ := x509.MarshalPKCS8PrivateKey(priv)
+	expired := &x509.Certificate{SerialNumber: big.NewInt(2), NotBefore: t0.Add(-48 * time.Hour), NotAfter: t0.Add(-24 * time.Hour)}
+	expiredDER, _ := x509.CreateCertificate(rand.Reader, expired, expired, pub, priv)
+	tests := []struct {
+		name    string
+		content []byte
+		wantErr string // "" = loads pub
+	}{
+		{"PKIX public key", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: edDER}), ""},
+		{"self-signed certificate", selfSigned(t, pub, priv), ""},
+		// Only the key counts: the file is trusted as a key file is.
+		{"expired certificate", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: expiredDER}), ""},
+		{"certificate for an ECDSA key", selfSigned(t, &ec.PublicKey, ec), "*ecdsa.PublicKey, not an Ed25519 key"},
+		{"ECDSA public key", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: ecDER}), "*ecdsa.PublicKey, not an Ed25519 key"},
+		{"private key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}), `no PEM "PUBLIC KEY" or "CERTIFICATE" block`},
+		{"garbled certificate", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not DER")}), "x509"},
+		{"not PEM", []byte("hello"), "no PEM"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "capability.pub")
+			if err := os.WriteFile(p, tt.content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			k, err := LoadPublicKey(p)
+			if tt.wantErr == "" {
+				if err != nil || !k.Equal(pub) {
+					t.Fatalf("LoadPublicKey: %v, key equal %v", err, k.Equal(pub))
+				}
+				return
+			}
+			if !errors.Is(err, ErrKey) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("LoadPublicKey: %v, want ErrKey with %q", err, tt.wantErr)
 			}
 		})
 	}

@@ -97,3 +97,23 @@ Secret mounted as a file, for origins that refuse anonymous pulls. */ -}}
   readOnly: true
 {{- end }}
 {{- end -}}
+
+{{- /* The capability key: the private key for origins (component
+"origin"), the public half for agents, mounted at /etc/shoal/capability. */ -}}
+{{- define "shoal.capabilityVolume" -}}
+{{- if .root.Values.capabilities.enabled -}}
+{{- $file := ternary "capability.key" "capability.pub" (eq .component "origin") -}}
+- name: capability
+  secret:
+    secretName: {{ .root.Release.Name }}-capability-{{ ternary "key" "public" (eq .component "origin") }}
+    items: [{key: {{ $file }}, path: {{ $file }}}]
+{{- end }}
+{{- end -}}
+
+{{- define "shoal.capabilityMount" -}}
+{{- if .Values.capabilities.enabled -}}
+- name: capability
+  mountPath: /etc/shoal/capability
+  readOnly: true
+{{- end }}
+{{- end -}}
