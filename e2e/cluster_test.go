@@ -85,6 +85,7 @@ func clusterSecret(t *testing.T, dir string) string {
 type agentProc struct {
 	*proctest.Proc
 	addr, dir, config string
+	p2pPort           string // when fixed by the test
 }
 
 // startAgent runs agent name with its data under dir/name; extra is YAML

@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,14 +16,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/crypto/bcrypt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"gopkg.in/yaml.v3"
 
 	"github.com/shoal-project/shoal/pkg/capability"
+	"github.com/shoal-project/shoal/pkg/digest"
+	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/p2p"
+	"github.com/shoal-project/shoal/pkg/p2p/p2ptest"
 	"github.com/shoal-project/shoal/pkg/proctest"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
@@ -100,13 +110,19 @@ func writeSecret(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-// capabilityKeyFiles writes a cluster capability key pair as openssl
-// would: the private key for origins, the public one for agents.
+// capabilityKeyFiles makes the cluster capability key pair with the
+// openssl commands the shipped origin config gives an operator: the
+// private key for origins, the public one for agents.
 func capabilityKeyFiles(t *testing.T, dir string) (keyFile, pubFile string) {
 	t.Helper()
 	keyFile, pubFile = filepath.Join(dir, "capability.key"), filepath.Join(dir, "capability.pub")
-	if _, err := capability.WriteKeyPair(keyFile, pubFile); err != nil {
-		t.Fatal(err)
+	for _, args := range [][]string{
+		{"genpkey", "-algorithm", "ed25519", "-out", keyFile},
+		{"pkey", "-in", keyFile, "-pubout", "-out", pubFile},
+	} {
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, out)
+		}
 	}
 	return keyFile, pubFile
 }
@@ -114,8 +130,9 @@ func capabilityKeyFiles(t *testing.T, dir string) (keyFile, pubFile string) {
 // startShipped runs tracker, origin and agent on the shipped configs.
 // closed turns anonymous pull off, as an operator of a private registry
 // would, and gives the tracker and the agent a pull-only user each, as
-// the config comments say to, and the origin and the agent the piece
-// capability keys.
+// the config comments say to. Either way the origin and the agent get
+// the piece capability key files the shipped configs name, made as the
+// config comments say.
 func startShipped(t *testing.T, closed bool) *shippedCluster {
 	t.Helper()
 	dir := t.TempDir()
@@ -131,8 +148,6 @@ func startShipped(t *testing.T, closed bool) *shippedCluster {
 	secretFile := writeSecret(t, dir, "cluster-secret", c.secret)
 	c.pusher = &http.Client{Transport: basicAuth{"ci", "ci-password"}}
 	nodeAuth := map[string]any{"username": "shoal-node", "password_file": nodePassword}
-	// A closed registry closes the swarm too: origins sign piece
-	// capabilities, agents' seeders check them.
 	capKey, capPub := capabilityKeyFiles(t, dir)
 
 	trCfg := shipped(t, dir, "tracker", func(doc map[string]any) {
@@ -155,8 +170,11 @@ func startShipped(t *testing.T, closed bool) *shippedCluster {
 		if closed {
 			a["anonymous_pull"] = false
 			a["users"] = map[string]any{"shoal-node": map[string]any{"actions": []string{"pull"}}}
-			doc["capability_key_file"] = capKey
 		}
+		if doc["capability_key_file"] == "" {
+			t.Fatal("the shipped origin config leaves piece capabilities off")
+		}
+		doc["capability_key_file"] = capKey
 		section(t, doc, "etcd")["endpoints"] = []string{c.etcd}
 		section(t, doc, "cluster")["secret_file"] = secretFile
 	})
@@ -164,6 +182,7 @@ func startShipped(t *testing.T, closed bool) *shippedCluster {
 	o.WaitReady("http://"+c.origin+"/readyz", 30*time.Second)
 
 	c.agent = agentProc{addr: proctest.FreeAddr(t), dir: filepath.Join(dir, "agent")}
+	_, c.agent.p2pPort, _ = net.SplitHostPort(proctest.FreeAddr(t))
 	c.agent.config = shipped(t, dir, "agent", func(doc map[string]any) {
 		doc["addr"], doc["data_dir"], doc["tracker"] = c.agent.addr, filepath.Join(c.agent.dir, "data"), c.tracker
 		regs := section(t, doc, "registries")
@@ -177,10 +196,12 @@ func startShipped(t *testing.T, closed bool) *shippedCluster {
 				up["origin_auth"] = nodeAuth
 			}
 		}
-		if closed {
-			doc["capability_public_key_file"] = capPub
+		if doc["capability_public_key_file"] == "" {
+			t.Fatal("the shipped agent config leaves piece capabilities off")
 		}
-		section(t, doc, "p2p")["listen_addrs"] = []string{"/ip4/127.0.0.1/tcp/0"}
+		doc["capability_public_key_file"] = capPub
+		// A fixed port: the tests dial this agent's seeder.
+		section(t, doc, "p2p")["listen_addrs"] = []string{"/ip4/127.0.0.1/tcp/" + c.agent.p2pPort}
 	})
 	if err := os.MkdirAll(c.agent.dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -304,6 +325,16 @@ func TestShippedConfigPull(t *testing.T) {
 			if fetched < float64(len(im.layers)) || failed != 0 {
 				t.Errorf("tracker metainfo: %.0f fetched, %.0f failed; want %d fetched, none failed", fetched, failed, len(im.layers))
 			}
+
+			// The agent now seeds the layer. A stranger on the libp2p
+			// network gets no piece of it without a capability, and one
+			// with a capability the origin issued for it (to whom may
+			// pull the layer: anyone as shipped, CI's user when closed).
+			var creds *http.Client
+			if tt.closed {
+				creds = c.pusher
+			}
+			strangerFetch(t, c, "team/app", im.layers[0].Digest, creds)
 		})
 	}
 }
@@ -416,5 +447,103 @@ func TestTrackerUnknownDigests(t *testing.T) {
 	limited := metricWhere(t, c.trackerHTTP, "shoal_tracker_metainfo_requests_total", `result="rate_limited"`)
 	if cached < 99 || limited < 80 {
 		t.Fatalf("tracker counted %.0f negative-cache answers and %.0f rate-limited misses", cached, limited)
+	}
+}
+
+// strangerFetch: a fresh libp2p identity asks the shipped agent's seeder
+// for a piece of blob d of repo: refused ("forbidden", counted by the
+// agent) without a capability; with one the origin issued for the
+// stranger, asked with creds (nil: none), a verified piece comes. With
+// creds, the origin refuses the capability to a stranger without them.
+func strangerFetch(t *testing.T, c *shippedCluster, repo, d string, creds *http.Client) {
+	t.Helper()
+	client := http.DefaultClient
+	if creds != nil {
+		client = creds
+	}
+	blob := getBody(t, client, "http://"+c.origin+"/v2/"+repo+"/blobs/"+d)
+	mi, err := metainfo.Compute(digest.Digest(d), bytes.NewReader(blob), int64(len(blob)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := p2p.LoadOrCreateKey(filepath.Join(c.agent.dir, "data", "peer.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := peer.IDFromPrivateKey(key)
+	agent := peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/" + c.agent.p2pPort)}}
+	stranger := p2ptest.NewHost(t, p2p.HostConfig{})
+
+	refusedBefore := metricWhere(t, c.agent.addr, "shoal_agent_capabilities_total", `result="refused"`)
+	if got, err := fetchPiece(t, stranger, agent, mi, nil); got || err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Fatalf("a stranger without a capability: piece %v, err %v; want forbidden and nothing", got, err)
+	}
+	if got := metricWhere(t, c.agent.addr, "shoal_agent_capabilities_total", `result="refused"`) - refusedBefore; got != 1 {
+		t.Errorf("the agent counted %v refused streams, want 1", got)
+	}
+
+	capURL := "http://" + c.origin + capability.HTTPPath + repo + "/" + d + "?peer=" + stranger.ID().String()
+	if creds != nil {
+		if got := anonymous(t, "GET", capURL, nil); got != http.StatusUnauthorized {
+			t.Fatalf("capability for a stranger without credentials: %d, want 401", got)
+		}
+	}
+	var cp shoalpb.Capability
+	if err := proto.Unmarshal(getBody(t, client, capURL), &cp); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := fetchPiece(t, stranger, agent, mi, &cp); !got {
+		t.Fatalf("a stranger with a capability the origin issued: no piece: %v", err)
+	}
+}
+
+// getBody GETs url with client and returns the body of a 200.
+func getBody(t *testing.T, client *http.Client, url string) []byte {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v\n%s", url, resp.StatusCode, err, b)
+	}
+	return b
+}
+
+// fetchPiece asks info for piece 0 of mi, presenting c: true if a piece
+// came and verified. A piece that arrives and does not verify fails the
+// test.
+func fetchPiece(t *testing.T, h host.Host, info peer.AddrInfo, mi *metainfo.MetaInfo, c *shoalpb.Capability) (bool, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := p2p.Dial(ctx, h, info, mi, p2ptest.Empty{MI: mi}, p2p.WithCapability(c))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	if err := conn.Request(0); err != nil {
+		return false, err
+	}
+	buf := make([]byte, mi.PieceLength)
+	for {
+		ev, err := conn.Next(buf)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case ev.Busy:
+			time.Sleep(ev.RetryAfter)
+			conn.Request(0)
+		case ev.Have:
+		case ev.Piece != 0:
+			t.Fatalf("asked for piece 0, got %d", ev.Piece)
+		case !mi.VerifyPiece(0, ev.Data):
+			t.Fatal("piece 0 arrived corrupt")
+		default:
+			return true, nil
+		}
 	}
 }
