@@ -45,6 +45,10 @@ const shippedDir = "../deploy/config"
 // shippedRegistry is a registry the shipped agent config mirrors.
 const shippedRegistry = "registry.example.com"
 
+// originRegistry, among startShipped's extra registries, is the registry
+// named by the origin's host:port: images named after the origin itself.
+const originRegistry = "<origin>"
+
 // shipped reads deploy/config/<component>.yaml, applies edit to the
 // decoded document and writes the result under dir.
 func shipped(t *testing.T, dir, component string, edit func(doc map[string]any)) string {
@@ -133,7 +137,9 @@ func capabilityKeyFiles(t *testing.T, dir string) (keyFile, pubFile string) {
 // the config comments say to. Either way the origin and the agent get
 // the piece capability key files the shipped configs name, made as the
 // config comments say.
-func startShipped(t *testing.T, closed bool) *shippedCluster {
+// The agent also mirrors extraRegistries, each from the origin;
+// originRegistry stands for the origin's own host:port.
+func startShipped(t *testing.T, closed bool, extraRegistries ...string) *shippedCluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &shippedCluster{dir: dir, tracker: proctest.FreeAddr(t), trackerHTTP: proctest.FreeAddr(t),
@@ -188,6 +194,12 @@ func startShipped(t *testing.T, closed bool) *shippedCluster {
 		regs := section(t, doc, "registries")
 		if _, ok := regs[shippedRegistry]; !ok {
 			t.Fatalf("the shipped agent config does not mirror %s", shippedRegistry)
+		}
+		for _, name := range extraRegistries {
+			if name == originRegistry {
+				name = c.origin
+			}
+			regs[name] = map[string]any{}
 		}
 		for _, up := range regs {
 			up := up.(map[string]any)
