@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -73,6 +74,13 @@ func TestSystemdUnitsStartTheirBinaries(t *testing.T) {
 			dir := t.TempDir()
 			addr := proctest.FreeAddr(t)
 			argv := []string{"--config", example, "--data-dir", dir}
+			// The capability key pair as the example config says to make it.
+			capKey, capPub := filepath.Join(dir, "capability.key"), filepath.Join(dir, "capability.pub")
+			for _, a := range [][]string{{"genpkey", "-algorithm", "ed25519", "-out", capKey}, {"pkey", "-in", capKey, "-pubout", "-out", capPub}} {
+				if out, err := exec.Command("openssl", a...).CombinedOutput(); err != nil {
+					t.Fatalf("openssl %v: %v\n%s", a, err, out)
+				}
+			}
 			switch c {
 			case "origin":
 				hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
@@ -89,13 +97,13 @@ func TestSystemdUnitsStartTheirBinaries(t *testing.T) {
 					"--embedded-etcd-client-url", etcd, "--embedded-etcd-peer-url", "http://"+proctest.FreeAddr(t))
 				tp.WaitReady("http://"+trHTTP+"/readyz", time.Minute)
 				argv = append(argv, "--addr", addr, "--advertise", addr, "--htpasswd", htpasswd,
-					"--etcd-endpoints", etcd, "--cluster-secret-file", secret)
+					"--etcd-endpoints", etcd, "--cluster-secret-file", secret, "--capability-key-file", capKey)
 			case "tracker":
 				grpc := proctest.FreeAddr(t)
 				argv = append(argv, "--grpc-addr", grpc, "--advertise", grpc, "--http-addr", addr,
 					"--embedded-etcd-client-url", "http://"+proctest.FreeAddr(t), "--embedded-etcd-peer-url", "http://"+proctest.FreeAddr(t))
 			case "agent":
-				argv = append(argv, "--addr", addr, "--p2p-listen", "/ip4/127.0.0.1/tcp/0")
+				argv = append(argv, "--addr", addr, "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--capability-public-key-file", capPub)
 			}
 			p := proctest.Start(t, proctest.Binary(t, c), argv...)
 			p.WaitReady("http://"+addr+"/readyz", time.Minute)

@@ -64,6 +64,7 @@ func parse(args []string) (fileConfig, error) {
 	config.ListVar(fs, &origins, "origins", "comma-separated origin base URLs for the default registry (no ?ns=)")
 	config.ListVar(fs, &fc.P2P.ListenAddrs, "p2p-listen", "libp2p listen multiaddrs (default /ip4/0.0.0.0/tcp/4001)")
 	fs.StringVar(&fc.P2P.PSKFile, "p2p-psk", "", "private-network key file")
+	fs.StringVar(&fc.CapabilityPublicKeyFile, "capability-public-key-file", "", "the origins' capability public key (PKIX PEM or a certificate for it); empty: seed to any peer")
 	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "seeding limit in bytes/s (0: unlimited)")
 	fs.Int64Var(&fc.DownloadRate, "download-rate", 0, "download limit in bytes/s over all blobs (0: unlimited)")
 	fs.StringVar(&fc.Zone, "zone", "", "topology zone")

@@ -73,6 +73,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.IntVar(&fc.Cluster.Replicas, "replicas", 3, "origins that own each blob")
 	fs.StringVar(&fc.Cluster.Replication, "replication", "sync", "sync: push returns after the owners have the blob; async: after this origin has it")
 	fs.StringVar(&fc.Cluster.SecretFile, "cluster-secret-file", "", "file holding the token origins present to each other's internal endpoints (required with etcd)")
+	fs.StringVar(&fc.CapabilityKeyFile, "capability-key-file", "", "Ed25519 key (PKCS #8 PEM) the origins sign piece capabilities with; empty: seeders serve any peer")
 	fs.StringVar(&fc.TLS.CertFile, "tls-cert", "", "PEM certificate: serve HTTPS (reloaded when the file changes)")
 	fs.StringVar(&fc.TLS.KeyFile, "tls-key", "", "PEM key of --tls-cert")
 	config.ListVar(fs, &fc.TLS.ClientNames, "tls-client-names", "with --tls-client-ca: internal endpoints only for client certificates valid for one of these names")
