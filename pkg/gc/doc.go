@@ -12,8 +12,9 @@
 //     removed with etcd transactions that compare the revisions read at R0,
 //     so a manifest pushed or tagged again meanwhile stays).
 //  3. Mark: every manifest still in the index, its blobs and its children.
-//  4. Sweep this origin's own store: an unmarked blob whose bytes and last
-//     touch are older than the grace period is condemned — its blob links
+//  4. Sweep this origin's own store: an unmarked blob whose last touch (its
+//     file's time if it was never touched) is older than the grace period
+//     is condemned — its blob links
 //     removed in a transaction that succeeds only if the digest's touch key
 //     is still at the revision read at R0 — and then deleted under the
 //     store's per-digest lock after re-reading that revision once more. A

@@ -309,11 +309,9 @@ func (c *Collector) sweep(ctx context.Context, o Options, snap *repostore.Snapsh
 			return err
 		}
 		d := info.Digest
-		if now.Sub(info.ModTime) < c.cfg.Grace {
-			continue
-		}
+		young := now.Sub(info.ModTime) < c.cfg.Grace
 		if marked[d] {
-			if slices.Contains(c.cluster.Owners(d), self) || !c.ownersHold(ctx, d) {
+			if young || slices.Contains(c.cluster.Owners(d), self) || !c.ownersHold(ctx, d) {
 				continue
 			}
 			c.remove(ctx, o, d, "not_owner", lim, rep, func(context.Context) (bool, error) {
@@ -322,8 +320,15 @@ func (c *Collector) sweep(ctx context.Context, o Options, snap *repostore.Snapsh
 			})
 			continue
 		}
+		// The last push's touch decides, not the file's time: a copy
+		// made by replication or a manifest cached here is no new use.
+		// Only a blob never touched (stored before touches existed)
+		// falls back on its file time.
 		touched := snap.Touches[d]
-		if touched.Revision != 0 && now.Sub(touched.At) < c.cfg.Grace {
+		if touched.Revision != 0 {
+			young = now.Sub(touched.At) < c.cfg.Grace
+		}
+		if young {
 			continue
 		}
 		if !o.DryRun {
