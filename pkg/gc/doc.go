@@ -31,8 +31,10 @@
 // links them. Take a push that touches digest X at revision T, and GC's
 // condemn transaction for X at revision C:
 //
-//   - T < R0: the touch is in the snapshot; it is recent (within grace,
-//     which outlasts a push), so X is no candidate.
+//   - T < R0: the touch is in the snapshot, and a push still running at R0
+//     touched within grace of the snapshot's time (grace outlasts a push;
+//     ages are measured at the snapshot, however long the pass then
+//     takes), so X is no candidate.
 //   - R0 < T < C: the condemn transaction compares the touch key with its
 //     R0 revision and fails; X keeps its links and bytes.
 //   - T > C: X's links are already gone, so the push's reference checks

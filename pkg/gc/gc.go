@@ -174,6 +174,12 @@ func (c *Collector) Pass(ctx context.Context, o Options) (*Report, error) {
 }
 
 func (c *Collector) pass(ctx context.Context, o Options, rep *Report) error {
+	// Ages are measured at the snapshot, not when the sweep reaches a
+	// blob: a push that touched a digest just before the snapshot and
+	// links it just after must find it young however long the pass
+	// takes (reading hundreds of manifests, a paced sweep). Taken before
+	// the read, so it is no later than the snapshot's revision.
+	at := c.now()
 	snap, err := c.index.Snapshot(ctx)
 	if err != nil {
 		return err
@@ -204,7 +210,7 @@ func (c *Collector) pass(ctx context.Context, o Options, rep *Report) error {
 		gone[k] = true
 	}
 	if o.Retention {
-		if err := c.retain(ctx, o, snap, parsed, lim, gone, rep); err != nil {
+		if err := c.retain(ctx, o, at, snap, parsed, lim, gone, rep); err != nil {
 			return err
 		}
 	}
@@ -224,11 +230,11 @@ func (c *Collector) pass(ctx context.Context, o Options, rep *Report) error {
 		}
 	}
 	rep.Marked = len(marked)
-	return c.sweep(ctx, o, snap, marked, lim, rep)
+	return c.sweep(ctx, o, at, snap, marked, lim, rep)
 }
 
 // retain applies the retention rules repository by repository.
-func (c *Collector) retain(ctx context.Context, o Options, snap *repostore.Snapshot, parsed map[digest.Digest]*manifest.Manifest, lim *rate.Limiter, gone map[string]bool, rep *Report) error {
+func (c *Collector) retain(ctx context.Context, o Options, now time.Time, snap *repostore.Snapshot, parsed map[digest.Digest]*manifest.Manifest, lim *rate.Limiter, gone map[string]bool, rep *Report) error {
 	tags := map[string][]repostore.SnapTag{}
 	for _, t := range snap.Tags {
 		tags[t.Repo] = append(tags[t.Repo], t)
@@ -241,7 +247,6 @@ func (c *Collector) retain(ctx context.Context, o Options, snap *repostore.Snaps
 		}
 		ms[sm.Repo] = append(ms[sm.Repo], rm)
 	}
-	now := c.now()
 	for repo, list := range ms {
 		rule := ruleFor(c.cfg.Retention, repo)
 		tagDrops, drops := plan(rule, tags[repo], list, now, c.cfg.Grace)
@@ -296,13 +301,12 @@ func (c *Collector) retain(ctx context.Context, o Options, snap *repostore.Snaps
 }
 
 // sweep removes what this origin no longer needs from its own store.
-func (c *Collector) sweep(ctx context.Context, o Options, snap *repostore.Snapshot, marked map[digest.Digest]bool, lim *rate.Limiter, rep *Report) error {
+func (c *Collector) sweep(ctx context.Context, o Options, now time.Time, snap *repostore.Snapshot, marked map[digest.Digest]bool, lim *rate.Limiter, rep *Report) error {
 	var infos []blobstore.Info
 	if err := c.store.Walk(ctx, func(i blobstore.Info) error { infos = append(infos, i); return nil }); err != nil {
 		return fmt.Errorf("gc: walk store: %w", err)
 	}
 	rep.Scanned = len(infos)
-	now := c.now()
 	self := c.cluster.Self()
 	for _, info := range infos {
 		if err := ctx.Err(); err != nil {
