@@ -345,7 +345,7 @@ func TestGCCluster(t *testing.T) {
 // again after a second pass.
 func TestGCRacesPushes(t *testing.T) {
 	c := startGCCluster(t, "  deletes_per_second: 15\n")
-	const victimsN, pushers, pushesEach = 20, 20, 6
+	const victimsN, pushers, pushesEach = 20, 20, 15
 	var layers [][]byte
 	for i := range victimsN {
 		l0, l1 := randomBlob(2000+i), randomBlob(3000+i)
