@@ -105,6 +105,9 @@ func parse(args []string) (fileConfig, error) {
 	if err := fc.TLS.Validate(); err != nil {
 		return fileConfig{}, err
 	}
+	if err := fc.GC.Validate(); err != nil {
+		return fileConfig{}, err
+	}
 	// --check-config catches the missing setting; the file itself is read
 	// at start, where the mounted secret exists.
 	if len(fc.Etcd.Endpoints) > 0 && fc.Cluster.SecretFile == "" {

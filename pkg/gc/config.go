@@ -2,6 +2,7 @@ package gc
 
 import (
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -54,4 +55,13 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// Validate reports a configuration New would refuse (a bad retention
+// pattern or regular expression, a negative duration), so that
+// `--check-config` catches it before the origin starts.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	c.Retention = slices.Clone(c.Retention)
+	return c.validate()
 }
