@@ -217,14 +217,22 @@ func readable(addr string, img gcImage) error {
 	return nil
 }
 
-// TestGCCluster: on three origins, a deleted gcImage's blobs, a referrer of
+// TestGCCluster: on three origins, a deleted image's blobs, a referrer of
 // it (with its own blobs), an upload nobody referenced and a leaked
-// upload temp file are removed from every origin; the gcImage that is still
+// upload temp file are removed from every origin; the image that is still
 // tagged, sharing a layer with the deleted one, stays on its owners and
 // pulls with crane. A dry run first removes nothing.
 func TestGCCluster(t *testing.T) {
-	c := startGCCluster(t, "  temp_max_age: 1s\n  deletes_per_second: -1\n")
+	c := startGCCluster(t, "  temp_max_age: 1s\n  deletes_per_second: -1\n  retention:\n    - repositories: team/ci\n      keep_last: 1\n")
 	o0 := c.origins[0].addr
+	ci1, err := pushGCImage(o0, "team/ci", "build-1", randomBlob(202), [][]byte{randomBlob(4500)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci2, err := pushGCImage(o0, "team/ci", "build-2", randomBlob(203), [][]byte{randomBlob(4600)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	shared := randomBlob(3000)
 	a, err := pushGCImage(o0, "team/app", "a", randomBlob(200), [][]byte{randomBlob(5000), shared}, nil)
 	if err != nil {
@@ -249,9 +257,10 @@ func TestGCCluster(t *testing.T) {
 	}
 	deleteManifest(t, o0, "team/app", b.manifest)
 
-	keep := append([]digest.Digest{a.manifest}, a.blobs...)
-	gone := []digest.Digest{b.manifest, b.blobs[0], b.blobs[2], sig.manifest, orphan}
+	keep := append([]digest.Digest{a.manifest, ci2.manifest}, append(a.blobs, ci2.blobs...)...)
+	gone := []digest.Digest{b.manifest, b.blobs[0], b.blobs[2], sig.manifest, orphan, ci1.manifest}
 	gone = append(gone, sig.blobs...)
+	gone = append(gone, ci1.blobs...)
 	time.Sleep(gcGrace + 500*time.Millisecond)
 
 	out, err := c.gc(t, 0, "--dry-run")
@@ -272,7 +281,7 @@ func TestGCCluster(t *testing.T) {
 		if n == 0 {
 			t.Errorf("dry run removed %s", d)
 		}
-		if !strings.Contains(out, string(d)) && d != b.manifest {
+		if !strings.Contains(out, string(d)) && d != b.manifest && d != ci1.manifest {
 			t.Errorf("dry run does not list %s", d)
 		}
 	}
@@ -307,8 +316,10 @@ func TestGCCluster(t *testing.T) {
 		t.Errorf("leaked temp file still there: %v", err)
 	}
 	for _, o := range c.origins {
-		if err := readable(o.addr, a); err != nil {
-			t.Errorf("kept gcImage: %v", err)
+		for _, img := range []gcImage{a, ci2} {
+			if err := readable(o.addr, img); err != nil {
+				t.Errorf("kept image: %v", err)
+			}
 		}
 		pulled := filepath.Join(t.TempDir(), "a.tar")
 		if out, err := exec.Command("crane", "pull", o.addr+"/team/app:a", pulled).CombinedOutput(); err != nil {
@@ -333,15 +344,25 @@ func TestGCCluster(t *testing.T) {
 	if reclaimed < 7000 || runs != 6 {
 		t.Errorf("bytes reclaimed %v (want ≥ 7000), runs %v (want 6: dry run and pass on 3 origins)", reclaimed, runs)
 	}
-	if !strings.Contains(out, "retention: 0 tags, 1 manifests removed") {
-		t.Errorf("gc output does not report the referrer removed with its subject")
+	for _, want := range []string{"retention: 1 tags, 2 manifests removed", "tag      team/ci:build-1",
+		"manifest team/app@" + string(sig.manifest), "manifest team/ci@" + string(ci1.manifest)} {
+		if !strings.Contains(out, want) {
+			t.Errorf("gc output lacks %q", want)
+		}
+	}
+	logged := false
+	for _, o := range c.origins {
+		logged = logged || strings.Contains(o.Logs(), "keep_last=1")
+	}
+	if !logged {
+		t.Error("no origin logged the rule that removed team/ci:build-1's manifest")
 	}
 }
 
 // TestGCRacesPushes runs a pass, slowed to a few deletions a second,
 // while 20 clients push images made of the pass's victims (HEAD, upload
 // what is missing, PUT the manifest, again on MANIFEST_BLOB_UNKNOWN), then
-// checks every blob of every pushed gcImage, through every origin, and
+// checks every blob of every pushed image, through every origin, and
 // again after a second pass.
 func TestGCRacesPushes(t *testing.T) {
 	c := startGCCluster(t, "  deletes_per_second: 15\n")
@@ -436,7 +457,7 @@ func TestGCRacesPushes(t *testing.T) {
 
 // TestGCKilledMidSweep kills (-9) the origin running a pass once it has
 // deleted a few blobs; restarted, the next pass finishes the job and the
-// tagged gcImage is still whole everywhere.
+// tagged image is still whole everywhere.
 func TestGCKilledMidSweep(t *testing.T) {
 	c := startGCCluster(t, "  deletes_per_second: 8\n")
 	o0 := c.origins[0]
@@ -494,7 +515,7 @@ func TestGCKilledMidSweep(t *testing.T) {
 	}
 	for _, o := range c.origins {
 		if err := readable(o.addr, keep); err != nil {
-			t.Errorf("kept gcImage after the kill: %v", err)
+			t.Errorf("kept image after the kill: %v", err)
 		}
 	}
 }
@@ -519,4 +540,47 @@ func (c *gcCluster) settle(t *testing.T) {
 		}
 	}
 	t.Fatal("origins kept replicating for a minute")
+}
+
+// TestGCScheduled: with gc.interval every origin collects on its own, with
+// no command; a deleted image leaves all of them, the tagged one stays.
+func TestGCScheduled(t *testing.T) {
+	c := startGCCluster(t, "  interval: 1s\n  deletes_per_second: -1\n")
+	o0 := c.origins[0].addr
+	keep, err := pushGCImage(o0, "team/app", "keep", randomBlob(300), [][]byte{randomBlob(3300)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := pushGCImage(o0, "team/app", "old", randomBlob(301), [][]byte{randomBlob(3301)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteManifest(t, o0, "team/app", old.manifest)
+	victims := append([]digest.Digest{old.manifest}, old.blobs...)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		left := 0
+		for _, o := range c.origins {
+			for _, d := range victims {
+				if o.holds(t, d) {
+					left++
+				}
+			}
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d victim copies left after 30 s of scheduled passes", left)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, o := range c.origins {
+		if err := readable(o.addr, keep); err != nil {
+			t.Errorf("kept image: %v", err)
+		}
+		if metric(t, o.addr, "shoal_origin_gc_last_success_timestamp_seconds") == 0 {
+			t.Errorf("%s: no scheduled pass succeeded", o.id)
+		}
+	}
 }

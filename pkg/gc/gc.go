@@ -250,6 +250,8 @@ func (c *Collector) retain(ctx context.Context, o Options, now time.Time, snap *
 	for repo, list := range ms {
 		rule := ruleFor(c.cfg.Retention, repo)
 		tagDrops, drops := plan(rule, tags[repo], list, now, c.cfg.Grace)
+		// Tags this pass deleted are no longer there to compare.
+		deleted := map[string]bool{}
 		for _, td := range tagDrops {
 			if err := lim.Wait(ctx); err != nil {
 				return err
@@ -264,6 +266,7 @@ func (c *Collector) retain(ctx context.Context, o Options, now time.Time, snap *
 			if !ok {
 				continue // moved since the snapshot: its new manifest decides
 			}
+			deleted[td.Tag.Tag] = true
 			c.m.tags.Inc()
 			rep.TagsDeleted = append(rep.TagsDeleted, td.Tag.Repo+":"+td.Tag.Tag)
 			c.log.Info("gc: tag removed by retention", "repo", repo, "tag", td.Tag.Tag, "digest", td.Tag.Digest, "reason", td.Reason, "dry_run", o.DryRun)
@@ -274,7 +277,7 @@ func (c *Collector) retain(ctx context.Context, o Options, now time.Time, snap *
 			}
 			var pointing []repostore.SnapTag
 			for _, t := range tags[repo] {
-				if t.Digest == dm.Manifest.Digest {
+				if t.Digest == dm.Manifest.Digest && !deleted[t.Tag] {
 					pointing = append(pointing, t)
 				}
 			}
