@@ -77,9 +77,11 @@ type Report struct {
 	Scanned          int           `json:"scanned"`
 	TagsDeleted      []string      `json:"tags_deleted,omitempty"`
 	ManifestsDeleted []string      `json:"manifests_deleted,omitempty"`
-	Blobs            []Removed     `json:"blobs,omitempty"`
-	BlobsDeleted     int           `json:"blobs_deleted"`
-	BytesDeleted     int64         `json:"bytes_deleted"`
+	// Blobs lists the first maxListed blobs removed; the counts below
+	// cover all of them.
+	Blobs        []Removed `json:"blobs,omitempty"`
+	BlobsDeleted int       `json:"blobs_deleted"`
+	BytesDeleted int64     `json:"bytes_deleted"`
 	// Kept counts victims found in use again during the pass.
 	Kept      int      `json:"kept"`
 	TempFiles int      `json:"temp_files"`
@@ -87,6 +89,10 @@ type Report struct {
 	Errors    []string `json:"errors,omitempty"`
 	Peers     []Report `json:"peers,omitempty"`
 }
+
+// maxListed bounds Report.Blobs: a first pass over a large store can
+// remove millions of blobs, and the report travels as one JSON body.
+const maxListed = 10000
 
 // Collector runs passes on one origin.
 type Collector struct {
@@ -390,7 +396,7 @@ func (c *Collector) remove(ctx context.Context, o Options, d digest.Digest, reas
 	if o.DryRun {
 		info, err := c.store.Stat(ctx, d)
 		if err == nil {
-			rep.Blobs = append(rep.Blobs, Removed{Digest: d, Size: info.Size, Reason: reason})
+			rep.list(Removed{Digest: d, Size: info.Size, Reason: reason})
 			rep.BlobsDeleted++
 			rep.BytesDeleted += info.Size
 		}
@@ -410,10 +416,16 @@ func (c *Collector) remove(ctx context.Context, o Options, d digest.Digest, reas
 		rep.Errors = append(rep.Errors, fmt.Sprintf("delete %s: %v", d, err))
 		return
 	}
-	rep.Blobs = append(rep.Blobs, Removed{Digest: d, Size: size, Reason: reason})
+	rep.list(Removed{Digest: d, Size: size, Reason: reason})
 	rep.BlobsDeleted++
 	rep.BytesDeleted += size
 	c.m.blobs.WithLabelValues(reason).Inc()
 	c.m.bytes.WithLabelValues(reason).Add(float64(size))
 	c.log.Info("gc: blob deleted", "digest", d, "bytes", size, "reason", reason)
+}
+
+func (r *Report) list(rm Removed) {
+	if len(r.Blobs) < maxListed {
+		r.Blobs = append(r.Blobs, rm)
+	}
 }
