@@ -125,6 +125,43 @@ func putBlob(addr, repo string, b []byte) (digest.Digest, error) {
 	return d, nil
 }
 
+// mounts counts mountBlob's outcomes: linked by the mount, or uploaded
+// because the source repository had lost the blob.
+var mounts struct{ linked, uploaded atomic.Int64 }
+
+// mountBlob links b into repo from repository from with a cross-repository
+// mount; when from no longer has it (GC took it) the origin opens an
+// upload session instead, and b is uploaded into it.
+func mountBlob(addr, repo, from string, b []byte) (digest.Digest, error) {
+	d := digest.FromBytes(b)
+	resp, err := http.Post("http://"+addr+"/v2/"+repo+"/blobs/uploads/?mount="+string(d)+"&from="+from, "", nil)
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusCreated:
+		mounts.linked.Add(1)
+		return d, nil
+	case http.StatusAccepted:
+		mounts.uploaded.Add(1)
+	default:
+		return "", fmt.Errorf("mount %s: %s", d, resp.Status)
+	}
+	loc := resp.Header.Get("Location")
+	req, _ := http.NewRequest(http.MethodPut, "http://"+addr+loc+"?digest="+string(d), bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("upload %s after a refused mount: %s", d, resp.Status)
+	}
+	return d, nil
+}
+
 type desc struct {
 	MediaType string        `json:"mediaType"`
 	Digest    digest.Digest `json:"digest"`
@@ -134,6 +171,12 @@ type desc struct {
 // pushGCImage pushes config and layers (each uploaded unless present) and an
 // OCI manifest for them under tag, with subject when not nil.
 func pushGCImage(addr, repo, tag string, config []byte, layers [][]byte, subject *desc) (gcImage, error) {
+	return pushGCImageFrom(addr, repo, tag, "", config, layers, subject)
+}
+
+// pushGCImageFrom is pushGCImage that mounts the layers from repository
+// from when it is not empty.
+func pushGCImageFrom(addr, repo, tag, from string, config []byte, layers [][]byte, subject *desc) (gcImage, error) {
 	img := gcImage{repo: repo, tag: tag}
 	cd, err := putBlob(addr, repo, config)
 	if err != nil {
@@ -146,7 +189,11 @@ func pushGCImage(addr, repo, tag string, config []byte, layers [][]byte, subject
 	img.blobs = append(img.blobs, cd)
 	var ls []desc
 	for _, l := range layers {
-		ld, err := putBlob(addr, repo, l)
+		put := putBlob
+		if from != "" {
+			put = func(addr, repo string, b []byte) (digest.Digest, error) { return mountBlob(addr, repo, from, b) }
+		}
+		ld, err := put(addr, repo, l)
 		if err != nil {
 			return img, err
 		}
@@ -360,8 +407,9 @@ func TestGCCluster(t *testing.T) {
 }
 
 // TestGCRacesPushes runs a pass, slowed to a few deletions a second,
-// while 20 clients push images made of the pass's victims (HEAD, upload
-// what is missing, PUT the manifest, again on MANIFEST_BLOB_UNKNOWN), then
+// while 20 clients push images made of the pass's victims (half HEAD and
+// upload what is missing, half mount it from the repository being
+// emptied; then PUT the manifest, again on MANIFEST_BLOB_UNKNOWN), then
 // checks every blob of every pushed image, through every origin, and
 // again after a second pass.
 func TestGCRacesPushes(t *testing.T) {
@@ -397,7 +445,13 @@ func TestGCRacesPushes(t *testing.T) {
 				var img gcImage
 				var err error
 				for try := range 5 {
-					img, err = pushGCImage(addr, "team/new", fmt.Sprintf("p%d-%d", p, n), randomBlob(64), reuse, nil)
+					// Odd pushers mount the layers from the repository
+					// GC is emptying, as a CI job copying an image does.
+					from := ""
+					if p%2 == 1 {
+						from = "team/old"
+					}
+					img, err = pushGCImageFrom(addr, "team/new", fmt.Sprintf("p%d-%d", p, n), from, randomBlob(64), reuse, nil)
 					if err == nil {
 						break
 					}
@@ -444,7 +498,8 @@ func TestGCRacesPushes(t *testing.T) {
 	for _, o := range c.origins {
 		kept += metric(t, o.addr, "shoal_origin_gc_kept_total")
 	}
-	t.Logf("pushes %d, push retries %d, failed %d, victims kept because used again: %v", len(pushed), retries.Load(), failed.Load(), kept)
+	t.Logf("pushes %d (layers mounted %d, mount refused and uploaded %d), push retries %d, failed %d, victims kept because used again: %v",
+		len(pushed), mounts.linked.Load(), mounts.uploaded.Load(), retries.Load(), failed.Load(), kept)
 	if len(pushed) < pushers {
 		t.Fatalf("only %d pushes during the pass", len(pushed))
 	}

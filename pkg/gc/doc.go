@@ -48,6 +48,11 @@
 //     then hears no and sends its copy). So the bytes the push relies on
 //     are never the ones removed.
 //
+// The one visible effect: a client that asked HEAD before C, was told the
+// blob exists and skipped its upload, then pushes its manifest after C,
+// gets MANIFEST_BLOB_UNKNOWN and pushes again (uploading the blob), as
+// after any blob deletion in a registry; nothing it pushed is lost.
+//
 // The grace period is the only clock in the argument: it protects a blob
 // uploaded but not yet referenced (the manifest follows within a push),
 // and it must exceed clock skew between origins, which stamp touches with
