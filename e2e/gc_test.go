@@ -310,6 +310,14 @@ func TestGCCluster(t *testing.T) {
 	gone = append(gone, ci1.blobs...)
 	time.Sleep(gcGrace + 500*time.Millisecond)
 
+	// The internal endpoint wants the cluster secret.
+	wrong := filepath.Join(t.TempDir(), "wrong-secret")
+	os.WriteFile(wrong, []byte(rand.Text()+"\n"), 0o600)
+	refused, err := exec.Command(proctest.Binary(t, "origin"), "gc", "--origin", o0, "--cluster-secret-file", wrong).CombinedOutput()
+	if err == nil || !strings.Contains(string(refused), "401") {
+		t.Errorf("gc with a wrong secret: %v\n%s", err, refused)
+	}
+
 	out, err := c.gc(t, 0, "--dry-run")
 	t.Logf("gc --dry-run:\n%s", out)
 	if err != nil {

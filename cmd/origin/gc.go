@@ -38,7 +38,9 @@ func runGC(ctx context.Context, args []string, out io.Writer) error {
 	certFile := fs.String("tls-cert", "", "client certificate for the internal endpoint, when the origins require one")
 	keyFile := fs.String("tls-key", "", "key of --tls-cert")
 	timeout := fs.Duration("timeout", time.Hour, "give up after this long")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	if *secretFile == "" {
@@ -122,7 +124,7 @@ func printReport(w io.Writer, r *gc.Report) {
 	if r.DryRun {
 		mode = "would remove (dry run)"
 	}
-	fmt.Fprintf(w, "gc pass via %s at etcd revision %d, %s\n", r.Origin, r.Revision, strings.TrimSuffix(mode, " (dry run)"))
+	fmt.Fprintf(w, "gc pass via %s at etcd revision %d, %s\n", r.Origin, r.Revision, r.Started.UTC().Format(time.RFC3339))
 	if r.DryRun {
 		fmt.Fprintln(w, "dry run: nothing was removed")
 	}
