@@ -41,7 +41,7 @@ type gcCluster struct {
 	secret  string
 }
 
-func startGCCluster(t *testing.T, gcYAML string) *gcCluster {
+func startGCCluster(t *testing.T, gcYAML string, extra ...string) *gcCluster {
 	t.Helper()
 	etcd := etcdtest.StartCluster(t, 1)
 	dir := t.TempDir()
@@ -59,6 +59,7 @@ func startGCCluster(t *testing.T, gcYAML string) *gcCluster {
 		o.args = []string{"--config", o.config, "--id", o.id, "--addr", o.addr, "--advertise", o.addr,
 			"--data-dir", filepath.Join(o.dir, "data"), "--etcd-endpoints", strings.Join(etcd.Endpoints, ","),
 			"--replicas", "2", "--cluster-secret-file", c.secret}
+		o.args = append(o.args, extra...)
 		o.start(t)
 		c.origins = append(c.origins, o)
 	}
@@ -421,7 +422,15 @@ func TestGCCluster(t *testing.T) {
 // checks every blob of every pushed image, through every origin, and
 // again after a second pass.
 func TestGCRacesPushes(t *testing.T) {
-	c := startGCCluster(t, "  deletes_per_second: 15\n")
+	// In sync mode a push returns once the owners hold its blobs; in
+	// async mode the copies follow from a queue, racing the sweep too.
+	for _, mode := range []string{"sync", "async"} {
+		t.Run(mode, func(t *testing.T) { racePushes(t, mode) })
+	}
+}
+
+func racePushes(t *testing.T, replication string) {
+	c := startGCCluster(t, "  deletes_per_second: 15\n", "--replication", replication)
 	const victimsN, pushers, pushesEach = 20, 20, 15
 	var layers [][]byte
 	for i := range victimsN {
@@ -435,6 +444,8 @@ func TestGCRacesPushes(t *testing.T) {
 	}
 	time.Sleep(gcGrace + 500*time.Millisecond)
 
+	mounts.linked.Store(0)
+	mounts.uploaded.Store(0)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var (
