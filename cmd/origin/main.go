@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -16,8 +17,12 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/config"
+	"github.com/shoal-project/shoal/pkg/gc"
 	"github.com/shoal-project/shoal/pkg/membership"
 	"github.com/shoal-project/shoal/pkg/origin"
 	"github.com/shoal-project/shoal/pkg/p2p"
@@ -41,6 +46,8 @@ type fileConfig struct {
 	// P2P makes the origin a seeder in the swarms (off without listen
 	// addresses); UploadRate caps what it sends, blob bodies and seeded
 	// pieces together, in bytes per second.
+	// GC collects garbage and applies retention (cluster mode only).
+	GC             gc.Config      `yaml:"gc"`
 	P2P            p2p.HostConfig `yaml:"p2p"`
 	UploadRate     int64          `yaml:"upload_rate"`
 	config.Logging `yaml:",inline"`
@@ -49,6 +56,13 @@ type fileConfig struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "gc" {
+		if err := runGC(context.Background(), os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "shoal-origin gc:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "shoal-origin:", err)
 		os.Exit(1)
@@ -81,12 +95,18 @@ func parse(args []string) (fileConfig, error) {
 	config.ListVar(fs, &fc.P2P.ListenAddrs, "p2p-listen", "libp2p multiaddrs to seed pieces on (empty: no seeding)")
 	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "uplink budget for blob bodies and seeded pieces, bytes/s (0: unlimited)")
 	fs.IntVar(&fc.BlobReaders, "blob-readers", 0, "most /v2 blob bodies sent at once, more get 429 + Retry-After (0: upload-rate ÷ 4 MiB/s, at least 2; 64 without upload-rate)")
+	fs.DurationVar(&fc.GC.Interval, "gc-interval", 0, "run garbage collection and retention this often (0: only when asked by `shoal-origin gc`)")
+	fs.DurationVar(&fc.GC.Grace, "gc-grace", time.Hour, "never collect what a push used within this long")
+	fs.BoolVar(&fc.GC.DryRun, "gc-dry-run", false, "scheduled GC passes report and remove nothing")
 	fc.Logging.Flags(fs)
 	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	if err := config.Parse(fs, args, &fc); err != nil {
 		return fileConfig{}, err
 	}
 	if err := fc.TLS.Validate(); err != nil {
+		return fileConfig{}, err
+	}
+	if err := fc.GC.Validate(); err != nil {
 		return fileConfig{}, err
 	}
 	// --check-config catches the missing setting; the file itself is read
@@ -124,7 +144,10 @@ func run(args []string) error {
 		return fmt.Errorf("listen %s: %w", fc.Addr, err)
 	}
 	defer ln.Close()
-	opts := []origin.Option{origin.WithLogger(log)}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts := []origin.Option{origin.WithLogger(log), origin.WithRegistry(reg)}
+	var joined *clusterParts
 	var h host.Host
 	if len(fc.P2P.ListenAddrs) > 0 {
 		if fc.P2P.KeyFile == "" && fc.DataDir != "" {
@@ -136,14 +159,15 @@ func run(args []string) error {
 		defer h.Close()
 	}
 	if len(fc.Etcd.Endpoints) > 0 {
-		leave, clusterOpts, err := joinCluster(ctx, fc, ln.Addr(), h, log)
+		cp, err := joinCluster(ctx, fc, ln.Addr(), h, log)
 		if err != nil {
 			return err
 		}
 		// Leaving revokes the lease after the server has drained, so the
 		// others stop sending here only once nothing is in flight.
-		defer leave()
-		opts = append(opts, clusterOpts...)
+		defer cp.leave()
+		opts = append(opts, cp.opts...)
+		joined = cp
 	}
 	// One budget for the origin's uplink: blob bodies on /v2 and pieces
 	// seeded share it.
@@ -154,6 +178,19 @@ func run(args []string) error {
 	srv, err := origin.New(fc.Config, opts...)
 	if err != nil {
 		return err
+	}
+	if joined != nil {
+		gcfg := fc.GC
+		if gcfg.TempMaxAge == 0 {
+			// Twice the idle timeout: the janitor has ended any session
+			// whose file is that old.
+			gcfg.TempMaxAge = 2 * cmp.Or(fc.UploadIdleTimeout, time.Hour)
+		}
+		col, err := gc.New(gcfg, joined.index, joined.store, srv.GCCluster(), reg, log)
+		if err != nil {
+			return err
+		}
+		srv.SetCollector(col)
 	}
 	if h != nil {
 		seeder := p2p.NewSeeder(h, srv.Seedable(), egress, log)
@@ -171,26 +208,35 @@ func run(args []string) error {
 	return srv.Run(ctx, ln)
 }
 
+// clusterParts is what joining the cluster gives the origin: its options,
+// the shared index and locked store GC works on, and how to leave.
+type clusterParts struct {
+	opts  []origin.Option
+	index *repostore.Etcd
+	store *gc.Store
+	leave func()
+}
+
 // joinCluster registers the origin in etcd and returns the options that
 // make it share blobs and the index with the other origins.
-func joinCluster(ctx context.Context, fc fileConfig, bound net.Addr, h host.Host, log *slog.Logger) (func(), []origin.Option, error) {
+func joinCluster(ctx context.Context, fc fileConfig, bound net.Addr, h host.Host, log *slog.Logger) (*clusterParts, error) {
 	if fc.ID == "" {
 		h, err := os.Hostname()
 		if err != nil {
-			return nil, nil, fmt.Errorf("no --id and no hostname: %w", err)
+			return nil, fmt.Errorf("no --id and no hostname: %w", err)
 		}
 		fc.ID = h
 	}
 	if fc.DataDir == "" {
-		return nil, nil, errors.New("origin: data_dir is required")
+		return nil, errors.New("origin: data_dir is required")
 	}
 	advertise, err := membership.AdvertiseAddr(fc.Advertise, bound)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	cli, err := membership.Dial(ctx, fc.Etcd)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	group, err := membership.Join(ctx, cli, membership.Config{
 		Prefix: membership.OriginPrefix,
@@ -200,13 +246,13 @@ func joinCluster(ctx context.Context, fc fileConfig, bound net.Addr, h host.Host
 	})
 	if err != nil {
 		cli.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	blobs, err := blobstore.NewLocal(filepath.Join(fc.DataDir, "blobstore"))
+	local, err := blobstore.NewLocal(filepath.Join(fc.DataDir, "blobstore"))
 	if err != nil {
 		group.Close()
 		cli.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	log.Info("origin joined cluster", "id", fc.ID, "advertise", advertise, "etcd", fc.Etcd.Endpoints,
 		"origins", group.Ring().Len())
@@ -216,9 +262,15 @@ func joinCluster(ctx context.Context, fc fileConfig, bound net.Addr, h host.Host
 		}
 		cli.Close()
 	}
-	return leave, []origin.Option{
-		origin.WithStores(blobs, repostore.NewEtcd(cli, repostore.EtcdConfig{})),
-		origin.WithCluster(origin.Peers{Members: group, Self: fc.ID}),
+	// Commits, reads and GC deletes of one digest take turns (pkg/gc).
+	blobs := gc.Lock(local, filepath.Join(fc.DataDir, "blobstore", "tmp"))
+	index := repostore.NewEtcd(cli, repostore.EtcdConfig{})
+	return &clusterParts{
+		opts: []origin.Option{
+			origin.WithStores(blobs, index),
+			origin.WithCluster(origin.Peers{Members: group, Self: fc.ID}),
+		},
+		index: index, store: blobs, leave: leave,
 	}, nil
 }
 

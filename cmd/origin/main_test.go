@@ -64,6 +64,31 @@ func TestClusterNeedsSecret(t *testing.T) {
 	}
 }
 
+// --check-config catches a retention rule the collector would refuse.
+func TestGCConfigChecked(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name, yaml, wantErr string
+	}{
+		{"rules", "gc:\n  interval: 6h\n  retention:\n    - repositories: \"ci/*\"\n      keep_last: 20\n      keep_tags: \"v[0-9]+\"\n      untagged_older_than: 168h\n", ""},
+		{"bad regexp", "gc:\n  retention:\n    - repositories: \"*\"\n      keep_tags: \"(\"\n", "keep_tags"},
+		{"bad pattern", "gc:\n  retention:\n    - repositories: \"ci/[\"\n", "repositories pattern"},
+		{"negative grace", "gc:\n  grace: -1s\n", "negative"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, tt.name+".yaml")
+			os.WriteFile(p, []byte(tt.yaml), 0o644)
+			err := run([]string{"--config", p, "--addr", "127.0.0.1:0", "--data-dir", dir, "--check-config"})
+			if tt.wantErr == "" && err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
 func TestUnknownKeyRejected(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(p, []byte("addr: :1\ndata_dri: /x\n"), 0o644)

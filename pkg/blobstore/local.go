@@ -111,15 +111,20 @@ func (s *Local) Delete(_ context.Context, d digest.Digest) error {
 	if err := checkDigest(d); err != nil {
 		return err
 	}
+	if _, err := os.Stat(s.path("blobs", d)); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blob %s: %w", d, ErrNotFound)
+	}
+	// Metainfo first: a crash between the two leaves a blob whose
+	// metainfo is rebuilt on demand, never metainfo of a missing blob.
+	if err := os.Remove(s.path("metainfo", d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete metainfo %s: %w", d, err)
+	}
 	err := os.Remove(s.path("blobs", d))
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blob %s: %w", d, ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("delete blob %s: %w", d, err)
-	}
-	if err := os.Remove(s.path("metainfo", d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("delete metainfo %s: %w", d, err)
 	}
 	return nil
 }

@@ -539,6 +539,12 @@ func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rw, r, ocierr.New(ocierr.Unauthorized, "internal endpoint needs the cluster secret"))
 		return
 	}
+	if r.URL.EscapedPath() == InternalGCPath {
+		if err := s.serveGC(rw, r); err != nil {
+			s.writeError(rw, r, err)
+		}
+		return
+	}
 	if p := r.URL.EscapedPath(); strings.HasPrefix(p, InternalMetaInfoPath) {
 		d, err := parseDigest(strings.TrimPrefix(p, InternalMetaInfoPath))
 		if err == nil && r.Method != http.MethodGet && r.Method != http.MethodHead {

@@ -146,6 +146,19 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	if ref.IsDigest() && d != ref.Digest {
 		return ocierr.New(ocierr.DigestInvalid, "manifest hashes to %s, not %s", d, ref.Digest)
 	}
+	used := []digest.Digest{d}
+	for _, b := range m.RequiredBlobs() {
+		used = append(used, b.Digest)
+	}
+	for _, c := range m.RequiredManifests() {
+		used = append(used, c.Digest)
+	}
+	// Touched before the references are checked: a GC pass that has not
+	// yet unlinked them now cannot, and one that has makes the check fail
+	// (see pkg/gc).
+	if err := s.touch(r.Context(), used...); err != nil {
+		return err
+	}
 	if err := s.checkReferences(r.Context(), rt.name, m); err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/capability"
+	"github.com/shoal-project/shoal/pkg/gc"
 	"github.com/shoal-project/shoal/pkg/ocierr"
 	"github.com/shoal-project/shoal/pkg/recorder"
 	"github.com/shoal-project/shoal/pkg/repostore"
@@ -49,6 +50,8 @@ type Server struct {
 	// digest since this process started; reads of others are verified as
 	// they are served (see serveBlob).
 	verified sync.Map
+
+	collector *gc.Collector // nil: no garbage collection
 
 	tls     *originTLS    // nil: plain HTTP
 	cluster *cluster      // nil for an origin alone
@@ -142,6 +145,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(MetaInfoPath, s.getMetaInfo)
 	mux.HandleFunc(InternalBlobPath, s.serveInternal)
 	mux.HandleFunc(InternalMetaInfoPath, s.serveInternal)
+	mux.HandleFunc(InternalGCPath, s.serveInternal)
 	mux.HandleFunc(capability.HTTPPath, s.serveCapability)
 	if s.issuer != nil {
 		mux.Handle(s.cfg.TokenPath, s.issuer)
@@ -187,6 +191,9 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	wg.Go(func() { s.uploads.janitor(jctx) })
 	if s.cluster != nil {
 		wg.Go(func() { s.runCluster(jctx) })
+	}
+	if s.collector != nil {
+		wg.Go(func() { s.collector.Run(jctx) })
 	}
 	defer func() { stopJanitor(); wg.Wait() }()
 

@@ -300,6 +300,11 @@ func (s *Server) mount(w http.ResponseWriter, r *http.Request, repo, mount, from
 	if _, err := s.authz.Authorize(r, accessFor(route{kind: kindBlob, name: from}, http.MethodGet)...); err != nil {
 		return false, nil // no read access to the source: upload instead
 	}
+	// Touched before the link is checked: a GC pass that has not yet
+	// unlinked d now cannot (see pkg/gc).
+	if err := s.touch(r.Context(), d); err != nil {
+		return false, err
+	}
 	ok, err := s.repos.HasBlob(r.Context(), from, d)
 	if err != nil || !ok {
 		return false, err
@@ -409,6 +414,9 @@ func (s *Server) putUpload(w http.ResponseWriter, r *http.Request, rt route) err
 // commit verifies and stores the session's blob and links it into the
 // repository. The session is over whatever happens.
 func (s *Server) commit(w http.ResponseWriter, r *http.Request, up *upload, want digest.Digest) error {
+	if err := s.touch(r.Context(), want); err != nil {
+		return err
+	}
 	_, err := up.w.Commit(r.Context(), -1, want)
 	switch {
 	case errors.Is(err, blobstore.ErrDigestMismatch):
