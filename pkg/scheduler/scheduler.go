@@ -154,7 +154,13 @@ type Scheduler struct {
 	rnd      *rand.Rand
 	counters Counters
 	ids      []PeerID // scratch for Next
-	late     []bool   // scratch for the end game
+	// order is the peers' IDs sorted, rebuilt only when the set changes:
+	// Next runs on every event, and sorting there dominated the fleet
+	// simulator's profile.
+	order      []PeerID
+	orderStale bool
+	origins    int    // peers marked as origins
+	late       []bool // scratch for the end game
 }
 
 // New plans a blob of n pieces of pieceLength bytes, holding those marked
@@ -207,14 +213,18 @@ func (s *Scheduler) AddPeer(id PeerID, bitfield []byte, complete bool, now time.
 			s.avail[i]++
 		}
 	}
+	if _, known := s.peers[id]; !known {
+		s.orderStale = true
+	}
 	s.peers[id] = p
 }
 
 // MarkOrigin says the peer is an origin: asked only for what no one else
 // has.
 func (s *Scheduler) MarkOrigin(id PeerID) {
-	if p, ok := s.peers[id]; ok {
+	if p, ok := s.peers[id]; ok && !p.origin {
 		p.origin = true
+		s.origins++
 	}
 }
 
@@ -240,6 +250,10 @@ func (s *Scheduler) RemovePeer(id PeerID) {
 		return
 	}
 	delete(s.peers, id)
+	if p.origin {
+		s.origins--
+	}
+	s.orderStale = true
 }
 
 func (s *Scheduler) drop(p *peerState) {
@@ -483,17 +497,33 @@ func (s *Scheduler) Next(now time.Time) []Request {
 	}
 	endGame := s.endGame(now)
 	var out []Request
-	// Peers in random order, so no peer is always asked first.
+	// Sorted before the shuffle: map order is not the random source's, and
+	// the same seed must plan the same requests (the fleet simulator).
+	if s.orderStale {
+		s.order = s.order[:0]
+		for id := range s.peers {
+			s.order = append(s.order, id)
+		}
+		slices.Sort(s.order)
+		s.orderStale = false
+	}
+	// With the bound reached only origins, which are outside it, can be
+	// asked: the others are not worth shuffling.
+	full := s.inflight-s.ofOrigin >= s.cfg.MaxInflight
+	if full && s.origins == 0 {
+		return nil
+	}
 	s.ids = s.ids[:0]
-	for id, p := range s.peers {
-		if !p.banned && !now.Before(p.restUntil) {
+	for _, id := range s.order {
+		if p := s.peers[id]; !p.banned && !now.Before(p.restUntil) && (!full || p.origin) {
 			s.ids = append(s.ids, id)
 		}
 	}
 	ids := s.ids
-	// Sorted before the shuffle: map order is not the random source's, and
-	// the same seed must plan the same requests (the fleet simulator).
-	slices.Sort(ids)
+	if len(ids) == 0 {
+		return nil
+	}
+	// Peers in random order, so no peer is always asked first.
 	s.rnd.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	// Origins first, and outside the bound: a piece an origin offers is
 	// one no agent has yet, and the origin's uplink — the swarm's root —

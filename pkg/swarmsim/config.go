@@ -27,6 +27,10 @@ type Config struct {
 	// second; OriginBps the origin's uplink (default UpBps).
 	UpBps, DownBps int64
 	OriginBps      int64
+	// PayloadShare is the part of a link's rate that carries payload
+	// (default TCPPayloadShare): a link cap such as tc's counts whole
+	// frames, headers included, while the bound counts the blob alone.
+	PayloadShare float64
 	// Latency is every host's access latency: a message between two hosts
 	// takes the sum of theirs (default 2ms: 4ms one way).
 	Latency time.Duration
@@ -103,6 +107,9 @@ func (c Config) withDefaults() Config {
 	if c.OriginReaders <= 0 {
 		c.OriginReaders = int(max(2, c.OriginBps/(4<<20)))
 	}
+	if c.PayloadShare <= 0 || c.PayloadShare > 1 {
+		c.PayloadShare = TCPPayloadShare
+	}
 	if c.Latency <= 0 {
 		c.Latency = 2 * time.Millisecond
 	}
@@ -162,6 +169,11 @@ func (c Config) maxInflight() int {
 }
 
 // bound is the physical floor: the image over an agent's downlink.
+// TCPPayloadShare is a full-size TCP segment's payload over its Ethernet
+// frame (1448 of 1514 bytes with IPv4 and TCP timestamps): what a shaped
+// link delivers of a bulk transfer.
+const TCPPayloadShare = 1448.0 / 1514
+
 func (c Config) bound() time.Duration {
 	down := c.DownBps
 	if down <= 0 {

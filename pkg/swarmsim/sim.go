@@ -135,13 +135,13 @@ func newSim(cfg Config) *sim {
 		h := &host{idx: i, alive: true, lat: cfg.Latency, slots: cfg.Slots, queue: cfg.Queue}
 		if i < cfg.Agents {
 			h.id = fmt.Sprintf("agent%05d", i)
-			h.up = s.net.addLink(float64(cfg.UpBps))
-			h.down = s.net.addLink(float64(cfg.DownBps))
+			h.up = s.net.addLink(float64(cfg.UpBps) * cfg.PayloadShare)
+			h.down = s.net.addLink(float64(cfg.DownBps) * cfg.PayloadShare)
 		} else {
 			h.id, h.origin = "origin", true
 			h.slots, h.queue = cfg.OriginSlots, cfg.OriginQueue
 			h.readers = &readerGate{max: cfg.OriginReaders}
-			h.up = s.net.addLink(float64(cfg.OriginBps))
+			h.up = s.net.addLink(float64(cfg.OriginBps) * cfg.PayloadShare)
 			h.down = s.net.addLink(0)
 			s.origin = h
 			s.origins = []ring.Member{{ID: "origin-0", PeerID: h.id}}
