@@ -95,6 +95,11 @@ func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	if err != nil {
 		return err
 	}
+	if reg, urepo, ok := s.upstreams.Lookup(rt.name); ok {
+		if err := s.pullManifest(r.Context(), w, reg, rt.name, urepo, ref); err != nil {
+			return err
+		}
+	}
 	d, e, err := s.resolve(r.Context(), rt.name, ref)
 	if err != nil {
 		return err

@@ -1,0 +1,223 @@
+package origin_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-project/shoal/pkg/origin"
+	"github.com/shoal-project/shoal/pkg/tlsconfig"
+	"github.com/shoal-project/shoal/pkg/upstream"
+	"github.com/shoal-project/shoal/pkg/upstream/registrytest"
+)
+
+// upNS is the namespace the tests' upstream registry is mirrored under.
+const upNS = "registry.test"
+
+func upstreamConfig(reg *registrytest.Registry, ttl time.Duration) upstream.Config {
+	return upstream.Config{
+		Namespace: upNS, URL: reg.URL, Username: reg.User, PasswordFile: reg.PasswordFile,
+		TLS: tlsconfig.Files{CAFile: reg.CAFile}, TagTTL: ttl, Timeout: 10 * time.Second,
+	}
+}
+
+// pullImage reads img through the origin as a client would (manifest by
+// tag, then config and layers), checking every byte, with n clients at
+// once.
+func pullImage(t *testing.T, c *client, repo, tag string, img *registrytest.Image, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n*(len(img.Blobs)+1))
+	for range n {
+		wg.Go(func() {
+			r := c.get("/v2/"+repo+"/manifests/"+tag, header{"Accept": upstream.AcceptManifests})
+			if r.StatusCode != 200 || r.Header.Get("Docker-Content-Digest") != img.Manifest {
+				errs <- fmt.Errorf("manifest %s: %d %s %s", tag, r.StatusCode, r.Header.Get("Docker-Content-Digest"), r.body)
+				return
+			}
+			for d, want := range img.Blobs {
+				r := c.get("/v2/"+repo+"/blobs/"+d, nil)
+				if r.StatusCode != 200 || !bytes.Equal(r.body, want) {
+					errs <- fmt.Errorf("blob %s: %d, %d bytes, want %d: %.200s", d, r.StatusCode, len(r.body), len(want), r.body)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// get is do without t.Fatal, for use from several goroutines.
+func (c *client) get(path string, h header) response {
+	req, _ := http.NewRequest("GET", c.o.URL+path, nil)
+	for k, v := range h {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return response{Response: &http.Response{StatusCode: 0}, body: []byte(err.Error())}
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	return response{resp, buf.Bytes()}
+}
+
+// TestPullThrough: an image that lives only in a real docker-registry
+// (TLS, htpasswd) pulls through the origin by tag with every byte right,
+// by range and HEAD too; the upstream serves each blob once however many
+// clients ask at once and however often; the blobs get metainfo (they are
+// ordinary Shoal blobs from then on); a pulled-through repository is
+// read-only; and with the upstream stopped, the cached image still pulls
+// by tag while a tag never seen fails cleanly.
+func TestPullThrough(t *testing.T) {
+	reg := registrytest.Start(t)
+	img := reg.Push("library/app", "1", 300<<10, 200<<10, 100<<10)
+	c := newClient(t, origin.Config{Upstreams: []upstream.Config{upstreamConfig(reg, 200*time.Millisecond)}})
+	repo := upNS + "/library/app"
+
+	pullImage(t, c, repo, "1", img, 4)
+	pullImage(t, c, repo, "1", img, 2)
+	for d := range img.Blobs {
+		if n := reg.BlobGETs(d); n != 1 {
+			t.Errorf("upstream served blob %s %d times, want 1", d, n)
+		}
+		c.do("GET", origin.MetaInfoPath+d, nil, nil).expect(t, 200, "")
+	}
+	if n := reg.Requests("GET", "/manifests/"+img.Manifest); n != 1 {
+		t.Errorf("upstream served the manifest %d times by digest, want 1", n)
+	}
+	layer := img.Layers[0]
+	r := c.do("GET", "/v2/"+repo+"/blobs/"+layer, header{"Range": "bytes=100-199"}, nil).expect(t, http.StatusPartialContent, "")
+	if !bytes.Equal(r.body, img.Blobs[layer][100:200]) {
+		t.Error("range of a pulled-through blob differs")
+	}
+	r = c.do("HEAD", "/v2/"+repo+"/manifests/1", header{"Accept": upstream.AcceptManifests}, nil).expect(t, 200, "")
+	if r.Header.Get("Docker-Content-Digest") != img.Manifest {
+		t.Errorf("HEAD by tag: digest %s", r.Header.Get("Docker-Content-Digest"))
+	}
+	c.do("PUT", "/v2/"+repo+"/manifests/2", header{"Content-Type": mtOCIManifest}, []byte("{}")).expect(t, http.StatusForbidden, "DENIED")
+	c.do("GET", "/v2/"+repo+"/manifests/missing", nil, nil).expect(t, http.StatusNotFound, "MANIFEST_UNKNOWN")
+	c.do("GET", "/v2/"+repo+"/blobs/"+sha([]byte("nowhere")), nil, nil).expect(t, http.StatusNotFound, "BLOB_UNKNOWN")
+	c.do("GET", "/v2/"+upNS+"/library/nothing/manifests/1", nil, nil).expect(t, http.StatusNotFound, "MANIFEST_UNKNOWN")
+	tagHEADs := reg.Requests("HEAD", "/manifests/1")
+
+	reg.Stop()
+	time.Sleep(300 * time.Millisecond) // past the tag TTL: the tag must be asked again, and cannot be
+	pullImage(t, c, repo, "1", img, 2)
+	c.do("GET", "/v2/"+repo+"/manifests/2", nil, nil).expect(t, http.StatusServiceUnavailable, "UNAVAILABLE")
+	c.do("GET", "/v2/"+repo+"/blobs/"+sha([]byte("new")), nil, nil).expect(t, http.StatusServiceUnavailable, "UNAVAILABLE")
+	t.Logf("upstream requests: %d tag HEADs before it stopped; 1 GET per blob (%d blobs), 1 manifest GET", tagHEADs, len(img.Blobs))
+}
+
+// TestPullThroughFaults: what the upstream answers reaches the client as
+// the right OCI error, and a blob with wrong bytes is refused with nothing
+// stored, then pulls cleanly once the upstream is right again.
+func TestPullThroughFaults(t *testing.T) {
+	reg := registrytest.Start(t)
+	img := reg.Push("library/app", "1", 64<<10, 32<<10)
+	c := newClient(t, origin.Config{Upstreams: []upstream.Config{upstreamConfig(reg, time.Hour)}})
+	repo := upNS + "/library/app"
+	c.do("GET", "/v2/"+repo+"/manifests/1", header{"Accept": upstream.AcceptManifests}, nil).expect(t, 200, "")
+	layer := img.Layers[0]
+
+	tests := []struct {
+		name       string
+		fault      registrytest.Fault
+		status     int
+		code       string
+		retryAfter string
+	}{
+		{"wrong bytes", func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Method != "GET" || r.URL.Path != "/v2/library/app/blobs/"+layer {
+				return false
+			}
+			bad := bytes.Clone(img.Blobs[layer])
+			bad[len(bad)/2] ^= 1
+			w.Header().Set("Content-Length", strconv.Itoa(len(bad)))
+			w.Write(bad)
+			return true
+		}, http.StatusBadGateway, "UNAVAILABLE", ""},
+		{"short body", func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Method != "GET" || r.URL.Path != "/v2/library/app/blobs/"+layer {
+				return false
+			}
+			w.Header().Set("Content-Length", strconv.Itoa(len(img.Blobs[layer])))
+			w.Write(img.Blobs[layer][:1000])
+			panic(http.ErrAbortHandler)
+		}, http.StatusServiceUnavailable, "UNAVAILABLE", ""},
+		{"429", func(w http.ResponseWriter, r *http.Request) bool {
+			w.Header().Set("Retry-After", "17")
+			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS"}]}`, http.StatusTooManyRequests)
+			return true
+		}, http.StatusTooManyRequests, "TOOMANYREQUESTS", "17"},
+		{"500", func(w http.ResponseWriter, r *http.Request) bool {
+			http.Error(w, "boom", http.StatusInternalServerError)
+			return true
+		}, http.StatusServiceUnavailable, "UNAVAILABLE", ""},
+		{"401 after auth", func(w http.ResponseWriter, r *http.Request) bool {
+			w.Header().Set("WWW-Authenticate", `Basic realm="x"`)
+			http.Error(w, "no", http.StatusUnauthorized)
+			return true
+		}, http.StatusForbidden, "DENIED", ""},
+		{"404", func(w http.ResponseWriter, r *http.Request) bool {
+			http.Error(w, `{"errors":[{"code":"BLOB_UNKNOWN"}]}`, http.StatusNotFound)
+			return true
+		}, http.StatusNotFound, "BLOB_UNKNOWN", ""},
+	}
+	before, _ := c.storeFiles()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			reg.SetFault(tc.fault)
+			defer reg.SetFault(nil)
+			r := c.do("GET", "/v2/"+repo+"/blobs/"+layer, nil, nil).expect(t, tc.status, tc.code)
+			if got := r.Header.Get("Retry-After"); got != tc.retryAfter {
+				t.Errorf("Retry-After %q, want %q", got, tc.retryAfter)
+			}
+		})
+	}
+	c.assertStoreUnchanged(before)
+	pullImage(t, c, repo, "1", img, 1)
+}
+
+// TestPullThroughClusterFetchesOnce: three origins asked for the same
+// fresh blobs at the same moment, several clients each, make the upstream
+// send each blob once: non-owners ask the blob's first owner, which
+// shares one fetch among everyone waiting.
+func TestPullThroughClusterFetchesOnce(t *testing.T) {
+	reg := registrytest.Start(t)
+	img := reg.Push("library/app", "1", 512<<10, 256<<10, 128<<10)
+	// The upstream answers slowly, so every ask arrives while the first
+	// fetch is still under way.
+	reg.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		time.Sleep(200 * time.Millisecond)
+		return false
+	})
+	tc := newTestCluster(t)
+	tc.ups = []upstream.Config{upstreamConfig(reg, time.Hour)}
+	for i := range 3 {
+		tc.add(fmt.Sprintf("o%d", i), origin.ClusterConfig{Replicas: 2})
+	}
+	repo := upNS + "/library/app"
+	var wg sync.WaitGroup
+	for _, n := range tc.nodes {
+		wg.Go(func() { pullImage(t, n.client, repo, "1", img, 3) })
+	}
+	wg.Wait()
+	for d := range img.Blobs {
+		if got := reg.BlobGETs(d); got != 1 {
+			t.Errorf("upstream served blob %s %d times to a cluster of 3 origins × 3 clients, want 1", d, got)
+		}
+	}
+	t.Logf("9 clients on 3 origins, %d blobs: upstream blob GETs %d", len(img.Blobs), reg.Requests("GET", "")-reg.Requests("GET", "/manifests/1")-reg.Requests("GET", "/manifests/"+img.Manifest))
+}
