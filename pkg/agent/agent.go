@@ -66,6 +66,10 @@ type Config struct {
 	// Registries maps the registry containerd asks for (its ?ns=) to an
 	// origin cluster; "" is used when no ns is given.
 	Registries map[string]Upstream `yaml:"registries"`
+	// UpstreamRefresh is how often the origins are asked which upstream
+	// namespaces they pull through (default 1m); each such namespace is
+	// then served through the origin cluster that advertised it.
+	UpstreamRefresh time.Duration `yaml:"upstream_refresh"`
 	// Tracker is the tracker's gRPC host:port; TrackerTLS its client
 	// certificate and the cluster CA when trackers use mutual TLS.
 	Tracker    string          `yaml:"tracker"`
@@ -128,6 +132,9 @@ func (c Config) withDefaults() Config {
 	if c.OriginTimeout <= 0 {
 		c.OriginTimeout = 10 * time.Second
 	}
+	if c.UpstreamRefresh <= 0 {
+		c.UpstreamRefresh = time.Minute
+	}
 	if c.PullCheckTTL <= 0 {
 		c.PullCheckTTL = 30 * time.Second
 	}
@@ -151,6 +158,7 @@ type Agent struct {
 	gather  prometheus.Gatherer
 	tags    *tagCache
 	checks  *pullChecks
+	adverts adverts
 
 	// ctx bounds downloads: they outlive the request that started them
 	// (other clients may be waiting) but not the agent.
@@ -309,6 +317,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	a.wg.Go(func() { a.seedLoop(a.ctx) })
+	a.wg.Go(func() { a.advertLoop(a.ctx) })
 	a.log.Info("agent serving", "addr", ln.Addr().String(), "peer", a.host.ID(), "p2p", p2p.Addrs(a.host),
 		"tracker", a.cfg.Tracker, "cache_bytes", a.cfg.CacheBytes)
 	var err error

@@ -69,11 +69,20 @@ func (a *Agent) route(w http.ResponseWriter, r *http.Request, kind *string) erro
 	}
 	ns := r.URL.Query().Get("ns")
 	up, ok := a.cfg.Registries[ns]
+	rest := strings.TrimPrefix(path, "/v2/")
+	if !ok {
+		// An upstream an origin cluster pulls through: its repositories
+		// live there under a prefix.
+		var adv advertised
+		if adv, ok = a.adverts.lookup(ns); ok {
+			up = a.cfg.Registries[adv.registry]
+			rest = adv.prefix + "/" + rest
+		}
+	}
 	if !ok {
 		// Fast, so containerd moves on to its next host.
 		return ocierr.New(ocierr.NameUnknown, "registry %q is not mirrored here", ns)
 	}
-	rest := strings.TrimPrefix(path, "/v2/")
 	if i := strings.LastIndex(rest, "/manifests/"); i > 0 {
 		*kind = "manifest"
 		return a.serveManifest(w, r, ns, up, rest[:i], rest[i+len("/manifests/"):])
