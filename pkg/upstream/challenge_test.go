@@ -1,9 +1,11 @@
 package upstream
 
 import (
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseChallenges(t *testing.T) {
@@ -92,4 +94,27 @@ func FuzzParseChallenges(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0},
+		{"17", 17 * time.Second},
+		{"0", time.Second},
+		{"-3", 0},
+		{"99999999999", maxRetryAfter},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Minute).Format(http.TimeFormat), time.Second},
+		{"soon", 0},
+		{strings.Repeat("9", 100), 0},
+	}
+	for _, tc := range tests {
+		if got := retryAfter(tc.in, now); got != tc.want {
+			t.Errorf("retryAfter(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
 }
