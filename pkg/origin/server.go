@@ -49,6 +49,7 @@ type Server struct {
 	// upstreams are the registries pulled through (nil: none); see
 	// pullthrough.go.
 	upstreams *upstream.Set
+	torrents  torrentInfos
 	log       *slog.Logger
 
 	// verified holds the blobs whose bytes have been hashed against their
@@ -156,6 +157,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(capability.HTTPPath, s.serveCapability)
 	mux.HandleFunc(upstream.AdvertisePath, s.serveAdverts)
 	mux.HandleFunc(InternalUpstreamPath, s.serveInternal)
+	mux.HandleFunc(TorrentPath, s.serveTorrent)
 	if s.issuer != nil {
 		mux.Handle(s.cfg.TokenPath, s.issuer)
 	}
