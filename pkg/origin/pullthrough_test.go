@@ -2,14 +2,22 @@ package origin_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/origin"
+	"github.com/shoal-project/shoal/pkg/origin/origintest"
 	"github.com/shoal-project/shoal/pkg/tlsconfig"
 	"github.com/shoal-project/shoal/pkg/upstream"
 	"github.com/shoal-project/shoal/pkg/upstream/registrytest"
@@ -220,4 +228,71 @@ func TestPullThroughClusterFetchesOnce(t *testing.T) {
 		}
 	}
 	t.Logf("9 clients on 3 origins, %d blobs: upstream blob GETs %d", len(img.Blobs), reg.Requests("GET", "")-reg.Requests("GET", "/manifests/1")-reg.Requests("GET", "/manifests/"+img.Manifest))
+}
+
+// TestPullThroughTokenUpstream: the upstream is a bearer-token registry
+// (a Shoal origin in token mode, no anonymous pull): the pulling origin
+// gets tokens for its pull-only user from the upstream's realm, and a
+// user the upstream refuses makes the client see DENIED, not a 401 it
+// could answer.
+func TestPullThroughTokenUpstream(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ciHash, _ := bcrypt.GenerateFromPassword([]byte("ci-pw"), bcrypt.MinCost)
+	nodeHash, _ := bcrypt.GenerateFromPassword([]byte("node-pw"), bcrypt.MinCost)
+	htpasswd := write("htpasswd", "ci:"+string(ciHash)+"\nnode:"+string(nodeHash)+"\n")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	up := origintest.Serve(t, ln, origin.Config{Auth: auth.Config{
+		Mode: auth.ModeToken, Htpasswd: htpasswd,
+		Users: map[string]auth.UserPolicy{"node": {Actions: []auth.Action{auth.Pull}}},
+		Token: auth.TokenConfig{Realm: base + "/auth/token", KeyFile: write("key", "0123456789abcdef0123456789abcdef\n")},
+	}})
+	ci, err := auth.ClientConfig{Username: "ci", PasswordFile: write("ci-pw", "ci-pw\n")}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pusher := &client{t: t, o: up, hc: &http.Client{Transport: ci.Transport(nil)}}
+	body := pusher.image("library/app", mtOCIManifest, 2)
+	md := pusher.putManifest("library/app", "1", mtOCIManifest, body)
+	var m struct {
+		Config descriptor
+		Layers []descriptor
+	}
+	json.Unmarshal(body, &m)
+	img := &registrytest.Image{Manifest: md, Blobs: map[string][]byte{}}
+	for _, desc := range append(m.Layers, m.Config) {
+		img.Blobs[desc.Digest] = pusher.do("GET", "/v2/library/app/blobs/"+desc.Digest, nil, nil).expect(t, 200, "").body
+	}
+
+	tests := []struct {
+		name     string
+		password string
+		status   int
+		code     string
+	}{
+		{"pull-only user", "node-pw", 200, ""},
+		{"refused user", "wrong", http.StatusForbidden, "DENIED"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClient(t, origin.Config{Upstreams: []upstream.Config{{
+				Namespace: "shoal.test", URL: up.URL, Username: "node", PasswordFile: write(tc.name, tc.password+"\n"),
+			}}})
+			if tc.status == 200 {
+				pullImage(t, c, "shoal.test/library/app", "1", img, 2)
+				return
+			}
+			c.do("GET", "/v2/shoal.test/library/app/manifests/1", nil, nil).expect(t, tc.status, tc.code)
+		})
+	}
 }

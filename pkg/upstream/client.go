@@ -14,9 +14,12 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/shoal-project/shoal/pkg/auth"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/manifest"
+	"github.com/shoal-project/shoal/pkg/pace"
 )
 
 // The errors an upstream answer maps to; an *Error wraps one of them.
@@ -113,6 +116,7 @@ type Client struct {
 	hc         *http.Client
 	user, pass string
 	sem        chan struct{}
+	bandwidth  *rate.Limiter // nil: no cap
 
 	mu     sync.Mutex
 	basic  bool             // the upstream asked for Basic: send it up front
@@ -130,7 +134,8 @@ func NewClient(cfg Config) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", cfg.Namespace, err)
 	}
-	c := &Client{cfg: cfg, sem: make(chan struct{}, cfg.MaxConcurrent), tokens: map[string]token{}}
+	c := &Client{cfg: cfg, sem: make(chan struct{}, cfg.MaxConcurrent), tokens: map[string]token{},
+		bandwidth: pace.NewLimiter(cfg.Bandwidth)}
 	if cfg.PasswordFile != "" {
 		pw, err := auth.ReadSecretFile(cfg.PasswordFile, 1)
 		if err != nil {
@@ -431,16 +436,21 @@ func (c *Client) GetBlob(ctx context.Context, repo string, d digest.Digest) (io.
 	if err != nil {
 		return nil, 0, err
 	}
-	return &releasingBody{ReadCloser: resp.Body, release: release}, resp.ContentLength, nil
+	var body io.Reader = resp.Body
+	if c.bandwidth != nil {
+		body = &pace.Reader{Ctx: ctx, R: resp.Body, Lim: c.bandwidth}
+	}
+	return &releasingBody{Reader: body, Closer: resp.Body, release: release}, resp.ContentLength, nil
 }
 
 type releasingBody struct {
-	io.ReadCloser
+	io.Reader
+	io.Closer
 	release func()
 }
 
 func (b *releasingBody) Close() error {
-	err := b.ReadCloser.Close()
+	err := b.Closer.Close()
 	b.release()
 	return err
 }

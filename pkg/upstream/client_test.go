@@ -12,7 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -132,5 +134,54 @@ func TestClientTokenFlow(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestClientBandwidthCap: blob bytes from one upstream are paced to its
+// bandwidth, across concurrent fetches.
+func TestClientBandwidthCap(t *testing.T) {
+	o := origintest.Start(t, origin.Config{})
+	blob := make([]byte, 512<<10)
+	resp, err := http.Post(o.URL+"/v2/team/app/blobs/uploads/?digest="+sha(blob).String(), "application/octet-stream", bytes.NewReader(blob))
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("push: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	tests := []struct {
+		name      string
+		bandwidth int64
+		atLeast   time.Duration
+	}{
+		{"uncapped", 0, 0},
+		// Two fetches, 1 MiB at 512 KiB/s with a burst of 512 KiB: ≥ 1 s.
+		{"512 KiB/s", 512 << 10, 900 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := upstream.NewClient(upstream.Config{Namespace: "shoal.test", URL: o.URL, Bandwidth: tc.bandwidth})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for range 2 {
+				wg.Go(func() {
+					body, _, err := c.GetBlob(context.Background(), "team/app", sha(blob))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer body.Close()
+					if n, _ := io.Copy(io.Discard, body); n != int64(len(blob)) {
+						t.Errorf("read %d bytes", n)
+					}
+				})
+			}
+			wg.Wait()
+			if took := time.Since(start); took < tc.atLeast {
+				t.Errorf("1 MiB took %s, want at least %s", took, tc.atLeast)
+			}
+		})
 	}
 }

@@ -37,6 +37,10 @@ type Config struct {
 	// MaxConcurrent bounds the requests in flight to the upstream, blob
 	// bodies included (default 8); more wait.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// Bandwidth caps the blob bytes read from this upstream, in bytes per
+	// second over all fetches (0: no cap): the origins' link to a public
+	// registry is usually the fleet's thinnest.
+	Bandwidth int64 `yaml:"bandwidth"`
 	// Timeout bounds a metadata request and the wait for a blob's headers
 	// (default 30s); a blob body is bounded only by the progress it makes.
 	Timeout time.Duration `yaml:"timeout"`
@@ -72,6 +76,9 @@ func (c Config) validate() error {
 	u, err := url.Parse(c.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
 		return fmt.Errorf("url %q: an http(s) base URL without credentials in it", c.URL)
+	}
+	if c.Bandwidth < 0 {
+		return errors.New("bandwidth must not be negative")
 	}
 	if (c.Username == "") != (c.PasswordFile == "") {
 		return errors.New("username and password_file go together")
