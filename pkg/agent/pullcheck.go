@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,9 @@ func (k checkKey) String() string {
 type checkResult struct {
 	status    int
 	challenge string // WWW-Authenticate of a 401
+	// retryAfter is the Retry-After of a 429: an origin's uplink is full,
+	// or the upstream registry it pulls through is rate limiting.
+	retryAfter string
 }
 
 // pullChecks asks origins and remembers their yeses.
@@ -165,6 +169,10 @@ func (a *Agent) checkPull(w http.ResponseWriter, r *http.Request, ns string, up 
 	case res.status == http.StatusForbidden:
 		a.metrics.pullChecks.WithLabelValues("denied").Inc()
 		return ocierr.New(ocierr.Denied, "the origin does not let this client pull %s", repo)
+	case res.status == http.StatusTooManyRequests:
+		a.metrics.pullChecks.WithLabelValues("throttled").Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter(res.retryAfter)/time.Second)))
+		return ocierr.New(ocierr.TooManyRequests, "the origin asks to come back later for %s/%s", repo, object)
 	case res.status == http.StatusNotFound:
 		a.metrics.pullChecks.WithLabelValues("unknown").Inc()
 		return ocierr.New(unknown, "%s in %s", strings.TrimPrefix(strings.TrimPrefix(object, "blobs/"), "manifests/"), repo)
@@ -206,7 +214,8 @@ func (a *Agent) askOrigin(r *http.Request, up Upstream, repo, object string) (ch
 			errs = append(errs, fmt.Errorf("%s: %s", base, resp.Status))
 			continue
 		}
-		return checkResult{status: resp.StatusCode, challenge: resp.Header.Get("WWW-Authenticate")}, nil
+		return checkResult{status: resp.StatusCode, challenge: resp.Header.Get("WWW-Authenticate"),
+			retryAfter: resp.Header.Get("Retry-After")}, nil
 	}
 	if len(errs) == 0 {
 		return checkResult{}, errors.New("no origins configured")

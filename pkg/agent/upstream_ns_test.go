@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"bytes"
+	"net/http"
 	"testing"
 	"time"
 
@@ -69,8 +70,20 @@ func TestUpstreamNamespaceThroughAgents(t *testing.T) {
 	if got := agents[1].counter(t, "shoal_agent_peer_bytes_total"); got < float64(len(img.Blobs[big])) {
 		t.Errorf("second agent took %v bytes from peers, want at least the %d-byte layer", got, len(img.Blobs[big]))
 	}
+	// The upstream rate limits a tag nobody has seen: the client hears
+	// 429 with the upstream's Retry-After through origin and agent.
+	reg.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Retry-After", "17")
+		http.Error(w, "slow down", http.StatusTooManyRequests)
+		return true
+	})
+	resp, body := do(t, "GET", agents[0].url+"/v2/library/app/manifests/2?ns=registry.test", nil, nil)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "17" {
+		t.Errorf("throttled upstream: %d, Retry-After %q: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	reg.SetFault(nil)
 	start := time.Now()
-	resp, _ := do(t, "GET", agents[0].url+"/v2/library/app/manifests/1?ns=unconfigured.io", nil, nil)
+	resp, _ = do(t, "GET", agents[0].url+"/v2/library/app/manifests/1?ns=unconfigured.io", nil, nil)
 	if resp.StatusCode != 404 || time.Since(start) > time.Second {
 		t.Errorf("unconfigured namespace: %d after %s, want a fast 404", resp.StatusCode, time.Since(start))
 	}

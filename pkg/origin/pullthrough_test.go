@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -294,5 +296,74 @@ func TestPullThroughTokenUpstream(t *testing.T) {
 			}
 			c.do("GET", "/v2/shoal.test/library/app/manifests/1", nil, nil).expect(t, tc.status, tc.code)
 		})
+	}
+}
+
+// lockedBuffer is a log sink several goroutines write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestPullThroughKeepsCredentialsSecret: whatever the upstream answers,
+// the origin's credentials for it appear in no log line (debug included),
+// no error body and nothing on /metrics.
+func TestPullThroughKeepsCredentialsSecret(t *testing.T) {
+	reg := registrytest.Start(t)
+	img := reg.Push("library/app", "1", 32<<10)
+	var logs lockedBuffer
+	o := origintest.Start(t, origin.Config{Upstreams: []upstream.Config{upstreamConfig(reg, time.Nanosecond)}},
+		origin.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	c := &client{t: t, o: o, hc: &http.Client{}}
+	repo := upNS + "/library/app"
+	var bodies []string
+	faults := []registrytest.Fault{
+		func(w http.ResponseWriter, r *http.Request) bool { // refuses the credentials
+			w.Header().Set("WWW-Authenticate", `Basic realm="x"`)
+			http.Error(w, "no", http.StatusUnauthorized)
+			return true
+		},
+		func(w http.ResponseWriter, r *http.Request) bool { // a token realm in clear text
+			w.Header().Set("WWW-Authenticate", `Bearer realm="http://127.0.0.1:1/token",service="x"`)
+			http.Error(w, "no", http.StatusUnauthorized)
+			return true
+		},
+		func(w http.ResponseWriter, r *http.Request) bool {
+			http.Error(w, "boom", http.StatusInternalServerError)
+			return true
+		},
+		nil,
+	}
+	for _, f := range faults {
+		reg.SetFault(f)
+		bodies = append(bodies, string(c.get("/v2/"+repo+"/manifests/1", nil).body))
+		for _, d := range img.Layers {
+			bodies = append(bodies, string(c.get("/v2/"+repo+"/blobs/"+d, nil).body))
+		}
+	}
+	metrics := string(c.do("GET", "/metrics", nil, nil).expect(t, 200, "").body)
+	basic := (&http.Request{Header: http.Header{}})
+	basic.SetBasicAuth(reg.User, reg.Password)
+	for _, secret := range []string{reg.Password, strings.TrimPrefix(basic.Header.Get("Authorization"), "Basic ")} {
+		for what, text := range map[string]string{"logs": logs.String(), "metrics": metrics, "error bodies": strings.Join(bodies, "\n")} {
+			if strings.Contains(text, secret) {
+				t.Errorf("the upstream credentials appear in the %s", what)
+			}
+		}
+	}
+	if !strings.Contains(metrics, `shoal_upstream_requests_total{namespace="registry.test"`) {
+		t.Error("no upstream request metrics")
 	}
 }
