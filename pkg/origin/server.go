@@ -203,7 +203,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if s.cluster != nil {
 		wg.Go(func() { s.runCluster(jctx) })
 	}
-	defer func() { stopJanitor(); wg.Wait() }()
+	defer func() { stopJanitor(); wg.Wait(); s.upstreams.Close() }()
 
 	if s.tls != nil {
 		srv.TLSConfig = s.tls.serverConfig()

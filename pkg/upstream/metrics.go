@@ -18,7 +18,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"namespace", "object", "result"}),
 		tags: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_upstream_tag_resolutions_total",
-			Help: "Tag resolutions of pulled-through images: cached (within the TTL), resolved upstream, stale (upstream down, last digest served), error.",
+			Help: "Tag resolutions of pulled-through images: cached (within the TTL), resolved upstream, refreshed in the background before expiry, stale (upstream down, last digest served), error.",
 		}, []string{"namespace", "result"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_upstream_blob_bytes_total",

@@ -5,8 +5,10 @@
 //   - A namespace (docker.io) maps to one upstream URL with its own
 //     credentials, TLS and tag TTL; its repositories live on the origin
 //     under a prefix (docker.io/library/debian).
-//   - A tag is resolved at the upstream, at most once per TTL; when the
-//     upstream cannot answer, the last digest known is served.
+//   - A tag is resolved at the upstream, at most once per TTL, and a tag in
+//     use is refreshed in the background in the last quarter of its TTL, so
+//     pulls of a hot tag never wait on the upstream; when the upstream
+//     cannot answer, the last digest known is served.
 //   - Manifests and blobs are fetched by digest, once: concurrent asks
 //     share one fetch (the origin routes each blob to one owner of the
 //     cluster, which makes that once per cluster), and nothing is stored
@@ -60,9 +62,39 @@ type Registry struct {
 	now     func() time.Time
 
 	flight singleflight.Group // "tag:", "manifest:", "blob:" keys
+	bg     *background
 
-	mu   sync.Mutex
-	tags map[string]tagEntry // repo:tag → digest
+	mu         sync.Mutex
+	tags       map[string]tagEntry // repo:tag → digest
+	refreshing map[string]bool     // tags being refreshed in the background
+}
+
+// background is the Set's lifetime for work no request waits on.
+type background struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	closed bool
+}
+
+// goDetached runs f unless the set is closed; Close waits for it.
+func (b *background) goDetached(f func(ctx context.Context)) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	b.wg.Go(func() { f(b.ctx) })
+	return true
+}
+
+func (b *background) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.cancel()
+	b.wg.Wait()
 }
 
 type tagEntry struct {
@@ -91,24 +123,17 @@ func (r *Registry) ResolveTag(ctx context.Context, repo, tag string, known func(
 	r.mu.Lock()
 	e, ok := r.tags[key]
 	r.mu.Unlock()
-	if ok && r.now().Sub(e.fetched) < r.cfg.TagTTL {
+	if age := r.now().Sub(e.fetched); ok && age < r.cfg.TagTTL {
 		r.metrics.tags.WithLabelValues(r.cfg.Namespace, "cached").Inc()
+		if age >= r.cfg.TagTTL*3/4 {
+			r.refreshInBackground(repo, tag)
+		}
 		return e.d, nil
 	}
-	v, err, _ := r.flight.Do("tag:"+key, func() (any, error) {
-		// Detached: a client that gives up must not fail the others
-		// waiting on the same answer.
-		d, err := r.resolveTag(context.WithoutCancel(ctx), repo, tag)
-		return d, err
-	})
+	// Detached: a client that gives up must not fail the others waiting
+	// on the same answer.
+	d, err := r.resolveShared(context.WithoutCancel(ctx), repo, tag)
 	if err == nil {
-		d := v.(digest.Digest)
-		r.mu.Lock()
-		if len(r.tags) >= maxTagEntries {
-			clear(r.tags)
-		}
-		r.tags[key] = tagEntry{d: d, fetched: r.now()}
-		r.mu.Unlock()
 		r.metrics.tags.WithLabelValues(r.cfg.Namespace, "resolved").Inc()
 		return d, nil
 	}
@@ -130,6 +155,58 @@ func (r *Registry) ResolveTag(ctx context.Context, repo, tag string, known func(
 	}
 	r.metrics.tags.WithLabelValues(r.cfg.Namespace, "error").Inc()
 	return "", err
+}
+
+// resolveShared asks the upstream once for everyone asking at the same
+// time, and remembers the answer.
+func (r *Registry) resolveShared(ctx context.Context, repo, tag string) (digest.Digest, error) {
+	key := repo + ":" + tag
+	v, err, _ := r.flight.Do("tag:"+key, func() (any, error) {
+		return r.resolveTag(ctx, repo, tag)
+	})
+	if err != nil {
+		return "", err
+	}
+	d := v.(digest.Digest)
+	r.mu.Lock()
+	if len(r.tags) >= maxTagEntries {
+		clear(r.tags)
+	}
+	r.tags[key] = tagEntry{d: d, fetched: r.now()}
+	r.mu.Unlock()
+	return d, nil
+}
+
+// refreshInBackground resolves a tag in use again before it expires; one
+// refresh per tag at a time, none once the set is closed.
+func (r *Registry) refreshInBackground(repo, tag string) {
+	key := repo + ":" + tag
+	r.mu.Lock()
+	if r.refreshing[key] {
+		r.mu.Unlock()
+		return
+	}
+	r.refreshing[key] = true
+	r.mu.Unlock()
+	started := r.bg.goDetached(func(ctx context.Context) {
+		defer func() {
+			r.mu.Lock()
+			delete(r.refreshing, key)
+			r.mu.Unlock()
+		}()
+		if _, err := r.resolveShared(ctx, repo, tag); err != nil {
+			// The entry stays until it expires; a request then asks
+			// again and falls back as usual.
+			r.log.Debug("background tag refresh failed", "namespace", r.cfg.Namespace, "repository", repo, "tag", tag, "err", err)
+			return
+		}
+		r.metrics.tags.WithLabelValues(r.cfg.Namespace, "refreshed").Inc()
+	})
+	if !started {
+		r.mu.Lock()
+		delete(r.refreshing, key)
+		r.mu.Unlock()
+	}
 }
 
 func (r *Registry) resolveTag(ctx context.Context, repo, tag string) (digest.Digest, error) {
@@ -258,6 +335,7 @@ func (r *Registry) count(what string, err error) {
 // prefix.
 type Set struct {
 	regs []*Registry // longest prefix first
+	bg   *background
 }
 
 // NewSet makes the registries of cfgs. Namespaces and prefixes must be
@@ -267,19 +345,23 @@ func NewSet(cfgs []Config, reg prometheus.Registerer, log *slog.Logger) (*Set, e
 		log = slog.Default()
 	}
 	m := newMetrics(reg)
-	s := &Set{}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Set{bg: &background{ctx: ctx, cancel: cancel}}
 	seen := map[string]bool{}
 	for _, c := range cfgs {
 		cl, err := NewClient(c)
 		if err != nil {
+			cancel()
 			return nil, err
 		}
 		c = cl.cfg
 		if seen["ns:"+c.Namespace] || seen["prefix:"+c.Prefix] {
+			cancel()
 			return nil, errors.New("upstream " + c.Namespace + ": namespace or prefix configured twice")
 		}
 		seen["ns:"+c.Namespace], seen["prefix:"+c.Prefix] = true, true
-		s.regs = append(s.regs, &Registry{cfg: c, client: cl, log: log, metrics: m, now: time.Now, tags: map[string]tagEntry{}})
+		s.regs = append(s.regs, &Registry{cfg: c, client: cl, log: log, metrics: m, now: time.Now, bg: s.bg,
+			tags: map[string]tagEntry{}, refreshing: map[string]bool{}})
 	}
 	sort.SliceStable(s.regs, func(i, j int) bool { return len(s.regs[i].cfg.Prefix) > len(s.regs[j].cfg.Prefix) })
 	return s, nil
@@ -314,11 +396,13 @@ func (s *Set) Adverts() Adverts {
 	return a
 }
 
-// Close drops the clients' idle connections.
+// Close stops background refreshes, waits for them, and drops the
+// clients' idle connections.
 func (s *Set) Close() {
 	if s == nil {
 		return
 	}
+	s.bg.close()
 	for _, r := range s.regs {
 		r.client.Close()
 	}
