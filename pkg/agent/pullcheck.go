@@ -147,7 +147,13 @@ func (a *Agent) checkPull(w http.ResponseWriter, r *http.Request, ns string, up 
 	// Clients asking at once with the same credentials for the same object
 	// share one question; the answer is theirs alike.
 	v, err, _ := a.checks.flight.Do(k.String(), func() (any, error) {
-		return a.askOrigin(r, up, repo, object)
+		timeout := a.cfg.OriginTimeout
+		if _, pulled := a.adverts.lookup(ns); pulled {
+			// The origin answers once it holds the object, which for a
+			// blob still in the upstream means after fetching all of it.
+			timeout = a.cfg.UpstreamTimeout
+		}
+		return a.askOrigin(r, up, repo, object, timeout)
 	})
 	if err != nil {
 		a.metrics.pullChecks.WithLabelValues("error").Inc()
@@ -185,8 +191,8 @@ func (a *Agent) checkPull(w http.ResponseWriter, r *http.Request, ns string, up 
 // askOrigin sends the HEAD to each origin in turn until one answers other
 // than with a server error. It runs detached from r's context: waiters
 // that share it must not fail because the first client went away.
-func (a *Agent) askOrigin(r *http.Request, up Upstream, repo, object string) (checkResult, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), a.cfg.OriginTimeout)
+func (a *Agent) askOrigin(r *http.Request, up Upstream, repo, object string, timeout time.Duration) (checkResult, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
 	defer cancel()
 	var errs []error
 	for _, base := range up.Origins {
@@ -204,7 +210,11 @@ func (a *Agent) askOrigin(r *http.Request, up Upstream, repo, object string) (ch
 			}
 			req.Header.Set("Accept", accept)
 		}
-		resp, err := up.bare.Do(req)
+		hc := up.bare
+		if timeout > a.cfg.OriginTimeout {
+			hc = up.bareSlow
+		}
+		resp, err := hc.Do(req)
 		if err != nil {
 			errs = append(errs, err)
 			continue

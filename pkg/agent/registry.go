@@ -77,6 +77,10 @@ func (a *Agent) route(w http.ResponseWriter, r *http.Request, kind *string) erro
 		if adv, ok = a.adverts.lookup(ns); ok {
 			up = a.cfg.Registries[adv.registry]
 			rest = adv.prefix + "/" + rest
+			// The first pull of a blob waits while the origin fetches
+			// it from the upstream: longer than the server's write
+			// timeout allows a response that has not begun.
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(a.cfg.UpstreamTimeout))
 		}
 	}
 	if !ok {

@@ -3,10 +3,12 @@ package agent_test
 import (
 	"bytes"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoal-project/shoal/pkg/agent"
+	"github.com/shoal-project/shoal/pkg/httpserver"
 	"github.com/shoal-project/shoal/pkg/origin"
 	"github.com/shoal-project/shoal/pkg/origin/origintest"
 	"github.com/shoal-project/shoal/pkg/ring"
@@ -90,4 +92,43 @@ func TestUpstreamNamespaceThroughAgents(t *testing.T) {
 	t.Logf("2 agents, %d blobs: upstream blob GETs %d in all; second agent from peers %.0f bytes",
 		len(img.Blobs), reg.Requests("GET", "")-reg.Requests("GET", "/manifests/1")-reg.Requests("GET", "/manifests/"+img.Manifest)-reg.Requests("GET", "/v2/"),
 		agents[1].counter(t, "shoal_agent_peer_bytes_total"))
+}
+
+// TestSlowUpstreamFirstPull: the first pull of a fresh blob waits while
+// the origin fetches it from a slow upstream, longer than the agent's
+// origin timeout and its write timeout, and still gets every byte from
+// Shoal instead of being sent to the upstream.
+func TestSlowUpstreamFirstPull(t *testing.T) {
+	reg := registrytest.Start(t)
+	img := reg.Push("library/app", "1", 256<<10)
+	reg.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.Contains(r.URL.Path, "/blobs/") {
+			time.Sleep(2500 * time.Millisecond)
+		}
+		return false
+	})
+	o := origintest.Start(t, origin.Config{Upstreams: []upstream.Config{{
+		Namespace: "registry.test", URL: reg.URL, Username: reg.User, PasswordFile: reg.PasswordFile,
+		TLS: tlsconfig.Files{CAFile: reg.CAFile},
+	}}})
+	tr := trackertest.Start(t, nil, tracker.Config{}, []tracker.Option{
+		tracker.WithOrigins(ring.New([]ring.Member{{ID: "origin", Addr: o.Host}}))})
+	a := startAgent(t, tr.Addr, o.URL, agent.Config{
+		Registries:    map[string]agent.Upstream{"registry.example.com": {Origins: []string{o.URL}}},
+		OriginTimeout: time.Second, HTTPTimeouts: httpserver.Timeouts{Write: time.Second},
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for a.counter(t, "shoal_agent_upstream_namespaces") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent did not learn the upstream namespace")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d := img.Layers[0]
+	start := time.Now()
+	resp, body := do(t, "GET", a.url+"/v2/library/app/blobs/"+d+"?ns=registry.test", nil, nil)
+	if resp.StatusCode != 200 || !bytes.Equal(body, img.Blobs[d]) {
+		t.Fatalf("first pull of a slow upstream blob: %d, %d bytes: %.200s", resp.StatusCode, len(body), body)
+	}
+	t.Logf("first pull took %s (upstream answers after 2.5 s; agent origin timeout 1 s, write timeout 1 s)", time.Since(start).Round(time.Millisecond))
 }
