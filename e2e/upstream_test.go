@@ -20,7 +20,9 @@ import (
 // namespace. The upstream serves each blob once in all, and the second
 // node takes the layers from the first over libp2p. containerd's own
 // fallback is the upstream itself (hosts.toml server), so a pull that
-// bypassed Shoal would show in the upstream's counts.
+// bypassed Shoal would show in the upstream's counts. Then the upstream
+// is stopped and a third node still pulls the image, its tag past the TTL
+// resolved to the last digest known.
 func TestContainerdPullsUpstreamImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries, containerd and docker-registry")
@@ -33,12 +35,16 @@ func TestContainerdPullsUpstreamImage(t *testing.T) {
 	dir := t.TempDir()
 	tr := startTracker(t, dir)
 	cfg := filepath.Join(dir, "origin-upstreams.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("upstreams:\n  - namespace: %s\n    url: %s\n    username: %s\n    password_file: %s\n    tls: {ca_file: %s}\n    tag_ttl: 1m\n",
+	os.WriteFile(cfg, []byte(fmt.Sprintf("upstreams:\n  - namespace: %s\n    url: %s\n    username: %s\n    password_file: %s\n    tls: {ca_file: %s}\n    tag_ttl: 1s\n",
 		ns, reg.URL, reg.User, reg.PasswordFile, reg.CAFile)), 0o644)
 	oAddr := startOrigin(t, dir, tr.etcd, "--config", cfg)
 
 	var agents []agentProc
-	for i := range 2 {
+	for i := range 3 {
+		if i == 2 {
+			reg.Stop() // the third node pulls with the upstream gone
+			time.Sleep(1100 * time.Millisecond)
+		}
 		a := startAgent(t, dir, fmt.Sprintf("agent%d", i), tr.grpc, oAddr, "upstream_refresh: 1s\n")
 		agents = append(agents, a)
 		deadline := time.Now().Add(20 * time.Second)
@@ -65,6 +71,7 @@ func TestContainerdPullsUpstreamImage(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond) // let the new seeder announce
 	}
 
+	agents = agents[:2]
 	var layerBytes int
 	for _, d := range img.Layers {
 		layerBytes += len(img.Blobs[d])
@@ -81,6 +88,6 @@ func TestContainerdPullsUpstreamImage(t *testing.T) {
 	if peers < float64(layerBytes) {
 		t.Errorf("second node took %.0f bytes from peers, want all %d layer bytes", peers, layerBytes)
 	}
-	t.Logf("2 containerd pulls of a %d-layer image (%d layer bytes): upstream blob GETs %d for %d blobs, manifest GETs by digest %d; second node %.0f bytes from peers",
+	t.Logf("2 containerd pulls of a %d-layer image (%d layer bytes), then a third with the upstream stopped: upstream blob GETs %d for %d blobs, manifest GETs by digest %d; second node %.0f bytes from peers",
 		len(img.Layers), layerBytes, total, len(img.Blobs), reg.Requests("GET", "/manifests/"+img.Manifest), peers)
 }
