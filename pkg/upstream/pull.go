@@ -109,9 +109,6 @@ const maxTagEntries = 65536
 // Namespace is the registry name this upstream serves.
 func (r *Registry) Namespace() string { return r.cfg.Namespace }
 
-// Client is the registry's upstream client.
-func (r *Registry) Client() *Client { return r.client }
-
 // ResolveTag returns the digest tag names in repo (the upstream's
 // repository name). A tag resolved within TagTTL is not asked again. When
 // the upstream cannot answer (down, failing, throttling), the last digest
