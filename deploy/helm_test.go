@@ -15,8 +15,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/pnet"
+	yamlv3 "gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/shoal-project/shoal/pkg/capability"
 	"github.com/shoal-project/shoal/pkg/proctest"
+	"github.com/shoal-project/shoal/pkg/upstream"
 )
 
 const chart = "helm/shoal"
@@ -693,4 +696,72 @@ func TestHelmCapabilityKeyOfYourOwn(t *testing.T) {
 	if got := checkCapabilityPair(t, render(t, f)); !got.Equal(mine) {
 		t.Fatal("the origins sign with a generated key, not the one given")
 	}
+}
+
+// TestHelmUpstreams: upstreams in the values reach the origins' config as
+// the origin reads it, each credentials secret mounted where its
+// password_file points, and nothing changes without them.
+func TestHelmUpstreams(t *testing.T) {
+	values := filepath.Join(t.TempDir(), "upstreams.yaml")
+	os.WriteFile(values, []byte(`origin:
+  upstreams:
+    - {namespace: docker.io, url: "https://registry-1.docker.io", tagTTL: 10m}
+    - {namespace: ghcr.io, url: "https://ghcr.io", username: bot, credentialsSecret: ghcr-pull, bandwidth: 104857600}
+`), 0o644)
+	r := render(t, values)
+	var cfg struct {
+		Upstreams []upstream.Config `yaml:"upstreams"`
+	}
+	dec := yamlv3.NewDecoder(strings.NewReader(pickUpstreams(t, r.configMaps["shoal-origin"].Data["origin.yaml"])))
+	dec.KnownFields(true) // as the origin reads its config
+	if err := dec.Decode(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Upstreams) != 2 || cfg.Upstreams[0].TagTTL != 10*time.Minute || cfg.Upstreams[1].PasswordFile != "/etc/shoal/upstreams/1/password" ||
+		cfg.Upstreams[1].Username != "bot" || cfg.Upstreams[1].Bandwidth != 100<<20 || cfg.Upstreams[0].PasswordFile != "" {
+		t.Fatalf("upstreams %+v", cfg.Upstreams)
+	}
+	if _, err := upstream.NewSet(cfg.Upstreams[:1], nil, nil); err != nil {
+		t.Fatalf("the origin refuses the rendered upstream: %v", err)
+	}
+	var sts *appsv1.StatefulSet
+	for _, s := range r.statefulSets {
+		if s.Name == "shoal-origin" {
+			sts = s
+		}
+	}
+	mounted := false
+	for _, m := range sts.Spec.Template.Spec.Containers[0].VolumeMounts {
+		mounted = mounted || (m.Name == "upstream-1" && m.MountPath == "/etc/shoal/upstreams/1")
+	}
+	secret := false
+	for _, v := range sts.Spec.Template.Spec.Volumes {
+		secret = secret || (v.Name == "upstream-1" && v.Secret != nil && v.Secret.SecretName == "ghcr-pull")
+	}
+	if !mounted || !secret {
+		t.Fatal("the ghcr.io credentials secret is not mounted")
+	}
+	if strings.Contains(render(t).configMaps["shoal-origin"].Data["origin.yaml"], "upstreams") {
+		t.Fatal("default values render an upstreams block")
+	}
+}
+
+// pickUpstreams is the upstreams block of an origin.yaml (the rest holds
+// keys only the origin's command knows).
+func pickUpstreams(t *testing.T, doc string) string {
+	t.Helper()
+	i := strings.Index(doc, "\nupstreams:")
+	if i < 0 {
+		t.Fatalf("no upstreams in\n%s", doc)
+	}
+	rest := doc[i+1:]
+	lines := strings.Split(rest, "\n")
+	out := []string{lines[0]}
+	for _, l := range lines[1:] {
+		if l != "" && l[0] != ' ' {
+			break
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
 }

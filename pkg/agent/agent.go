@@ -52,6 +52,9 @@ type Upstream struct {
 	// bare reaches the same origins without OriginAuth, to ask them on a
 	// client's behalf (pull checks); made by New.
 	bare *http.Client
+	// bareSlow is bare for questions answered only once an origin has
+	// pulled from an upstream registry (UpstreamTimeout); made by New.
+	bareSlow *http.Client
 }
 
 // Config configures an agent. Zero values take defaults.
@@ -66,6 +69,15 @@ type Config struct {
 	// Registries maps the registry containerd asks for (its ?ns=) to an
 	// origin cluster; "" is used when no ns is given.
 	Registries map[string]Upstream `yaml:"registries"`
+	// UpstreamRefresh is how often the origins are asked which upstream
+	// namespaces they pull through (default 1m); each such namespace is
+	// then served through the origin cluster that advertised it.
+	UpstreamRefresh time.Duration `yaml:"upstream_refresh"`
+	// UpstreamTimeout bounds the wait for an origin to pull a blob of an
+	// upstream namespace it has not fetched yet (default 10m): its answer
+	// comes once the whole blob is in, and a client waiting this long is
+	// better off than one sent to the upstream itself.
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// Tracker is the tracker's gRPC host:port; TrackerTLS its client
 	// certificate and the cluster CA when trackers use mutual TLS.
 	Tracker    string          `yaml:"tracker"`
@@ -128,6 +140,12 @@ func (c Config) withDefaults() Config {
 	if c.OriginTimeout <= 0 {
 		c.OriginTimeout = 10 * time.Second
 	}
+	if c.UpstreamRefresh <= 0 {
+		c.UpstreamRefresh = time.Minute
+	}
+	if c.UpstreamTimeout <= 0 {
+		c.UpstreamTimeout = 10 * time.Minute
+	}
 	if c.PullCheckTTL <= 0 {
 		c.PullCheckTTL = 30 * time.Second
 	}
@@ -151,6 +169,7 @@ type Agent struct {
 	gather  prometheus.Gatherer
 	tags    *tagCache
 	checks  *pullChecks
+	adverts adverts
 
 	// ctx bounds downloads: they outlive the request that started them
 	// (other clients may be waiting) but not the agent.
@@ -194,6 +213,12 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		}
 		up.client = &http.Client{Transport: creds.Transport(tr)}
 		up.bare = bareClient(tr)
+		// Pull checks of upstream namespaces wait for the origin to
+		// fetch the object: a pool of their own without the short
+		// header timeout (their context bounds them).
+		slow := tr.Clone()
+		slow.ResponseHeaderTimeout = 0
+		up.bareSlow = bareClient(slow)
 		regs[name] = up
 	}
 	cfg.Registries = regs
@@ -309,6 +334,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	a.wg.Go(func() { a.seedLoop(a.ctx) })
+	a.wg.Go(func() { a.advertLoop(a.ctx) })
 	a.log.Info("agent serving", "addr", ln.Addr().String(), "peer", a.host.ID(), "p2p", p2p.Addrs(a.host),
 		"tracker", a.cfg.Tracker, "cache_bytes", a.cfg.CacheBytes)
 	var err error

@@ -15,6 +15,9 @@ type metrics struct {
 	downloads  prometheus.Gauge
 	cacheBytes prometheus.Gauge
 	cached     prometheus.Gauge
+	// upstreamNamespaces is how many upstream registries the origins
+	// advertise and this agent serves through them.
+	upstreamNamespaces prometheus.Gauge
 	// cacheCorrupt counts cached blobs found not to match their digest
 	// and evicted: a disk that rots them shows here first.
 	cacheCorrupt prometheus.Counter
@@ -64,6 +67,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		cached: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_agent_seeding_blobs", Help: "Complete blobs in the cache, seeded and announced.",
 		}),
+		upstreamNamespaces: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_agent_upstream_namespaces", Help: "Upstream registries (?ns=) the origins advertise as pulled through, served via them.",
+		}),
 		cacheCorrupt: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_agent_cache_corrupt_total", Help: "Cached blobs found not to match their digest, evicted and fetched again.",
 		}),
@@ -103,7 +109,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.requests, m.served, m.fromPeers, m.fromOrigin, m.uploaded, m.downloads, m.cacheBytes,
 		m.cached, m.cacheCorrupt, m.pieces, m.ttfb, m.duplicates, m.expired, m.busyReceived, m.busySent, m.stalls, m.originRequests,
-		m.pullChecks, m.capabilities)
+		m.pullChecks, m.capabilities, m.upstreamNamespaces)
 	return m
 }
 

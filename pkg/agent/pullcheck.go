@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,9 @@ func (k checkKey) String() string {
 type checkResult struct {
 	status    int
 	challenge string // WWW-Authenticate of a 401
+	// retryAfter is the Retry-After of a 429: an origin's uplink is full,
+	// or the upstream registry it pulls through is rate limiting.
+	retryAfter string
 }
 
 // pullChecks asks origins and remembers their yeses.
@@ -143,7 +147,13 @@ func (a *Agent) checkPull(w http.ResponseWriter, r *http.Request, ns string, up 
 	// Clients asking at once with the same credentials for the same object
 	// share one question; the answer is theirs alike.
 	v, err, _ := a.checks.flight.Do(k.String(), func() (any, error) {
-		return a.askOrigin(r, up, repo, object)
+		timeout := a.cfg.OriginTimeout
+		if _, pulled := a.adverts.lookup(ns); pulled {
+			// The origin answers once it holds the object, which for a
+			// blob still in the upstream means after fetching all of it.
+			timeout = a.cfg.UpstreamTimeout
+		}
+		return a.askOrigin(r, up, repo, object, timeout)
 	})
 	if err != nil {
 		a.metrics.pullChecks.WithLabelValues("error").Inc()
@@ -165,6 +175,10 @@ func (a *Agent) checkPull(w http.ResponseWriter, r *http.Request, ns string, up 
 	case res.status == http.StatusForbidden:
 		a.metrics.pullChecks.WithLabelValues("denied").Inc()
 		return ocierr.New(ocierr.Denied, "the origin does not let this client pull %s", repo)
+	case res.status == http.StatusTooManyRequests:
+		a.metrics.pullChecks.WithLabelValues("throttled").Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter(res.retryAfter)/time.Second)))
+		return ocierr.New(ocierr.TooManyRequests, "the origin asks to come back later for %s/%s", repo, object)
 	case res.status == http.StatusNotFound:
 		a.metrics.pullChecks.WithLabelValues("unknown").Inc()
 		return ocierr.New(unknown, "%s in %s", strings.TrimPrefix(strings.TrimPrefix(object, "blobs/"), "manifests/"), repo)
@@ -177,8 +191,8 @@ func (a *Agent) checkPull(w http.ResponseWriter, r *http.Request, ns string, up 
 // askOrigin sends the HEAD to each origin in turn until one answers other
 // than with a server error. It runs detached from r's context: waiters
 // that share it must not fail because the first client went away.
-func (a *Agent) askOrigin(r *http.Request, up Upstream, repo, object string) (checkResult, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), a.cfg.OriginTimeout)
+func (a *Agent) askOrigin(r *http.Request, up Upstream, repo, object string, timeout time.Duration) (checkResult, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
 	defer cancel()
 	var errs []error
 	for _, base := range up.Origins {
@@ -196,7 +210,11 @@ func (a *Agent) askOrigin(r *http.Request, up Upstream, repo, object string) (ch
 			}
 			req.Header.Set("Accept", accept)
 		}
-		resp, err := up.bare.Do(req)
+		hc := up.bare
+		if timeout > a.cfg.OriginTimeout {
+			hc = up.bareSlow
+		}
+		resp, err := hc.Do(req)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -206,7 +224,8 @@ func (a *Agent) askOrigin(r *http.Request, up Upstream, repo, object string) (ch
 			errs = append(errs, fmt.Errorf("%s: %s", base, resp.Status))
 			continue
 		}
-		return checkResult{status: resp.StatusCode, challenge: resp.Header.Get("WWW-Authenticate")}, nil
+		return checkResult{status: resp.StatusCode, challenge: resp.Header.Get("WWW-Authenticate"),
+			retryAfter: resp.Header.Get("Retry-After")}, nil
 	}
 	if len(errs) == 0 {
 		return checkResult{}, errors.New("no origins configured")

@@ -69,11 +69,24 @@ func (a *Agent) route(w http.ResponseWriter, r *http.Request, kind *string) erro
 	}
 	ns := r.URL.Query().Get("ns")
 	up, ok := a.cfg.Registries[ns]
+	rest := strings.TrimPrefix(path, "/v2/")
+	if !ok {
+		// An upstream an origin cluster pulls through: its repositories
+		// live there under a prefix.
+		var adv advertised
+		if adv, ok = a.adverts.lookup(ns); ok {
+			up = a.cfg.Registries[adv.registry]
+			rest = adv.prefix + "/" + rest
+			// The first pull of a blob waits while the origin fetches
+			// it from the upstream: longer than the server's write
+			// timeout allows a response that has not begun.
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(a.cfg.UpstreamTimeout))
+		}
+	}
 	if !ok {
 		// Fast, so containerd moves on to its next host.
 		return ocierr.New(ocierr.NameUnknown, "registry %q is not mirrored here", ns)
 	}
-	rest := strings.TrimPrefix(path, "/v2/")
 	if i := strings.LastIndex(rest, "/manifests/"); i > 0 {
 		*kind = "manifest"
 		return a.serveManifest(w, r, ns, up, rest[:i], rest[i+len("/manifests/"):])

@@ -47,6 +47,11 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, rt route) error
 	if err != nil {
 		return err
 	}
+	if reg, urepo, ok := s.upstreams.Lookup(rt.name); ok {
+		if err := s.pullBlob(r.Context(), w, reg, rt.name, urepo, d); err != nil {
+			return err
+		}
+	}
 	ok, err := s.repoHasContent(r.Context(), rt.name, d)
 	if err != nil {
 		return err

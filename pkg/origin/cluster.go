@@ -558,6 +558,16 @@ func (s *Server) serveInternal(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	if p := r.URL.EscapedPath(); strings.HasPrefix(p, InternalUpstreamPath) {
+		d, err := parseDigest(strings.TrimPrefix(p, InternalUpstreamPath))
+		if err == nil {
+			err = s.serveUpstreamInternal(rw, r, d)
+		}
+		if err != nil {
+			s.writeError(rw, r, err)
+		}
+		return
+	}
 	d, err := parseDigest(strings.TrimPrefix(r.URL.EscapedPath(), InternalBlobPath))
 	if err != nil {
 		s.writeError(rw, r, err)

@@ -23,6 +23,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/origin/origintest"
 	"github.com/shoal-project/shoal/pkg/repostore"
 	"github.com/shoal-project/shoal/pkg/ring"
+	"github.com/shoal-project/shoal/pkg/upstream"
 )
 
 // clusterNode is one origin of a test cluster: its own etcd client (so a
@@ -35,6 +36,7 @@ type clusterNode struct {
 	cc     origin.ClusterConfig
 	tls    origin.TLSConfig
 	hc     *http.Client // nil: plain HTTP
+	ups    []upstream.Config
 	eps    []string
 	cli    *clientv3.Client
 	group  *membership.Group
@@ -47,6 +49,7 @@ type testCluster struct {
 	t     *testing.T
 	tls   origin.TLSConfig // of every origin; hc is the client that trusts it
 	hc    *http.Client
+	ups   []upstream.Config // registries every origin pulls through
 	eps   []string
 	nodes []*clusterNode
 	cli   *clientv3.Client // the test's own view of etcd
@@ -66,7 +69,7 @@ func (tc *testCluster) add(id string, cc origin.ClusterConfig) *clusterNode {
 	if cc.Secret == "" && cc.SecretFile == "" {
 		cc.Secret = testSecret
 	}
-	n := &clusterNode{t: tc.t, id: id, dir: tc.t.TempDir(), cc: cc, eps: tc.eps, tls: tc.tls, hc: tc.hc}
+	n := &clusterNode{t: tc.t, id: id, dir: tc.t.TempDir(), cc: cc, eps: tc.eps, tls: tc.tls, hc: tc.hc, ups: tc.ups}
 	n.start("127.0.0.1:0")
 	tc.nodes = append(tc.nodes, n)
 	tc.waitMembers()
@@ -92,7 +95,7 @@ func (n *clusterNode) start(addr string) {
 		n.t.Fatal(err)
 	}
 	index := repostore.NewEtcd(n.cli, repostore.EtcdConfig{})
-	n.origin = origintest.Serve(n.t, ln, origin.Config{DataDir: n.dir, Cluster: n.cc, TLS: n.tls},
+	n.origin = origintest.Serve(n.t, ln, origin.Config{DataDir: n.dir, Cluster: n.cc, TLS: n.tls, Upstreams: n.ups},
 		origin.WithStores(n.blobs, index),
 		origin.WithCluster(origin.Peers{Members: n.group, Self: n.id}))
 	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

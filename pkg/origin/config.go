@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/shoal-project/shoal/pkg/auth"
+	"github.com/shoal-project/shoal/pkg/upstream"
 )
 
 // Config configures an origin. Zero values take the defaults of
@@ -49,6 +50,9 @@ type Config struct {
 	CapabilityKeyFile string `yaml:"capability_key_file"`
 	// CapabilityTTL is how long an issued capability lasts (default 10m).
 	CapabilityTTL time.Duration `yaml:"capability_ttl"`
+	// Upstreams are registries pulled through, each under a repository
+	// prefix of its own (see pkg/upstream).
+	Upstreams []upstream.Config `yaml:"upstreams"`
 	// Cluster configures replication when the origin is one of several
 	// (see WithCluster); ignored for an origin alone.
 	Cluster ClusterConfig `yaml:"cluster"`

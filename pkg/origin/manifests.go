@@ -95,6 +95,11 @@ func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	if err != nil {
 		return err
 	}
+	if reg, urepo, ok := s.upstreams.Lookup(rt.name); ok {
+		if err := s.pullManifest(r.Context(), w, reg, rt.name, urepo, ref); err != nil {
+			return err
+		}
+	}
 	d, e, err := s.resolve(r.Context(), rt.name, ref)
 	if err != nil {
 		return err
@@ -118,6 +123,12 @@ func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, rt route) e
 
 func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) error {
 	ref, err := parseRefFor(r.Method, rt.arg)
+	if err != nil {
+		return err
+	}
+	// Extra tags (distribution-spec after 1.1: PUT …/manifests/<ref>?tag=a&tag=b)
+	// are checked before anything is stored, so a bad one leaves no trace.
+	tags, err := extraTags(r, ref)
 	if err != nil {
 		return err
 	}
@@ -177,12 +188,19 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	if err := s.repos.PutManifest(r.Context(), rt.name, d, entry); err != nil {
 		return err
 	}
-	if !ref.IsDigest() {
-		if err := s.repos.PutTag(r.Context(), rt.name, ref.Tag, d); err != nil {
+	for _, tag := range tags {
+		if err := s.repos.PutTag(r.Context(), rt.name, tag, d); err != nil {
 			return err
 		}
 	}
 	hd := w.Header()
+	if len(r.URL.Query()["tag"]) > 0 {
+		// OCI-Tag answers the ?tag= form only: a client that sent none
+		// learns nothing new from it.
+		for _, tag := range tags {
+			hd.Add("OCI-Tag", tag)
+		}
+	}
 	hd.Set("Location", "/v2/"+rt.name+"/manifests/"+d.String())
 	hd.Set("Docker-Content-Digest", d.String())
 	if m.Subject != nil {
@@ -191,6 +209,36 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, rt route) e
 	hd.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// maxExtraTags bounds the ?tag= values of one PUT: each is an index write.
+const maxExtraTags = 64
+
+// extraTags is every tag a manifest PUT applies: the reference when it is
+// a tag, then each ?tag= value, validated and without repeats.
+func extraTags(r *http.Request, ref reference.Ref) ([]string, error) {
+	q := r.URL.Query()["tag"]
+	if len(q) > maxExtraTags {
+		return nil, ocierr.New(ocierr.ManifestInvalid, "%d tag parameters; at most %d", len(q), maxExtraTags)
+	}
+	var tags []string
+	seen := map[string]bool{}
+	add := func(t string) {
+		if !seen[t] {
+			seen[t] = true
+			tags = append(tags, t)
+		}
+	}
+	if !ref.IsDigest() {
+		add(ref.Tag)
+	}
+	for _, t := range q {
+		if err := reference.ValidateTag(t); err != nil {
+			return nil, ocierr.Wrap(ocierr.ManifestInvalid, fmt.Errorf("tag parameter: %w", err))
+		}
+		add(t)
+	}
+	return tags, nil
 }
 
 // checkReferences refuses a manifest whose blobs or child manifests are not

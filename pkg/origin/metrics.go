@@ -25,6 +25,7 @@ type metrics struct {
 	readersRefused   prometheus.Counter
 	busySent         prometheus.Counter
 	capabilities     *prometheus.CounterVec
+	pulledThrough    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -99,7 +100,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_origin_proxied_reads_total",
 			Help: "Reads of blobs not held here, served from another origin, by result.",
 		}, []string{"result"}),
+		pulledThrough: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_origin_pulled_through_total",
+			Help: "Manifests and blobs this origin fetched from an upstream registry and stored, by namespace and object.",
+		}, []string{"namespace", "object"}),
 	}
+	reg.MustRegister(m.pulledThrough)
 	reg.MustRegister(m.requests, m.requestDuration, m.bytesIn, m.bytesOut, m.uploadDuration, m.uploadsActive, m.uploadsRefused, m.verifyFailures,
 		m.replications, m.replicationQueue, m.repairBytes, m.proxied, m.members, m.seeded,
 		m.readersRefused, m.busySent, m.capabilities)

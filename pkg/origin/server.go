@@ -30,6 +30,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/ocierr"
 	"github.com/shoal-project/shoal/pkg/recorder"
 	"github.com/shoal-project/shoal/pkg/repostore"
+	"github.com/shoal-project/shoal/pkg/upstream"
 )
 
 // Server is one origin. Create it with New, serve it with Run (or mount
@@ -44,7 +45,13 @@ type Server struct {
 	uploads *uploads
 	metrics *metrics
 	gather  prometheus.Gatherer
-	log     *slog.Logger
+	reg     prometheus.Registerer
+
+	// upstreams are the registries pulled through (nil: none); see
+	// pullthrough.go.
+	upstreams *upstream.Set
+	torrents  torrentInfos
+	log       *slog.Logger
 
 	// verified holds the blobs whose bytes have been hashed against their
 	// digest since this process started; reads of others are verified as
@@ -70,7 +77,7 @@ func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 // WithRegistry registers metrics on reg and serves it on /metrics (default:
 // a fresh registry with the Go and process collectors).
 func WithRegistry(reg *prometheus.Registry) Option {
-	return func(s *Server) { s.gather = reg; s.metrics = newMetrics(reg) }
+	return func(s *Server) { s.gather, s.reg = reg, reg; s.metrics = newMetrics(reg) }
 }
 
 // WithEgressLimit paces blob bodies sent on /v2 with lim, which the origin's
@@ -107,7 +114,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if s.metrics == nil {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		s.gather, s.metrics = reg, newMetrics(reg)
+		s.gather, s.reg, s.metrics = reg, reg, newMetrics(reg)
 	}
 	authz, err := auth.New(cfg.Auth)
 	if err != nil {
@@ -124,6 +131,11 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	if err := s.loadCapabilities(); err != nil {
 		return nil, err
+	}
+	if len(cfg.Upstreams) > 0 {
+		if s.upstreams, err = upstream.NewSet(cfg.Upstreams, s.reg, s.log); err != nil {
+			return nil, fmt.Errorf("origin: %w", err)
+		}
 	}
 	s.uploads = newUploads(s.blobs, cfg, s.metrics)
 	s.readers = newReaderGate(cfg.BlobReaders, s.egress)
@@ -147,6 +159,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc(InternalMetaInfoPath, s.serveInternal)
 	mux.HandleFunc(InternalGCPath, s.serveInternal)
 	mux.HandleFunc(capability.HTTPPath, s.serveCapability)
+	mux.HandleFunc(upstream.AdvertisePath, s.serveAdverts)
+	mux.HandleFunc(InternalUpstreamPath, s.serveInternal)
+	mux.HandleFunc(TorrentPath, s.serveTorrent)
 	if s.issuer != nil {
 		mux.Handle(s.cfg.TokenPath, s.issuer)
 	}
@@ -195,7 +210,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if s.collector != nil {
 		wg.Go(func() { s.collector.Run(jctx) })
 	}
-	defer func() { stopJanitor(); wg.Wait() }()
+	defer func() { stopJanitor(); wg.Wait(); s.upstreams.Close() }()
 
 	if s.tls != nil {
 		srv.TLSConfig = s.tls.serverConfig()
@@ -303,6 +318,12 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.client = clientKey(id, r.RemoteAddr)
+	if _, _, ok := s.upstreams.Lookup(rt.name); ok && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// A pulled-through repository mirrors its upstream: a push here
+		// would shadow it for every node.
+		s.writeError(rw, r, ocierr.New(ocierr.Denied, "%s mirrors an upstream registry and is read-only", rt.name))
+		return
+	}
 	if err := h(rw, r, rt); err != nil {
 		s.writeError(rw, r, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -247,6 +248,9 @@ func writeBlobCreated(w http.ResponseWriter, repo string, d digest.Digest) {
 // upload (?digest=), or a new session.
 func (s *Server) startUpload(w http.ResponseWriter, r *http.Request, rt route) error {
 	q := r.URL.Query()
+	if err := checkDigestAlgorithm(q); err != nil {
+		return err
+	}
 	if m := q.Get("mount"); m != "" {
 		done, err := s.mount(w, r, rt.name, m, q.Get("from"))
 		if err != nil || done {
@@ -281,6 +285,26 @@ func (s *Server) startUpload(w http.ResponseWriter, r *http.Request, rt route) e
 		return err
 	}
 	writeUploadState(w, up, http.StatusAccepted)
+	return nil
+}
+
+// checkDigestAlgorithm refuses an upload whose digest-algorithm parameter
+// (distribution-spec after 1.1) names an algorithm the origin cannot
+// verify, before a session is opened for it, and one that contradicts the
+// digest given with it.
+func checkDigestAlgorithm(q url.Values) error {
+	if !q.Has("digest-algorithm") {
+		return nil
+	}
+	alg := digest.Algorithm(q.Get("digest-algorithm"))
+	if !alg.Available() {
+		return ocierr.New(ocierr.DigestInvalid, "digest-algorithm %.40q is not supported; use sha256 or sha512", string(alg))
+	}
+	if v := q.Get("digest"); v != "" {
+		if d, err := digest.Parse(v); err == nil && d.Algorithm() != alg {
+			return ocierr.New(ocierr.DigestInvalid, "digest %s does not use digest-algorithm %s", d, alg)
+		}
+	}
 	return nil
 }
 
