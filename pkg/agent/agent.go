@@ -90,6 +90,9 @@ type Config struct {
 	DownloadRate int64 `yaml:"download_rate"`
 	// SeedInterval is how often complete blobs are announced (default 30s).
 	SeedInterval time.Duration `yaml:"seed_interval"`
+	// PreheatPollInterval is how often the agent asks the tracker for
+	// preheat orders, until the tracker says otherwise (default 2s).
+	PreheatPollInterval time.Duration `yaml:"preheat_poll_interval"`
 	// Swarm tunes downloads.
 	Swarm swarm.Config `yaml:"swarm"`
 	// OriginTimeout bounds a metadata call to an origin (default 10s).
@@ -125,6 +128,9 @@ func (c Config) withDefaults() Config {
 	if c.SeedInterval <= 0 {
 		c.SeedInterval = 30 * time.Second
 	}
+	if c.PreheatPollInterval <= 0 {
+		c.PreheatPollInterval = 2 * time.Second
+	}
 	if c.OriginTimeout <= 0 {
 		c.OriginTimeout = 10 * time.Second
 	}
@@ -144,6 +150,7 @@ type Agent struct {
 	log     *slog.Logger
 	host    host.Host
 	tracker shoalpb.TrackerClient
+	poller  *peerproof.Client // the tracker, for signed preheat polls
 	conn    *grpc.ClientConn
 	cache   *cache
 	dl      *swarm.Downloader
@@ -236,7 +243,8 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		}
 		// Announces are signed with the node's libp2p key: the tracker
 		// takes them only from the peer they name.
-		a.conn, a.tracker = conn, peerproof.NewClient(shoalpb.NewTrackerClient(conn), h.Peerstore().PrivKey(h.ID()))
+		pc := peerproof.NewClient(shoalpb.NewTrackerClient(conn), h.Peerstore().PrivKey(h.ID()))
+		a.conn, a.tracker, a.poller = conn, pc, pc
 	}
 	seeder := p2p.NewSeeder(h, a, pace.NewLimiter(cfg.UploadRate), log)
 	if cfg.CapabilityPublicKeyFile != "" {
@@ -309,6 +317,9 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	a.wg.Go(func() { a.seedLoop(a.ctx) })
+	if a.poller != nil {
+		a.wg.Go(func() { a.preheatLoop(a.ctx) })
+	}
 	a.log.Info("agent serving", "addr", ln.Addr().String(), "peer", a.host.ID(), "p2p", p2p.Addrs(a.host),
 		"tracker", a.cfg.Tracker, "cache_bytes", a.cfg.CacheBytes)
 	var err error

@@ -36,6 +36,8 @@ type metrics struct {
 	// (the origins issue none), error; and refused: peers this node's
 	// seeder turned away for want of a valid one.
 	capabilities *prometheus.CounterVec
+	// preheatOrders counts preheat orders run, by result (done, failed).
+	preheatOrders *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -100,7 +102,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_agent_capabilities_total",
 			Help: "Piece capabilities by result: fetched, none (the origins issue none), error; refused: peers turned away without a valid one.",
 		}, []string{"result"}),
+		preheatOrders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_preheat_orders_total",
+			Help: "Preheat orders run, by result: done (every blob cached, pinned and announced), failed.",
+		}, []string{"result"}),
 	}
+	reg.MustRegister(m.preheatOrders)
 	reg.MustRegister(m.requests, m.served, m.fromPeers, m.fromOrigin, m.uploaded, m.downloads, m.cacheBytes,
 		m.cached, m.cacheCorrupt, m.pieces, m.ttfb, m.duplicates, m.expired, m.busyReceived, m.busySent, m.stalls, m.originRequests,
 		m.pullChecks, m.capabilities)
