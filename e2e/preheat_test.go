@@ -21,6 +21,10 @@ import (
 
 const preheatToken = "e2e-preheat-token-0123456789abcdef"
 
+// preheatCacheBytes is each agent's cache: one 7 MiB image fits, two do
+// not, so a second image puts the first under pressure.
+const preheatCacheBytes = 10 << 20
+
 // preheatCluster is a tracker (embedded etcd, preheat token, a tag rule
 // for rules/*), a seeding origin and four agents, two per zone, each
 // fetching at most 4 MiB/s so that a preheat lasts long enough to kill
@@ -31,11 +35,12 @@ type preheatCluster struct {
 	agents                 []agentProc
 	ids                    []string // agents' peer IDs, same order
 	client                 shoalpb.TrackerClient
+	dead                   map[int]bool // agents killed
 }
 
 func startPreheatCluster(t *testing.T) *preheatCluster {
 	t.Helper()
-	c := &preheatCluster{dir: t.TempDir()}
+	c := &preheatCluster{dir: t.TempDir(), dead: map[int]bool{}}
 	c.tokenFile = filepath.Join(c.dir, "preheat-token")
 	cfg := filepath.Join(c.dir, "tracker.yaml")
 	os.WriteFile(c.tokenFile, []byte(preheatToken+"\n"), 0o600)
@@ -45,7 +50,7 @@ func startPreheatCluster(t *testing.T) *preheatCluster {
 	peerRE := regexp.MustCompile(`msg="agent serving".* peer=(\S+)`)
 	for i, zone := range []string{"a", "a", "b", "b"} {
 		a := startAgent(t, c.dir, fmt.Sprintf("a%d", i), c.tracker.grpc, c.origin,
-			fmt.Sprintf("zone: %s\nrack: r%d\ndownload_rate: 4194304\n", zone, i))
+			fmt.Sprintf("zone: %s\nrack: r%d\ndownload_rate: 4194304\ncache_bytes: %d\n", zone, i, preheatCacheBytes))
 		m := peerRE.FindStringSubmatch(a.Logs())
 		if m == nil {
 			t.Fatalf("agent a%d: no peer ID in its log:\n%s", i, a.Logs())
@@ -106,6 +111,7 @@ func TestPreheat(t *testing.T) {
 	}
 	c := startPreheatCluster(t)
 	imgSizes := []int{4 << 20, 2 << 20, 1 << 20}
+	var v1 image
 
 	t.Run("K=2 of 4: exactly two copies, one per zone", func(t *testing.T) {
 		im := pushLayers(t, "http://"+c.origin, "team/app", "v1", imgSizes...)
@@ -114,6 +120,7 @@ func TestPreheat(t *testing.T) {
 		if !strings.Contains(out, "done: 2/2 complete") {
 			t.Fatalf("preheat output:\n%s", out)
 		}
+		v1 = im
 		h := c.holders(t, im)
 		if len(h) != 2 || c.zone(h[0]) == c.zone(h[1]) {
 			t.Fatalf("agents holding the image: %v (zones a,a,b,b), want two in different zones\n%s", h, out)
@@ -168,6 +175,7 @@ func TestPreheat(t *testing.T) {
 					}
 					time.Sleep(500 * time.Millisecond)
 					c.agents[i].Kill()
+					c.dead[i] = true
 					victim = i
 				}
 			}
@@ -190,6 +198,30 @@ func TestPreheat(t *testing.T) {
 			t.Fatalf("replaced = %v, want ≥ 1", n)
 		}
 		t.Logf("killed a%d mid-fetch; complete on %v", victim, h)
+	})
+
+	t.Run("pinned blobs survive cache pressure", func(t *testing.T) {
+		h := slices.DeleteFunc(c.holders(t, v1), func(i int) bool { return c.dead[i] })
+		if len(h) == 0 {
+			t.Fatal("no live holder of v1")
+		}
+		a := c.agents[h[0]]
+		// 8 MiB more through a 10 MiB cache that holds the pinned 7 MiB.
+		v3 := pushLayers(t, "http://"+c.origin, "team/app", "v3", 4<<20, 4<<20)
+		for _, l := range v3.layers {
+			if _, err := a.get(l.Digest); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, b := range v1.blobs() {
+			if !holdsBlob(t, filepath.Join(a.dir, "data"), b.Digest) {
+				t.Fatalf("pinned blob %s evicted under pressure", b.Digest)
+			}
+		}
+		// The pressure was real: an unpinned blob went.
+		if holdsBlob(t, filepath.Join(a.dir, "data"), v3.layers[0].Digest) {
+			t.Fatalf("no eviction: cache %v bytes", metric(t, a.addr, "shoal_agent_cache_bytes"))
+		}
 	})
 
 	t.Run("tag push matching a rule preheats", func(t *testing.T) {
