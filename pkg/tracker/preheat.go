@@ -423,6 +423,11 @@ func (s *Server) stepLocked(j *preheatJob, now time.Time) {
 			s.log.Info("preheat agent assigned", "id", j.id, "agent", id)
 		}
 	}
+	// Say why a preheat stands still, so its caller need not guess.
+	j.err = ""
+	if len(j.assigned) == 0 {
+		j.err = fmt.Sprintf("waiting: no live agent matching the selector is left to fetch (%d agents polling)", len(p.agents))
+	}
 }
 
 // pickAgents chooses up to n live agents for j, matching its selector,

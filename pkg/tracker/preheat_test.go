@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,6 +153,15 @@ func TestPreheatStepPacesReplacesAndFinishes(t *testing.T) {
 	}
 	if !st.GetNoop() || st.GetState() != "done" || len(st.GetFetchingPeers()) != 0 {
 		t.Fatalf("repeat: %v, want a no-op", st)
+	}
+	// No agent matches: the preheat waits and says why.
+	st, err = s.startPreheat(&shoalpb.PreheatRequest{Repo: "team/app", Reference: "v1", Copies: 1, Selector: &shoalpb.Labels{Zone: "x"}},
+		j.manifest, blobs, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetState() != "running" || !strings.Contains(st.GetError(), "no live agent") {
+		t.Fatalf("preheat no agent can take: %v", st)
 	}
 }
 

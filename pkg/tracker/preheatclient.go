@@ -32,6 +32,9 @@ func RunPreheat(ctx context.Context, c shoalpb.TrackerClient, token string, req 
 	for {
 		line := fmt.Sprintf("%6.1fs %s: %d/%d complete %v, fetching %v", time.Since(start).Seconds(), st.GetState(),
 			len(st.GetCompletePeers()), st.GetCopiesWanted(), st.GetCompletePeers(), st.GetFetchingPeers())
+		if st.GetState() == "running" && st.GetError() != "" {
+			line += " (" + st.GetError() + ")"
+		}
 		if line[8:] != last {
 			fmt.Fprintln(out, line)
 			last = line[8:]
