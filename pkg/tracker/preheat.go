@@ -523,7 +523,9 @@ func (s *Server) stepAll(now time.Time) {
 	}
 }
 
-// onTag starts the preheats of the rules a pushed tag matches.
+// onTag starts the preheats of the rules a pushed tag matches. It runs in
+// the preheat loop, so a slow origin (resolve is bounded at 30 s) delays
+// the next step rather than piling up goroutines under a burst of pushes.
 func (s *Server) onTag(ctx context.Context, ev repostore.TagEvent) {
 	if ev.Digest == "" {
 		return // a deletion
