@@ -218,6 +218,9 @@ func TestPreheat(t *testing.T) {
 				t.Fatalf("pinned blob %s evicted under pressure", b.Digest)
 			}
 		}
+		if n := metric(t, a.addr, "shoal_agent_pinned_blobs"); n < float64(len(v1.blobs())) {
+			t.Fatalf("shoal_agent_pinned_blobs = %v, want ≥ %d", n, len(v1.blobs()))
+		}
 		// The pressure was real: an unpinned blob went.
 		if holdsBlob(t, filepath.Join(a.dir, "data"), v3.layers[0].Digest) {
 			t.Fatalf("no eviction: cache %v bytes", metric(t, a.addr, "shoal_agent_cache_bytes"))

@@ -368,6 +368,7 @@ func (a *Agent) seedLoop(ctx context.Context) {
 			}
 		}
 		a.metrics.cacheBytes.Set(float64(a.cache.bytes()))
+		a.metrics.pinned.Set(float64(a.cache.pinnedCount()))
 		ds := a.cache.digests()
 		a.metrics.cached.Set(float64(len(ds)))
 		if a.tracker == nil {

@@ -242,6 +242,17 @@ func (c *cache) pinned(d digest.Digest, now time.Time) bool {
 	return ok
 }
 
+// pinnedCount counts live pins, dropping expired ones.
+func (c *cache) pinnedCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	for d := range c.pins {
+		c.pinned(d, now)
+	}
+	return len(c.pins)
+}
+
 // has reports whether d is cached.
 func (c *cache) has(d digest.Digest) bool {
 	c.mu.Lock()

@@ -38,6 +38,8 @@ type metrics struct {
 	capabilities *prometheus.CounterVec
 	// preheatOrders counts preheat orders run, by result (done, failed).
 	preheatOrders *prometheus.CounterVec
+	// pinned counts blobs pinned by preheats (cached or on their way).
+	pinned prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -107,7 +109,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Preheat orders run, by result: done (every blob cached, pinned and announced), failed.",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.preheatOrders)
+	m.pinned = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "shoal_agent_pinned_blobs", Help: "Blobs pinned by preheats until their TTL: eviction spares them.",
+	})
+	reg.MustRegister(m.preheatOrders, m.pinned)
 	reg.MustRegister(m.requests, m.served, m.fromPeers, m.fromOrigin, m.uploaded, m.downloads, m.cacheBytes,
 		m.cached, m.cacheCorrupt, m.pieces, m.ttfb, m.duplicates, m.expired, m.busyReceived, m.busySent, m.stalls, m.originRequests,
 		m.pullChecks, m.capabilities)
