@@ -327,6 +327,11 @@ func (s *Server) PreheatPoll(ctx context.Context, req *shoalpb.PreheatPollReques
 	case !validLabels(p.GetLabels()):
 		return nil, status.Errorf(codes.InvalidArgument, "labels longer than %d bytes", maxLabelLen)
 	}
+	for _, a := range p.GetAddrs() {
+		if a == "" || len(a) > maxAddrLen {
+			return nil, status.Errorf(codes.InvalidArgument, "addr must be 1..%d bytes", maxAddrLen)
+		}
+	}
 	// The same checks and charges as an announce: a poll proves the
 	// peer's key, and costs one announce token.
 	c, err := s.authenticate(ctx, req.GetProof(), []*shoalpb.AnnounceRequest{{Peer: p, Proof: req.GetProof()}})

@@ -211,3 +211,32 @@ func TestPreheatRefusesBadRequests(t *testing.T) {
 		t.Fatalf("no token configured: %v, want PermissionDenied", err)
 	}
 }
+
+// Polls are hostile input too: bounds first, then the proof.
+func TestPreheatPollRefusesBadPolls(t *testing.T) {
+	s := preheatServer(t)
+	long := string(make([]byte, 300))
+	tests := []struct {
+		name string
+		peer *shoalpb.Peer
+		want codes.Code
+	}{
+		{name: "no id", peer: &shoalpb.Peer{}, want: codes.InvalidArgument},
+		{name: "long id", peer: &shoalpb.Peer{Id: long}, want: codes.InvalidArgument},
+		{name: "too many addrs", peer: &shoalpb.Peer{Id: "p", Addrs: make([]string, maxAddrs+1)}, want: codes.InvalidArgument},
+		{name: "long addr", peer: &shoalpb.Peer{Id: "p", Addrs: []string{long}}, want: codes.InvalidArgument},
+		{name: "long label", peer: &shoalpb.Peer{Id: "p", Labels: &shoalpb.Labels{Rack: long}}, want: codes.InvalidArgument},
+		{name: "no caller address", peer: &shoalpb.Peer{Id: "p"}, want: codes.Unauthenticated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.PreheatPoll(context.Background(), &shoalpb.PreheatPollRequest{Peer: tt.peer})
+			if status.Code(err) != tt.want {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+	if len(s.preheat.agents) != 0 {
+		t.Fatalf("refused polls registered agents: %v", s.preheat.agents)
+	}
+}
