@@ -3,10 +3,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -244,4 +248,95 @@ func TestPreheat(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		}
 	})
+}
+
+// blobRequests counts the blob requests an agent has answered.
+func blobRequests(t *testing.T, addr string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var n float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "shoal_agent_requests_total{") && strings.Contains(line, `kind="blob"`) {
+			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			n += v
+		}
+	}
+	return n
+}
+
+// TestPreheatIntoContainerd: a preheat with --containerd leaves the image
+// pulled and unpacked in the chosen node's containerd (Debian's 1.6),
+// named by its tag; a pull of it afterwards asks the agent for no blob.
+func TestPreheatIntoContainerd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binaries and containerd")
+	}
+	needContainerd(t)
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "preheat-token")
+	os.WriteFile(tok, []byte(preheatToken), 0o600)
+	tr := startTracker(t, dir, "--preheat-token-file", tok)
+	oAddr := startOrigin(t, dir, tr.etcd)
+	pushImage(t, "http://"+oAddr, "team/app", "v1")
+	sock := containerd(t, filepath.Join(dir, "ctrd"))
+	a := startAgent(t, dir, "a0", tr.grpc, oAddr,
+		fmt.Sprintf("containerd:\n  address: %q\n  namespace: e2e\n  registry: %q\n", sock, registry))
+
+	p := proctest.Start(t, proctest.Binary(t, "tracker"), "preheat", "--tracker", tr.grpc, "--token-file", tok,
+		"--repo", "team/app", "--tag", "v1", "--copies", "1", "--containerd", "--registry", registry, "--timeout", "90s")
+	if err := p.Wait(2 * time.Minute); err != nil {
+		t.Fatalf("preheat: %v\n%s", err, p.Logs())
+	}
+	// The copy is counted at the announce; containerd's pull follows.
+	want := registry + "/team/app:v1"
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, _ := exec.Command("ctr", "-a", sock, "-n", "e2e", "images", "ls", "-q").CombinedOutput()
+		if slices.Contains(strings.Fields(string(out)), want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd has no %s: %s\nagent:\n%s", want, out, a.Logs())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	snaps, err := exec.Command("ctr", "-a", sock, "-n", "e2e", "snapshots", "ls").CombinedOutput()
+	if err != nil || strings.Count(string(snaps), "\n") < 4 {
+		t.Fatalf("image not unpacked: %v\n%s", err, snaps)
+	}
+	before := blobRequests(t, a.addr)
+	if before < 4 {
+		t.Fatalf("containerd's preheat pull asked the agent for %v blobs, want the image's 4 (3 layers, config)", before)
+	}
+	_, certs := mirroredContainerdHosts(t, a, oAddr)
+	out, err := exec.Command("ctr", "-a", sock, "-n", "e2e", "images", "pull", "--plain-http",
+		"--hosts-dir", certs, want).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pull after preheat: %v\n%s", err, out)
+	}
+	if after := blobRequests(t, a.addr); after != before {
+		t.Fatalf("pull after the preheat asked the agent for %v blobs, want none", after-before)
+	}
+	t.Logf("preheat pulled %s into containerd; a pull after it fetched no blob", want)
+}
+
+// mirroredContainerdHosts writes hosts.toml naming the agent as the
+// registry's mirror, for a containerd already running.
+func mirroredContainerdHosts(t *testing.T, a agentProc, server string) (string, string) {
+	t.Helper()
+	certs := filepath.Join(a.dir, "certs.d")
+	hosts := filepath.Join(certs, registry)
+	if err := os.MkdirAll(hosts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	toml := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+server, "http://"+a.addr)
+	if err := os.WriteFile(filepath.Join(hosts, "hosts.toml"), []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return hosts, certs
 }

@@ -618,7 +618,10 @@ type PreheatRequest struct {
 	Registry string `protobuf:"bytes,5,opt,name=registry,proto3" json:"registry,omitempty"`
 	// How long agents pin the blobs in their cache; zero is the tracker's
 	// default.
-	PinSeconds    int32 `protobuf:"varint,6,opt,name=pin_seconds,json=pinSeconds,proto3" json:"pin_seconds,omitempty"`
+	PinSeconds int32 `protobuf:"varint,6,opt,name=pin_seconds,json=pinSeconds,proto3" json:"pin_seconds,omitempty"`
+	// Agents also pull the image into their node's containerd (when they
+	// are configured with one), unpacked, so a pod starts without a pull.
+	Containerd    bool `protobuf:"varint,7,opt,name=containerd,proto3" json:"containerd,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -693,6 +696,13 @@ func (x *PreheatRequest) GetPinSeconds() int32 {
 		return x.PinSeconds
 	}
 	return 0
+}
+
+func (x *PreheatRequest) GetContainerd() bool {
+	if x != nil {
+		return x.Containerd
+	}
+	return false
 }
 
 type PreheatStatusRequest struct {
@@ -907,14 +917,19 @@ func (x *PreheatPollRequest) GetProof() *PeerProof {
 
 // PreheatOrder tells an agent to fetch blobs and pin them.
 type PreheatOrder struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Repo          string                 `protobuf:"bytes,2,opt,name=repo,proto3" json:"repo,omitempty"`
-	Registry      string                 `protobuf:"bytes,3,opt,name=registry,proto3" json:"registry,omitempty"`
-	Digests       []string               `protobuf:"bytes,4,rep,name=digests,proto3" json:"digests,omitempty"`
-	PinSeconds    int32                  `protobuf:"varint,5,opt,name=pin_seconds,json=pinSeconds,proto3" json:"pin_seconds,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Repo       string                 `protobuf:"bytes,2,opt,name=repo,proto3" json:"repo,omitempty"`
+	Registry   string                 `protobuf:"bytes,3,opt,name=registry,proto3" json:"registry,omitempty"`
+	Digests    []string               `protobuf:"bytes,4,rep,name=digests,proto3" json:"digests,omitempty"`
+	PinSeconds int32                  `protobuf:"varint,5,opt,name=pin_seconds,json=pinSeconds,proto3" json:"pin_seconds,omitempty"`
+	// The manifest's digest, and the tag it was asked by (empty: by digest),
+	// for the containerd pull.
+	ManifestDigest string `protobuf:"bytes,6,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
+	Tag            string `protobuf:"bytes,7,opt,name=tag,proto3" json:"tag,omitempty"`
+	Containerd     bool   `protobuf:"varint,8,opt,name=containerd,proto3" json:"containerd,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PreheatOrder) Reset() {
@@ -980,6 +995,27 @@ func (x *PreheatOrder) GetPinSeconds() int32 {
 		return x.PinSeconds
 	}
 	return 0
+}
+
+func (x *PreheatOrder) GetManifestDigest() string {
+	if x != nil {
+		return x.ManifestDigest
+	}
+	return ""
+}
+
+func (x *PreheatOrder) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *PreheatOrder) GetContainerd() bool {
+	if x != nil {
+		return x.Containerd
+	}
+	return false
 }
 
 type PreheatPollResponse struct {
@@ -1075,7 +1111,7 @@ const file_tracker_proto_rawDesc = "" +
 	"\x12GetMetaInfoRequest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\"E\n" +
 	"\x13GetMetaInfoResponse\x12.\n" +
-	"\bmetainfo\x18\x01 \x01(\v2\x12.shoal.v1.MetaInfoR\bmetainfo\"\xc5\x01\n" +
+	"\bmetainfo\x18\x01 \x01(\v2\x12.shoal.v1.MetaInfoR\bmetainfo\"\xe5\x01\n" +
 	"\x0ePreheatRequest\x12\x12\n" +
 	"\x04repo\x18\x01 \x01(\tR\x04repo\x12\x1c\n" +
 	"\treference\x18\x02 \x01(\tR\treference\x12\x16\n" +
@@ -1083,7 +1119,10 @@ const file_tracker_proto_rawDesc = "" +
 	"\bselector\x18\x04 \x01(\v2\x10.shoal.v1.LabelsR\bselector\x12\x1a\n" +
 	"\bregistry\x18\x05 \x01(\tR\bregistry\x12\x1f\n" +
 	"\vpin_seconds\x18\x06 \x01(\x05R\n" +
-	"pinSeconds\"&\n" +
+	"pinSeconds\x12\x1e\n" +
+	"\n" +
+	"containerd\x18\a \x01(\bR\n" +
+	"containerd\"&\n" +
 	"\x14PreheatStatusRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x9d\x02\n" +
 	"\x15PreheatStatusResponse\x12\x0e\n" +
@@ -1098,14 +1137,19 @@ const file_tracker_proto_rawDesc = "" +
 	"\x05error\x18\t \x01(\tR\x05error\"c\n" +
 	"\x12PreheatPollRequest\x12\"\n" +
 	"\x04peer\x18\x01 \x01(\v2\x0e.shoal.v1.PeerR\x04peer\x12)\n" +
-	"\x05proof\x18\x02 \x01(\v2\x13.shoal.v1.PeerProofR\x05proof\"\x89\x01\n" +
+	"\x05proof\x18\x02 \x01(\v2\x13.shoal.v1.PeerProofR\x05proof\"\xe4\x01\n" +
 	"\fPreheatOrder\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04repo\x18\x02 \x01(\tR\x04repo\x12\x1a\n" +
 	"\bregistry\x18\x03 \x01(\tR\bregistry\x12\x18\n" +
 	"\adigests\x18\x04 \x03(\tR\adigests\x12\x1f\n" +
 	"\vpin_seconds\x18\x05 \x01(\x05R\n" +
-	"pinSeconds\"p\n" +
+	"pinSeconds\x12'\n" +
+	"\x0fmanifest_digest\x18\x06 \x01(\tR\x0emanifestDigest\x12\x10\n" +
+	"\x03tag\x18\a \x01(\tR\x03tag\x12\x1e\n" +
+	"\n" +
+	"containerd\x18\b \x01(\bR\n" +
+	"containerd\"p\n" +
 	"\x13PreheatPollResponse\x12.\n" +
 	"\x06orders\x18\x01 \x03(\v2\x16.shoal.v1.PreheatOrderR\x06orders\x12)\n" +
 	"\x10interval_seconds\x18\x02 \x01(\x05R\x0fintervalSeconds2\xce\x03\n" +

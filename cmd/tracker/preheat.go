@@ -33,6 +33,7 @@ func runPreheat(args []string) error {
 	pin := fs.Duration("pin", 0, "how long agents pin the blobs (0: the tracker's default)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up following after this long (the preheat goes on)")
 	tokenFile := fs.String("token-file", "", "file holding the tracker's preheat token")
+	ctrd := fs.Bool("containerd", false, "agents also pull the image into their node's containerd (those configured with one)")
 	var sel []string
 	fs.Func("selector", "agent label to match, zone=, rack= or node= (repeatable)", func(s string) error {
 		sel = append(sel, s)
@@ -92,7 +93,7 @@ func runPreheat(args []string) error {
 	defer cancel()
 	_, err = tracker.RunPreheat(ctx, shoalpb.NewTrackerClient(conn), strings.TrimSpace(string(tok)), &shoalpb.PreheatRequest{
 		Repo: *repo, Reference: ref, Copies: int32(*copies), Selector: labels, Registry: *registry,
-		PinSeconds: int32(pin.Seconds()),
+		PinSeconds: int32(pin.Seconds()), Containerd: *ctrd,
 	}, os.Stdout, time.Second)
 	return err
 }

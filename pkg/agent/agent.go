@@ -93,6 +93,9 @@ type Config struct {
 	// PreheatPollInterval is how often the agent asks the tracker for
 	// preheat orders, until the tracker says otherwise (default 2s).
 	PreheatPollInterval time.Duration `yaml:"preheat_poll_interval"`
+	// Containerd, when its address is set, is the node's containerd:
+	// preheats that ask for it pull the image there too.
+	Containerd ContainerdConfig `yaml:"containerd"`
 	// Swarm tunes downloads.
 	Swarm swarm.Config `yaml:"swarm"`
 	// OriginTimeout bounds a metadata call to an origin (default 10s).
@@ -127,6 +130,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SeedInterval <= 0 {
 		c.SeedInterval = 30 * time.Second
+	}
+	if c.Containerd.Namespace == "" {
+		c.Containerd.Namespace = "k8s.io"
+	}
+	if c.Containerd.Timeout <= 0 {
+		c.Containerd.Timeout = 10 * time.Minute
 	}
 	if c.PreheatPollInterval <= 0 {
 		c.PreheatPollInterval = 2 * time.Second
@@ -167,6 +176,7 @@ type Agent struct {
 
 	mu       sync.Mutex
 	inflight map[digest.Digest]*inflight
+	served   string // the /v2 listener's address, once Run has it
 }
 
 // New starts an agent's host and cache; serve it with Run.
@@ -313,6 +323,9 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("agent: listen: %w", err)
 		}
 	}
+	a.mu.Lock()
+	a.served = ln.Addr().String()
+	a.mu.Unlock()
 	srv := a.cfg.HTTPTimeouts.Server(a.Handler(), a.log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

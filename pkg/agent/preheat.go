@@ -159,5 +159,10 @@ func (a *Agent) runOrder(ctx context.Context, o *shoalpb.PreheatOrder) error {
 		}
 	}
 	a.log.Info("preheat order done", "order", o.GetId(), "fetched", len(fs), "took", time.Since(start).Round(time.Millisecond))
+	if o.GetContainerd() && a.cfg.Containerd.Address != "" {
+		// After the announce: the copy counts for the preheat while
+		// containerd unpacks.
+		return a.pullIntoContainerd(ctx, o)
+	}
 	return nil
 }

@@ -78,6 +78,9 @@ type PreheatRule struct {
 	} `yaml:"selector"`
 	// Registry is the agents' registry name for the image (default theirs).
 	Registry string `yaml:"registry"`
+	// Containerd: agents also pull the image into their node's containerd
+	// (default true: a tag pushed is about to be run).
+	Containerd *bool `yaml:"containerd"`
 }
 
 func (c PreheatConfig) withDefaults() PreheatConfig {
@@ -134,6 +137,8 @@ type agentSeen struct {
 
 type preheatJob struct {
 	id, repo, registry string
+	tag                string // asked by tag ("" by digest)
+	containerd         bool   // agents also pull into containerd
 	manifest           digest.Digest
 	digests            []string
 	copies             int
@@ -274,8 +279,11 @@ func (s *Server) startPreheat(req *shoalpb.PreheatRequest, md digest.Digest, blo
 	}
 	j := &preheatJob{
 		id: fmt.Sprintf("ph-%d-%04x", now.UnixMilli(), p.rnd.Uint32()&0xffff), repo: req.GetRepo(), registry: req.GetRegistry(),
-		manifest: md, digests: ds, copies: int(req.GetCopies()), sel: req.GetSelector(), pin: pin,
+		manifest: md, digests: ds, copies: int(req.GetCopies()), sel: req.GetSelector(), pin: pin, containerd: req.GetContainerd(),
 		created: now, state: "running", assigned: map[string]time.Time{}, replaced: map[string]bool{},
+	}
+	if !strings.Contains(req.GetReference(), ":") {
+		j.tag = req.GetReference()
 	}
 	p.jobs[j.id] = j
 	s.metrics.preheats.WithLabelValues("started").Inc()
@@ -359,7 +367,8 @@ func (s *Server) PreheatPoll(ctx context.Context, req *shoalpb.PreheatPollReques
 	for _, j := range ph.jobs {
 		if _, ok := j.assigned[p.GetId()]; ok && j.state == "running" {
 			resp.Orders = append(resp.Orders, &shoalpb.PreheatOrder{Id: j.id, Repo: j.repo, Registry: j.registry,
-				Digests: j.digests, PinSeconds: int32(j.pin / time.Second)})
+				Digests: j.digests, PinSeconds: int32(j.pin / time.Second),
+				ManifestDigest: string(j.manifest), Tag: j.tag, Containerd: j.containerd})
 		}
 	}
 	return resp, nil
@@ -542,8 +551,11 @@ func (s *Server) onTag(ctx context.Context, ev repostore.TagEvent) {
 		if ok, _ := path.Match(r.Tag, ev.Tag); r.Tag != "" && !ok {
 			continue
 		}
-		req := &shoalpb.PreheatRequest{Repo: ev.Repo, Reference: string(ev.Digest), Copies: int32(max(1, r.Copies)),
-			Selector: &shoalpb.Labels{Zone: r.Selector.Zone, Rack: r.Selector.Rack, Node: r.Selector.Node}, Registry: r.Registry}
+		// Reference: the tag, which the containerd pull names the image
+		// by; the image itself is resolved by the digest pushed.
+		req := &shoalpb.PreheatRequest{Repo: ev.Repo, Reference: ev.Tag, Copies: int32(max(1, r.Copies)),
+			Selector: &shoalpb.Labels{Zone: r.Selector.Zone, Rack: r.Selector.Rack, Node: r.Selector.Node}, Registry: r.Registry,
+			Containerd: r.Containerd == nil || *r.Containerd}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		md, blobs, err := s.resolveImage(rctx, ev.Repo, reference.Ref{Digest: ev.Digest})
 		cancel()
