@@ -90,9 +90,12 @@ func (a *Agent) pullIntoContainerd(ctx context.Context, o *shoalpb.PreheatOrder)
 	if o.GetTag() != "" {
 		tagged := images.Image{Name: name + "/" + o.GetRepo() + ":" + o.GetTag(), Target: img.Target()}
 		is := client.ImageService()
-		if _, err := is.Create(ctx, tagged); errors.Is(err, errdefs.ErrAlreadyExists) {
+		_, err := is.Create(ctx, tagged)
+		if errors.Is(err, errdefs.ErrAlreadyExists) {
+			// The tag named an older image: it names this one now.
 			_, err = is.Update(ctx, tagged)
-		} else if err != nil {
+		}
+		if err != nil {
 			return fmt.Errorf("containerd tag %s: %w", tagged.Name, err)
 		}
 		ref = tagged.Name
