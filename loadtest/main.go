@@ -47,6 +47,7 @@ func run(args []string) error {
 	killOrigin := fs.Bool("kill-origin", false, "kill one origin mid-pull (needs --origins 2 or more)")
 	logLevel := fs.String("log-level", "warn", "log level of the fleet's processes (logs are kept beside the report)")
 	netns := fs.Bool("netns", false, "every process in its own network namespace, links capped by tc (root)")
+	preheat := fs.Int("preheat", 0, "also run a rollout preceded by a preheat of K agents (shoal-tracker's Preheat), beside the cold one")
 	capabilities := fs.Bool("capabilities", false, "repository isolation on P2P: origins issue capabilities and every seeder checks them")
 	sim := addSimFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -72,12 +73,15 @@ func run(args []string) error {
 	if *churn < 0 || *churn > 1 || (*killOrigin && *origins < 2) {
 		return errors.New("--churn must be 0..1, and --kill-origin needs --origins 2 or more")
 	}
+	if *preheat < 0 || *preheat > *agents {
+		return errors.New("--preheat must be 0..--agents")
+	}
 	if *baseline != "direct" && *baseline != "none" {
 		return fmt.Errorf("--baseline %q: want direct or none", *baseline)
 	}
 	o := options{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps, Baseline: *baseline == "direct",
 		Bin: *bin, Out: *out, Timeout: *timeout, Progress: os.Stderr,
-		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel, Capabilities: *capabilities}
+		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel, Capabilities: *capabilities, Preheat: *preheat}
 	if err := checkDisk(o); err != nil {
 		return err
 	}
@@ -105,6 +109,11 @@ func fleetRun(ctx context.Context, o options) (*report, error) {
 	}
 	o.Bin = abs
 	modes := []string{"p2p"}
+	if o.Preheat > 0 {
+		// The same fleet, fresh, warmed by a preheat of K agents before
+		// its rollout: next to the cold p2p rollout of the same run.
+		modes = append(modes, "preheat")
+	}
 	if o.Baseline {
 		modes = append(modes, "direct")
 	}

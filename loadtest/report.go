@@ -40,6 +40,11 @@ type summary struct {
 	CPUBusyMax float64 `json:"cpu_busy_share_max_1s"`
 	CPULimited bool    `json:"cpu_limited"`
 	Setup      float64 `json:"setup_seconds"`
+	// The preheat before a "preheat" rollout: copies made, how long, and
+	// the origin's egress for it (the rollout's egress excludes it).
+	PreheatCopies  int     `json:"preheat_copies,omitempty"`
+	PreheatSeconds float64 `json:"preheat_seconds,omitempty"`
+	PreheatEgress  int64   `json:"preheat_origin_egress_bytes,omitempty"`
 }
 
 type report struct {
@@ -53,8 +58,10 @@ type report struct {
 	Capabilities bool      `json:"capabilities"`
 	Summaries    []summary `json:"summaries"`
 	P2PVsDirect  float64   `json:"p99_p2p_over_direct,omitempty"`
-	Phases       []*phase  `json:"phases"`
-	Files        [2]string `json:"-"`
+	// PreheatVsCold is the preheated rollout's p99 over the cold one's.
+	PreheatVsCold float64   `json:"p99_preheat_over_cold,omitempty"`
+	Phases        []*phase  `json:"phases"`
+	Files         [2]string `json:"-"`
 }
 
 // percentile of sorted xs (nearest rank).
@@ -91,6 +98,9 @@ func summarize(o options, ph *phase, bound float64) summary {
 	}
 	s.FirstByteP50, s.FirstByteP99 = percentile(fb, 50), percentile(fb, 99)
 	s.EgressCopies = float64(ph.OriginEgress) / float64(o.Image)
+	if ph.Preheat != nil {
+		s.PreheatCopies, s.PreheatSeconds, s.PreheatEgress = ph.Preheat.Copies, ph.Preheat.Seconds, ph.Preheat.OriginEgress
+	}
 	if bound > 0 {
 		s.P99OverBound = s.P99 / bound
 	}
@@ -105,8 +115,16 @@ func buildReport(o options, phases []*phase) *report {
 	for _, ph := range phases {
 		r.Summaries = append(r.Summaries, summarize(o, ph, r.BoundSeconds))
 	}
-	if len(r.Summaries) == 2 && r.Summaries[1].P99 > 0 {
-		r.P2PVsDirect = r.Summaries[0].P99 / r.Summaries[1].P99
+	// By mode, not position: a --preheat run has a third phase between.
+	byMode := map[string]summary{}
+	for _, s := range r.Summaries {
+		byMode[s.Mode] = s
+	}
+	if p, d := byMode["p2p"], byMode["direct"]; p.P99 > 0 && d.P99 > 0 {
+		r.P2PVsDirect = p.P99 / d.P99
+	}
+	if p, w := byMode["p2p"], byMode["preheat"]; p.P99 > 0 && w.P99 > 0 {
+		r.PreheatVsCold = w.P99 / p.P99
 	}
 	return r
 }
@@ -149,8 +167,17 @@ func (r *report) text(w io.Writer) {
 				s.Mode, 100*s.CPUBusy, 100*s.CPUBusyMax)
 		}
 	}
+	for _, s := range r.Summaries {
+		if s.PreheatCopies > 0 {
+			fmt.Fprintf(w, "%s: before the rollout, %d agents preheated in %.2fs; origin egress for the preheat %s (%.2fx the image)\n",
+				s.Mode, s.PreheatCopies, s.PreheatSeconds, mib(s.PreheatEgress), float64(s.PreheatEgress)/float64(r.ImageBytes))
+		}
+	}
 	if r.P2PVsDirect > 0 {
 		fmt.Fprintf(w, "p2p p99 ÷ direct p99 = %.2f\n", r.P2PVsDirect)
+	}
+	if r.PreheatVsCold > 0 {
+		fmt.Fprintf(w, "preheated p99 ÷ cold p2p p99 = %.2f\n", r.PreheatVsCold)
 	}
 	if r.Files[0] != "" {
 		fmt.Fprintf(w, "\nJSON: %s\nHTML: %s\n", r.Files[0], r.Files[1])
@@ -216,7 +243,7 @@ func (r *report) view() view {
 	var sb strings.Builder
 	r.text(&sb)
 	v := view{report: r, Text: sb.String(), Width: 640, Height: 320, Counters: r.counterRows()}
-	colors := map[string]string{"p2p": "#1f77b4", "direct": "#d62728"}
+	colors := map[string]string{"p2p": "#1f77b4", "direct": "#d62728", "preheat": "#2ca02c"}
 	for _, ph := range r.Phases {
 		for _, a := range ph.Agents {
 			v.MaxT = max(v.MaxT, a.Done)

@@ -55,6 +55,8 @@ type options struct {
 	// public half, so every piece request carries a capability the origin
 	// issued (repository isolation on P2P), to measure what it costs.
 	Capabilities bool
+	// Preheat: a phase whose rollout follows a preheat of this many agents.
+	Preheat int
 }
 
 // phase is one fleet's pull, measured.
@@ -76,6 +78,17 @@ type phase struct {
 	agentCounters
 	// CPU is how busy the machine was during the pull.
 	CPU cpuUse `json:"cpu"`
+	// Preheat is what the preheat before the rollout did ("preheat" mode).
+	Preheat *preheatResult `json:"preheat,omitempty"`
+}
+
+// preheatResult is a preheat before a rollout: how long it took to K
+// complete copies, and what the origin sent for it (not counted in the
+// rollout's egress).
+type preheatResult struct {
+	Copies       int     `json:"copies"`
+	Seconds      float64 `json:"seconds"`
+	OriginEgress int64   `json:"origin_egress_bytes"`
 }
 
 type agentResult struct {
@@ -212,14 +225,24 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	if !o.Netns {
 		limits = fmt.Sprintf("ip_announce_rate: %d\nip_announce_burst: %d\nmax_entries_per_ip: %d\n", 400*o.Agents, 10000*o.Agents, 20000*o.Agents)
 	}
+	trArgs := []string{}
+	if mode == "preheat" {
+		limits += "preheat:\n  poll_interval: 1s\n"
+		tok := filepath.Join(dir, "preheat-token")
+		if err := os.WriteFile(tok, []byte(loadtestPreheatToken), 0o600); err != nil {
+			return nil, err
+		}
+		trArgs = append(trArgs, "--preheat-token-file", tok)
+	}
 	if err := os.WriteFile(trCfg, []byte(limits), 0o644); err != nil {
 		return nil, err
 	}
-	tr, err := f.start(trPlace, "tracker", "tracker", "--config", trCfg, "--id", "t0", "--grpc-addr", trackerAddr, "--http-addr", trPlace.addr(ports["http"]),
+	trArgs = append([]string{"--config", trCfg, "--id", "t0", "--grpc-addr", trackerAddr, "--http-addr", trPlace.addr(ports["http"]),
 		"--advertise", trackerAddr, "--data-dir", filepath.Join(dir, "tracker"), "--interval", "1s",
-		"--embedded-etcd-client-url", etcdURL, "--embedded-etcd-peer-url", "http://"+trPlace.addr(ports["etcd-peer"]),
+		"--embedded-etcd-client-url", etcdURL, "--embedded-etcd-peer-url", "http://" + trPlace.addr(ports["etcd-peer"]),
 		// With --netns the etcd listens on the fleet's private bridge.
-		"--embedded-etcd-plaintext", "--log-level", o.logLevel())
+		"--embedded-etcd-plaintext", "--log-level", o.logLevel()}, trArgs...)
+	tr, err := f.start(trPlace, "tracker", "tracker", trArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +284,13 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 		}
 	}
 
-	ph := &phase{Mode: mode, Agents: make([]agentResult, o.Agents), Setup: time.Since(setupStart).Seconds()}
+	var pre *preheatResult
+	if mode == "preheat" {
+		if pre, err = runPreheat(ctx, o, trackerAddr, origins, agents); err != nil {
+			return nil, fmt.Errorf("preheat: %w", err)
+		}
+	}
+	ph := &phase{Mode: mode, Agents: make([]agentResult, o.Agents), Setup: time.Since(setupStart).Seconds(), Preheat: pre}
 	var received atomic.Int64
 	var doneCount atomic.Int32
 	stopProgress := progress(o.Progress, mode, o.Agents, int64(o.Agents)*o.Image, &doneCount, &received)
@@ -554,7 +583,7 @@ func startAgent(ctx context.Context, f *fleet, topo topology, i int, o options, 
 	}
 	cfg := fmt.Sprintf("addr: %q\ndata_dir: %q\nseed_interval: 2s\nlog_level: %s\nregistries:\n  \"\":\n    origins: [%s]\np2p:\n  listen_addrs: [/ip4/%s/tcp/%d]\n",
 		addr, filepath.Join(f.dir, name), o.logLevel(), strings.Join(quoted, ", "), pl.ip, p2pPort)
-	if mode == "p2p" {
+	if mode != "direct" {
 		cfg += fmt.Sprintf("tracker: %q\n", tracker)
 	}
 	if o.Capabilities {

@@ -603,6 +603,474 @@ func (x *GetMetaInfoResponse) GetMetainfo() *MetaInfo {
 	return nil
 }
 
+type PreheatRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Repository name, e.g. "library/busybox".
+	Repo string `protobuf:"bytes,1,opt,name=repo,proto3" json:"repo,omitempty"`
+	// Tag or "sha256:<hex>" manifest digest.
+	Reference string `protobuf:"bytes,2,opt,name=reference,proto3" json:"reference,omitempty"`
+	// Complete copies wanted (1..1000).
+	Copies int32 `protobuf:"varint,3,opt,name=copies,proto3" json:"copies,omitempty"`
+	// Only agents whose labels equal these (empty fields match any).
+	Selector *Labels `protobuf:"bytes,4,opt,name=selector,proto3" json:"selector,omitempty"`
+	// Registry name (the agents' ?ns=) the image is pulled under; empty is
+	// the agents' default registry.
+	Registry string `protobuf:"bytes,5,opt,name=registry,proto3" json:"registry,omitempty"`
+	// How long agents pin the blobs in their cache; zero is the tracker's
+	// default.
+	PinSeconds int32 `protobuf:"varint,6,opt,name=pin_seconds,json=pinSeconds,proto3" json:"pin_seconds,omitempty"`
+	// Agents also pull the image into their node's containerd (when they
+	// are configured with one), unpacked, so a pod starts without a pull.
+	Containerd    bool `protobuf:"varint,7,opt,name=containerd,proto3" json:"containerd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreheatRequest) Reset() {
+	*x = PreheatRequest{}
+	mi := &file_tracker_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreheatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreheatRequest) ProtoMessage() {}
+
+func (x *PreheatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tracker_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreheatRequest.ProtoReflect.Descriptor instead.
+func (*PreheatRequest) Descriptor() ([]byte, []int) {
+	return file_tracker_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PreheatRequest) GetRepo() string {
+	if x != nil {
+		return x.Repo
+	}
+	return ""
+}
+
+func (x *PreheatRequest) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+func (x *PreheatRequest) GetCopies() int32 {
+	if x != nil {
+		return x.Copies
+	}
+	return 0
+}
+
+func (x *PreheatRequest) GetSelector() *Labels {
+	if x != nil {
+		return x.Selector
+	}
+	return nil
+}
+
+func (x *PreheatRequest) GetRegistry() string {
+	if x != nil {
+		return x.Registry
+	}
+	return ""
+}
+
+func (x *PreheatRequest) GetPinSeconds() int32 {
+	if x != nil {
+		return x.PinSeconds
+	}
+	return 0
+}
+
+func (x *PreheatRequest) GetContainerd() bool {
+	if x != nil {
+		return x.Containerd
+	}
+	return false
+}
+
+type PreheatStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreheatStatusRequest) Reset() {
+	*x = PreheatStatusRequest{}
+	mi := &file_tracker_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreheatStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreheatStatusRequest) ProtoMessage() {}
+
+func (x *PreheatStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tracker_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreheatStatusRequest.ProtoReflect.Descriptor instead.
+func (*PreheatStatusRequest) Descriptor() ([]byte, []int) {
+	return file_tracker_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PreheatStatusRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type PreheatStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "running", "done", "failed".
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// Blobs of the image (config and layers), manifest digest resolved.
+	Digests        []string `protobuf:"bytes,3,rep,name=digests,proto3" json:"digests,omitempty"`
+	ManifestDigest string   `protobuf:"bytes,4,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
+	CopiesWanted   int32    `protobuf:"varint,5,opt,name=copies_wanted,json=copiesWanted,proto3" json:"copies_wanted,omitempty"`
+	// Agents holding every blob, complete, by their announces.
+	CompletePeers []string `protobuf:"bytes,6,rep,name=complete_peers,json=completePeers,proto3" json:"complete_peers,omitempty"`
+	// Agents told to fetch that have not announced a complete copy yet.
+	FetchingPeers []string `protobuf:"bytes,7,rep,name=fetching_peers,json=fetchingPeers,proto3" json:"fetching_peers,omitempty"`
+	// True when the copies existed before the preheat: nothing was asked.
+	Noop          bool   `protobuf:"varint,8,opt,name=noop,proto3" json:"noop,omitempty"`
+	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreheatStatusResponse) Reset() {
+	*x = PreheatStatusResponse{}
+	mi := &file_tracker_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreheatStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreheatStatusResponse) ProtoMessage() {}
+
+func (x *PreheatStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tracker_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreheatStatusResponse.ProtoReflect.Descriptor instead.
+func (*PreheatStatusResponse) Descriptor() ([]byte, []int) {
+	return file_tracker_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PreheatStatusResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PreheatStatusResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *PreheatStatusResponse) GetDigests() []string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+func (x *PreheatStatusResponse) GetManifestDigest() string {
+	if x != nil {
+		return x.ManifestDigest
+	}
+	return ""
+}
+
+func (x *PreheatStatusResponse) GetCopiesWanted() int32 {
+	if x != nil {
+		return x.CopiesWanted
+	}
+	return 0
+}
+
+func (x *PreheatStatusResponse) GetCompletePeers() []string {
+	if x != nil {
+		return x.CompletePeers
+	}
+	return nil
+}
+
+func (x *PreheatStatusResponse) GetFetchingPeers() []string {
+	if x != nil {
+		return x.FetchingPeers
+	}
+	return nil
+}
+
+func (x *PreheatStatusResponse) GetNoop() bool {
+	if x != nil {
+		return x.Noop
+	}
+	return false
+}
+
+func (x *PreheatStatusResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type PreheatPollRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The polling agent: id, addresses (signed by proof) and labels.
+	Peer          *Peer      `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	Proof         *PeerProof `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreheatPollRequest) Reset() {
+	*x = PreheatPollRequest{}
+	mi := &file_tracker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreheatPollRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreheatPollRequest) ProtoMessage() {}
+
+func (x *PreheatPollRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tracker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreheatPollRequest.ProtoReflect.Descriptor instead.
+func (*PreheatPollRequest) Descriptor() ([]byte, []int) {
+	return file_tracker_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PreheatPollRequest) GetPeer() *Peer {
+	if x != nil {
+		return x.Peer
+	}
+	return nil
+}
+
+func (x *PreheatPollRequest) GetProof() *PeerProof {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+// PreheatOrder tells an agent to fetch blobs and pin them.
+type PreheatOrder struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Repo       string                 `protobuf:"bytes,2,opt,name=repo,proto3" json:"repo,omitempty"`
+	Registry   string                 `protobuf:"bytes,3,opt,name=registry,proto3" json:"registry,omitempty"`
+	Digests    []string               `protobuf:"bytes,4,rep,name=digests,proto3" json:"digests,omitempty"`
+	PinSeconds int32                  `protobuf:"varint,5,opt,name=pin_seconds,json=pinSeconds,proto3" json:"pin_seconds,omitempty"`
+	// The manifest's digest, and the tag it was asked by (empty: by digest),
+	// for the containerd pull.
+	ManifestDigest string `protobuf:"bytes,6,opt,name=manifest_digest,json=manifestDigest,proto3" json:"manifest_digest,omitempty"`
+	Tag            string `protobuf:"bytes,7,opt,name=tag,proto3" json:"tag,omitempty"`
+	Containerd     bool   `protobuf:"varint,8,opt,name=containerd,proto3" json:"containerd,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PreheatOrder) Reset() {
+	*x = PreheatOrder{}
+	mi := &file_tracker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreheatOrder) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreheatOrder) ProtoMessage() {}
+
+func (x *PreheatOrder) ProtoReflect() protoreflect.Message {
+	mi := &file_tracker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreheatOrder.ProtoReflect.Descriptor instead.
+func (*PreheatOrder) Descriptor() ([]byte, []int) {
+	return file_tracker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PreheatOrder) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PreheatOrder) GetRepo() string {
+	if x != nil {
+		return x.Repo
+	}
+	return ""
+}
+
+func (x *PreheatOrder) GetRegistry() string {
+	if x != nil {
+		return x.Registry
+	}
+	return ""
+}
+
+func (x *PreheatOrder) GetDigests() []string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+func (x *PreheatOrder) GetPinSeconds() int32 {
+	if x != nil {
+		return x.PinSeconds
+	}
+	return 0
+}
+
+func (x *PreheatOrder) GetManifestDigest() string {
+	if x != nil {
+		return x.ManifestDigest
+	}
+	return ""
+}
+
+func (x *PreheatOrder) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *PreheatOrder) GetContainerd() bool {
+	if x != nil {
+		return x.Containerd
+	}
+	return false
+}
+
+type PreheatPollResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Orders []*PreheatOrder        `protobuf:"bytes,1,rep,name=orders,proto3" json:"orders,omitempty"`
+	// Seconds until the next poll.
+	IntervalSeconds int32 `protobuf:"varint,2,opt,name=interval_seconds,json=intervalSeconds,proto3" json:"interval_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PreheatPollResponse) Reset() {
+	*x = PreheatPollResponse{}
+	mi := &file_tracker_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreheatPollResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreheatPollResponse) ProtoMessage() {}
+
+func (x *PreheatPollResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tracker_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreheatPollResponse.ProtoReflect.Descriptor instead.
+func (*PreheatPollResponse) Descriptor() ([]byte, []int) {
+	return file_tracker_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PreheatPollResponse) GetOrders() []*PreheatOrder {
+	if x != nil {
+		return x.Orders
+	}
+	return nil
+}
+
+func (x *PreheatPollResponse) GetIntervalSeconds() int32 {
+	if x != nil {
+		return x.IntervalSeconds
+	}
+	return 0
+}
+
 var File_tracker_proto protoreflect.FileDescriptor
 
 const file_tracker_proto_rawDesc = "" +
@@ -643,11 +1111,55 @@ const file_tracker_proto_rawDesc = "" +
 	"\x12GetMetaInfoRequest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\"E\n" +
 	"\x13GetMetaInfoResponse\x12.\n" +
-	"\bmetainfo\x18\x01 \x01(\v2\x12.shoal.v1.MetaInfoR\bmetainfo2\xea\x01\n" +
+	"\bmetainfo\x18\x01 \x01(\v2\x12.shoal.v1.MetaInfoR\bmetainfo\"\xe5\x01\n" +
+	"\x0ePreheatRequest\x12\x12\n" +
+	"\x04repo\x18\x01 \x01(\tR\x04repo\x12\x1c\n" +
+	"\treference\x18\x02 \x01(\tR\treference\x12\x16\n" +
+	"\x06copies\x18\x03 \x01(\x05R\x06copies\x12,\n" +
+	"\bselector\x18\x04 \x01(\v2\x10.shoal.v1.LabelsR\bselector\x12\x1a\n" +
+	"\bregistry\x18\x05 \x01(\tR\bregistry\x12\x1f\n" +
+	"\vpin_seconds\x18\x06 \x01(\x05R\n" +
+	"pinSeconds\x12\x1e\n" +
+	"\n" +
+	"containerd\x18\a \x01(\bR\n" +
+	"containerd\"&\n" +
+	"\x14PreheatStatusRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x9d\x02\n" +
+	"\x15PreheatStatusResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x18\n" +
+	"\adigests\x18\x03 \x03(\tR\adigests\x12'\n" +
+	"\x0fmanifest_digest\x18\x04 \x01(\tR\x0emanifestDigest\x12#\n" +
+	"\rcopies_wanted\x18\x05 \x01(\x05R\fcopiesWanted\x12%\n" +
+	"\x0ecomplete_peers\x18\x06 \x03(\tR\rcompletePeers\x12%\n" +
+	"\x0efetching_peers\x18\a \x03(\tR\rfetchingPeers\x12\x12\n" +
+	"\x04noop\x18\b \x01(\bR\x04noop\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"c\n" +
+	"\x12PreheatPollRequest\x12\"\n" +
+	"\x04peer\x18\x01 \x01(\v2\x0e.shoal.v1.PeerR\x04peer\x12)\n" +
+	"\x05proof\x18\x02 \x01(\v2\x13.shoal.v1.PeerProofR\x05proof\"\xe4\x01\n" +
+	"\fPreheatOrder\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04repo\x18\x02 \x01(\tR\x04repo\x12\x1a\n" +
+	"\bregistry\x18\x03 \x01(\tR\bregistry\x12\x18\n" +
+	"\adigests\x18\x04 \x03(\tR\adigests\x12\x1f\n" +
+	"\vpin_seconds\x18\x05 \x01(\x05R\n" +
+	"pinSeconds\x12'\n" +
+	"\x0fmanifest_digest\x18\x06 \x01(\tR\x0emanifestDigest\x12\x10\n" +
+	"\x03tag\x18\a \x01(\tR\x03tag\x12\x1e\n" +
+	"\n" +
+	"containerd\x18\b \x01(\bR\n" +
+	"containerd\"p\n" +
+	"\x13PreheatPollResponse\x12.\n" +
+	"\x06orders\x18\x01 \x03(\v2\x16.shoal.v1.PreheatOrderR\x06orders\x12)\n" +
+	"\x10interval_seconds\x18\x02 \x01(\x05R\x0fintervalSeconds2\xce\x03\n" +
 	"\aTracker\x12A\n" +
 	"\bAnnounce\x12\x19.shoal.v1.AnnounceRequest\x1a\x1a.shoal.v1.AnnounceResponse\x12P\n" +
 	"\rAnnounceBatch\x12\x1e.shoal.v1.AnnounceBatchRequest\x1a\x1f.shoal.v1.AnnounceBatchResponse\x12J\n" +
-	"\vGetMetaInfo\x12\x1c.shoal.v1.GetMetaInfoRequest\x1a\x1d.shoal.v1.GetMetaInfoResponseB.Z,github.com/shoal-project/shoal/proto;shoalpbb\x06proto3"
+	"\vGetMetaInfo\x12\x1c.shoal.v1.GetMetaInfoRequest\x1a\x1d.shoal.v1.GetMetaInfoResponse\x12D\n" +
+	"\aPreheat\x12\x18.shoal.v1.PreheatRequest\x1a\x1f.shoal.v1.PreheatStatusResponse\x12P\n" +
+	"\rPreheatStatus\x12\x1e.shoal.v1.PreheatStatusRequest\x1a\x1f.shoal.v1.PreheatStatusResponse\x12J\n" +
+	"\vPreheatPoll\x12\x1c.shoal.v1.PreheatPollRequest\x1a\x1d.shoal.v1.PreheatPollResponseB.Z,github.com/shoal-project/shoal/proto;shoalpbb\x06proto3"
 
 var (
 	file_tracker_proto_rawDescOnce sync.Once
@@ -661,7 +1173,7 @@ func file_tracker_proto_rawDescGZIP() []byte {
 	return file_tracker_proto_rawDescData
 }
 
-var file_tracker_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_tracker_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_tracker_proto_goTypes = []any{
 	(*Peer)(nil),                  // 0: shoal.v1.Peer
 	(*Labels)(nil),                // 1: shoal.v1.Labels
@@ -672,7 +1184,13 @@ var file_tracker_proto_goTypes = []any{
 	(*AnnounceBatchResponse)(nil), // 6: shoal.v1.AnnounceBatchResponse
 	(*GetMetaInfoRequest)(nil),    // 7: shoal.v1.GetMetaInfoRequest
 	(*GetMetaInfoResponse)(nil),   // 8: shoal.v1.GetMetaInfoResponse
-	(*MetaInfo)(nil),              // 9: shoal.v1.MetaInfo
+	(*PreheatRequest)(nil),        // 9: shoal.v1.PreheatRequest
+	(*PreheatStatusRequest)(nil),  // 10: shoal.v1.PreheatStatusRequest
+	(*PreheatStatusResponse)(nil), // 11: shoal.v1.PreheatStatusResponse
+	(*PreheatPollRequest)(nil),    // 12: shoal.v1.PreheatPollRequest
+	(*PreheatOrder)(nil),          // 13: shoal.v1.PreheatOrder
+	(*PreheatPollResponse)(nil),   // 14: shoal.v1.PreheatPollResponse
+	(*MetaInfo)(nil),              // 15: shoal.v1.MetaInfo
 }
 var file_tracker_proto_depIdxs = []int32{
 	1,  // 0: shoal.v1.Peer.labels:type_name -> shoal.v1.Labels
@@ -682,18 +1200,28 @@ var file_tracker_proto_depIdxs = []int32{
 	2,  // 4: shoal.v1.AnnounceBatchRequest.announces:type_name -> shoal.v1.AnnounceRequest
 	3,  // 5: shoal.v1.AnnounceBatchRequest.proof:type_name -> shoal.v1.PeerProof
 	4,  // 6: shoal.v1.AnnounceBatchResponse.responses:type_name -> shoal.v1.AnnounceResponse
-	9,  // 7: shoal.v1.GetMetaInfoResponse.metainfo:type_name -> shoal.v1.MetaInfo
-	2,  // 8: shoal.v1.Tracker.Announce:input_type -> shoal.v1.AnnounceRequest
-	5,  // 9: shoal.v1.Tracker.AnnounceBatch:input_type -> shoal.v1.AnnounceBatchRequest
-	7,  // 10: shoal.v1.Tracker.GetMetaInfo:input_type -> shoal.v1.GetMetaInfoRequest
-	4,  // 11: shoal.v1.Tracker.Announce:output_type -> shoal.v1.AnnounceResponse
-	6,  // 12: shoal.v1.Tracker.AnnounceBatch:output_type -> shoal.v1.AnnounceBatchResponse
-	8,  // 13: shoal.v1.Tracker.GetMetaInfo:output_type -> shoal.v1.GetMetaInfoResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	15, // 7: shoal.v1.GetMetaInfoResponse.metainfo:type_name -> shoal.v1.MetaInfo
+	1,  // 8: shoal.v1.PreheatRequest.selector:type_name -> shoal.v1.Labels
+	0,  // 9: shoal.v1.PreheatPollRequest.peer:type_name -> shoal.v1.Peer
+	3,  // 10: shoal.v1.PreheatPollRequest.proof:type_name -> shoal.v1.PeerProof
+	13, // 11: shoal.v1.PreheatPollResponse.orders:type_name -> shoal.v1.PreheatOrder
+	2,  // 12: shoal.v1.Tracker.Announce:input_type -> shoal.v1.AnnounceRequest
+	5,  // 13: shoal.v1.Tracker.AnnounceBatch:input_type -> shoal.v1.AnnounceBatchRequest
+	7,  // 14: shoal.v1.Tracker.GetMetaInfo:input_type -> shoal.v1.GetMetaInfoRequest
+	9,  // 15: shoal.v1.Tracker.Preheat:input_type -> shoal.v1.PreheatRequest
+	10, // 16: shoal.v1.Tracker.PreheatStatus:input_type -> shoal.v1.PreheatStatusRequest
+	12, // 17: shoal.v1.Tracker.PreheatPoll:input_type -> shoal.v1.PreheatPollRequest
+	4,  // 18: shoal.v1.Tracker.Announce:output_type -> shoal.v1.AnnounceResponse
+	6,  // 19: shoal.v1.Tracker.AnnounceBatch:output_type -> shoal.v1.AnnounceBatchResponse
+	8,  // 20: shoal.v1.Tracker.GetMetaInfo:output_type -> shoal.v1.GetMetaInfoResponse
+	11, // 21: shoal.v1.Tracker.Preheat:output_type -> shoal.v1.PreheatStatusResponse
+	11, // 22: shoal.v1.Tracker.PreheatStatus:output_type -> shoal.v1.PreheatStatusResponse
+	14, // 23: shoal.v1.Tracker.PreheatPoll:output_type -> shoal.v1.PreheatPollResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_tracker_proto_init() }
@@ -712,7 +1240,7 @@ func file_tracker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tracker_proto_rawDesc), len(file_tracker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

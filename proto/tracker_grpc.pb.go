@@ -22,6 +22,9 @@ const (
 	Tracker_Announce_FullMethodName      = "/shoal.v1.Tracker/Announce"
 	Tracker_AnnounceBatch_FullMethodName = "/shoal.v1.Tracker/AnnounceBatch"
 	Tracker_GetMetaInfo_FullMethodName   = "/shoal.v1.Tracker/GetMetaInfo"
+	Tracker_Preheat_FullMethodName       = "/shoal.v1.Tracker/Preheat"
+	Tracker_PreheatStatus_FullMethodName = "/shoal.v1.Tracker/PreheatStatus"
+	Tracker_PreheatPoll_FullMethodName   = "/shoal.v1.Tracker/PreheatPoll"
 )
 
 // TrackerClient is the client API for Tracker service.
@@ -39,6 +42,16 @@ type TrackerClient interface {
 	// GetMetaInfo returns the piece hashes of a blob, fetched from an owning
 	// origin and cached.
 	GetMetaInfo(ctx context.Context, in *GetMetaInfoRequest, opts ...grpc.CallOption) (*GetMetaInfoResponse, error)
+	// Preheat asks for at least copies complete copies of an image on agents
+	// matching a selector, and returns at once; PreheatStatus follows it.
+	// Both need the tracker's preheat token ("authorization: Bearer <token>"
+	// metadata).
+	Preheat(ctx context.Context, in *PreheatRequest, opts ...grpc.CallOption) (*PreheatStatusResponse, error)
+	PreheatStatus(ctx context.Context, in *PreheatStatusRequest, opts ...grpc.CallOption) (*PreheatStatusResponse, error)
+	// PreheatPoll is an agent's control round-trip: signed like an announce,
+	// it tells the tracker the agent is alive (with its labels) and returns
+	// the preheat orders assigned to it.
+	PreheatPoll(ctx context.Context, in *PreheatPollRequest, opts ...grpc.CallOption) (*PreheatPollResponse, error)
 }
 
 type trackerClient struct {
@@ -79,6 +92,36 @@ func (c *trackerClient) GetMetaInfo(ctx context.Context, in *GetMetaInfoRequest,
 	return out, nil
 }
 
+func (c *trackerClient) Preheat(ctx context.Context, in *PreheatRequest, opts ...grpc.CallOption) (*PreheatStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreheatStatusResponse)
+	err := c.cc.Invoke(ctx, Tracker_Preheat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *trackerClient) PreheatStatus(ctx context.Context, in *PreheatStatusRequest, opts ...grpc.CallOption) (*PreheatStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreheatStatusResponse)
+	err := c.cc.Invoke(ctx, Tracker_PreheatStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *trackerClient) PreheatPoll(ctx context.Context, in *PreheatPollRequest, opts ...grpc.CallOption) (*PreheatPollResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreheatPollResponse)
+	err := c.cc.Invoke(ctx, Tracker_PreheatPoll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TrackerServer is the server API for Tracker service.
 // All implementations must embed UnimplementedTrackerServer
 // for forward compatibility.
@@ -94,6 +137,16 @@ type TrackerServer interface {
 	// GetMetaInfo returns the piece hashes of a blob, fetched from an owning
 	// origin and cached.
 	GetMetaInfo(context.Context, *GetMetaInfoRequest) (*GetMetaInfoResponse, error)
+	// Preheat asks for at least copies complete copies of an image on agents
+	// matching a selector, and returns at once; PreheatStatus follows it.
+	// Both need the tracker's preheat token ("authorization: Bearer <token>"
+	// metadata).
+	Preheat(context.Context, *PreheatRequest) (*PreheatStatusResponse, error)
+	PreheatStatus(context.Context, *PreheatStatusRequest) (*PreheatStatusResponse, error)
+	// PreheatPoll is an agent's control round-trip: signed like an announce,
+	// it tells the tracker the agent is alive (with its labels) and returns
+	// the preheat orders assigned to it.
+	PreheatPoll(context.Context, *PreheatPollRequest) (*PreheatPollResponse, error)
 	mustEmbedUnimplementedTrackerServer()
 }
 
@@ -112,6 +165,15 @@ func (UnimplementedTrackerServer) AnnounceBatch(context.Context, *AnnounceBatchR
 }
 func (UnimplementedTrackerServer) GetMetaInfo(context.Context, *GetMetaInfoRequest) (*GetMetaInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMetaInfo not implemented")
+}
+func (UnimplementedTrackerServer) Preheat(context.Context, *PreheatRequest) (*PreheatStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Preheat not implemented")
+}
+func (UnimplementedTrackerServer) PreheatStatus(context.Context, *PreheatStatusRequest) (*PreheatStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PreheatStatus not implemented")
+}
+func (UnimplementedTrackerServer) PreheatPoll(context.Context, *PreheatPollRequest) (*PreheatPollResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PreheatPoll not implemented")
 }
 func (UnimplementedTrackerServer) mustEmbedUnimplementedTrackerServer() {}
 func (UnimplementedTrackerServer) testEmbeddedByValue()                 {}
@@ -188,6 +250,60 @@ func _Tracker_GetMetaInfo_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Tracker_Preheat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreheatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrackerServer).Preheat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tracker_Preheat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrackerServer).Preheat(ctx, req.(*PreheatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Tracker_PreheatStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreheatStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrackerServer).PreheatStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tracker_PreheatStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrackerServer).PreheatStatus(ctx, req.(*PreheatStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Tracker_PreheatPoll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreheatPollRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TrackerServer).PreheatPoll(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tracker_PreheatPoll_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TrackerServer).PreheatPoll(ctx, req.(*PreheatPollRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Tracker_ServiceDesc is the grpc.ServiceDesc for Tracker service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -206,6 +322,18 @@ var Tracker_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetMetaInfo",
 			Handler:    _Tracker_GetMetaInfo_Handler,
+		},
+		{
+			MethodName: "Preheat",
+			Handler:    _Tracker_Preheat_Handler,
+		},
+		{
+			MethodName: "PreheatStatus",
+			Handler:    _Tracker_PreheatStatus_Handler,
+		},
+		{
+			MethodName: "PreheatPoll",
+			Handler:    _Tracker_PreheatPoll_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/config"
 	"github.com/shoal-project/shoal/pkg/embedetcd"
 	"github.com/shoal-project/shoal/pkg/membership"
+	"github.com/shoal-project/shoal/pkg/repostore"
 	"github.com/shoal-project/shoal/pkg/ring"
 	"github.com/shoal-project/shoal/pkg/tlsconfig"
 	"github.com/shoal-project/shoal/pkg/tracker"
@@ -65,6 +67,9 @@ type fileConfig struct {
 	// OriginAuth is the tracker's own origin user, for metainfo from
 	// origins without anonymous pull; empty asks anonymously.
 	OriginAuth auth.ClientConfig `yaml:"origin_auth"`
+	// PreheatTokenFile holds the token Preheat callers present (16 bytes
+	// or more); without it preheats can only come from tag rules.
+	PreheatTokenFile string `yaml:"preheat_token_file"`
 	// OriginTLS, when set, makes metainfo requests to origins use https:
 	// ca_file is the CA their certificates chain to (default: the system
 	// roots).
@@ -74,9 +79,15 @@ type fileConfig struct {
 	checkOnly bool
 	// originCreds is OriginAuth loaded.
 	originCreds auth.Credentials
+	// preheatToken is PreheatTokenFile read.
+	preheatToken string
 }
 
 func main() {
+	run := run
+	if len(os.Args) > 1 && os.Args[1] == "preheat" {
+		run, os.Args = runPreheat, os.Args[1:]
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "shoal-tracker:", err)
 		os.Exit(1)
@@ -111,6 +122,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.OriginTLS.CAFile, "origin-tls-ca", "", "CA of the origins' HTTPS certificates: reach origins over https")
 	fs.StringVar(&fc.OriginAuth.Username, "origin-username", "", "origin user the tracker fetches metainfo as (empty: anonymous)")
 	fs.StringVar(&fc.OriginAuth.PasswordFile, "origin-password-file", "", "file holding that user's password")
+	fs.StringVar(&fc.PreheatTokenFile, "preheat-token-file", "", "file holding the token preheat callers present (empty: the Preheat API is off)")
 	fc.Logging.Flags(fs)
 	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	if err := config.Parse(fs, args, &fc); err != nil {
@@ -131,6 +143,18 @@ func parse(args []string) (fileConfig, error) {
 		return fileConfig{}, fmt.Errorf("origin_auth: %w", err)
 	}
 	fc.originCreds = creds
+	if err := fc.Preheat.Validate(); err != nil {
+		return fileConfig{}, err
+	}
+	if fc.PreheatTokenFile != "" {
+		b, err := os.ReadFile(fc.PreheatTokenFile)
+		if err != nil {
+			return fileConfig{}, fmt.Errorf("preheat_token_file: %w", err)
+		}
+		if fc.preheatToken = strings.TrimSpace(string(b)); len(fc.preheatToken) < 16 {
+			return fileConfig{}, errors.New("preheat_token_file: the token must be at least 16 bytes (openssl rand -hex 32)")
+		}
+	}
 	return fc, nil
 }
 
@@ -203,7 +227,7 @@ func run(args []string) error {
 		tr.TLSClientConfig = tc
 		originTransport = tr
 	}
-	opts := []tracker.Option{tracker.WithLogger(log),
+	opts := []tracker.Option{tracker.WithLogger(log), tracker.WithPreheatToken(fc.preheatToken),
 		tracker.WithHTTPClient(&http.Client{Transport: fc.originCreds.Transport(originTransport)})}
 	if fc.OriginTLS.Enabled() {
 		opts = append(opts, tracker.WithOriginHTTPS())
@@ -245,6 +269,11 @@ func run(args []string) error {
 	// rather than after the TTL.
 	defer trackers.Close()
 	opts = append(opts, tracker.WithTrackers(trackers))
+	if len(fc.Preheat.Rules) > 0 {
+		// Tag pushes land in etcd (the origins' shared index); the rules
+		// preheat the ones they match.
+		opts = append(opts, tracker.WithTagEvents(repostore.NewEtcd(cli, repostore.EtcdConfig{}).WatchTags(ctx)))
+	}
 
 	if len(fc.Origins) > 0 {
 		ms := make([]ring.Member, len(fc.Origins))

@@ -102,6 +102,12 @@ type Config struct {
 	DownloadRate int64 `yaml:"download_rate"`
 	// SeedInterval is how often complete blobs are announced (default 30s).
 	SeedInterval time.Duration `yaml:"seed_interval"`
+	// PreheatPollInterval is how often the agent asks the tracker for
+	// preheat orders, until the tracker says otherwise (default 2s).
+	PreheatPollInterval time.Duration `yaml:"preheat_poll_interval"`
+	// Containerd, when its address is set, is the node's containerd:
+	// preheats that ask for it pull the image there too.
+	Containerd ContainerdConfig `yaml:"containerd"`
 	// Swarm tunes downloads.
 	Swarm swarm.Config `yaml:"swarm"`
 	// OriginTimeout bounds a metadata call to an origin (default 10s).
@@ -137,6 +143,15 @@ func (c Config) withDefaults() Config {
 	if c.SeedInterval <= 0 {
 		c.SeedInterval = 30 * time.Second
 	}
+	if c.Containerd.Namespace == "" {
+		c.Containerd.Namespace = "k8s.io"
+	}
+	if c.Containerd.Timeout <= 0 {
+		c.Containerd.Timeout = 10 * time.Minute
+	}
+	if c.PreheatPollInterval <= 0 {
+		c.PreheatPollInterval = 2 * time.Second
+	}
 	if c.OriginTimeout <= 0 {
 		c.OriginTimeout = 10 * time.Second
 	}
@@ -162,6 +177,7 @@ type Agent struct {
 	log     *slog.Logger
 	host    host.Host
 	tracker shoalpb.TrackerClient
+	poller  *peerproof.Client // the tracker, for signed preheat polls
 	conn    *grpc.ClientConn
 	cache   *cache
 	dl      *swarm.Downloader
@@ -179,6 +195,7 @@ type Agent struct {
 
 	mu       sync.Mutex
 	inflight map[digest.Digest]*inflight
+	served   string // the /v2 listener's address, once Run has it
 }
 
 // New starts an agent's host and cache; serve it with Run.
@@ -261,7 +278,8 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		}
 		// Announces are signed with the node's libp2p key: the tracker
 		// takes them only from the peer they name.
-		a.conn, a.tracker = conn, peerproof.NewClient(shoalpb.NewTrackerClient(conn), h.Peerstore().PrivKey(h.ID()))
+		pc := peerproof.NewClient(shoalpb.NewTrackerClient(conn), h.Peerstore().PrivKey(h.ID()))
+		a.conn, a.tracker, a.poller = conn, pc, pc
 	}
 	seeder := p2p.NewSeeder(h, a, pace.NewLimiter(cfg.UploadRate), log)
 	if cfg.CapabilityPublicKeyFile != "" {
@@ -330,11 +348,17 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("agent: listen: %w", err)
 		}
 	}
+	a.mu.Lock()
+	a.served = ln.Addr().String()
+	a.mu.Unlock()
 	srv := a.cfg.HTTPTimeouts.Server(a.Handler(), a.log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	a.wg.Go(func() { a.seedLoop(a.ctx) })
 	a.wg.Go(func() { a.advertLoop(a.ctx) })
+	if a.poller != nil {
+		a.wg.Go(func() { a.preheatLoop(a.ctx) })
+	}
 	a.log.Info("agent serving", "addr", ln.Addr().String(), "peer", a.host.ID(), "p2p", p2p.Addrs(a.host),
 		"tracker", a.cfg.Tracker, "cache_bytes", a.cfg.CacheBytes)
 	var err error
@@ -383,6 +407,7 @@ func (a *Agent) seedLoop(ctx context.Context) {
 			}
 		}
 		a.metrics.cacheBytes.Set(float64(a.cache.bytes()))
+		a.metrics.pinned.Set(float64(a.cache.pinnedCount()))
 		ds := a.cache.digests()
 		a.metrics.cached.Set(float64(len(ds)))
 		if a.tracker == nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
@@ -36,10 +37,17 @@ type cache struct {
 	// onCorrupt, if set, is told of each blob evicted as corrupt.
 	onCorrupt func()
 
+	// now is the clock pins expire by (time.Now; tests move it).
+	now func() time.Time
+
 	mu      sync.Mutex
 	size    int64
 	lru     *list.List // of *entry, most recent at the front
 	entries map[digest.Digest]*list.Element
+	// pins: blobs a preheat asked this node to keep, until the time given.
+	// Kept by digest, not on the entry, so that a pin taken before the
+	// blob arrives holds from the moment it is adopted.
+	pins map[digest.Digest]time.Time
 }
 
 type entry struct {
@@ -71,7 +79,8 @@ func verified() *pieceChecks {
 }
 
 func newCache(ctx context.Context, store *blobstore.Local, limit int64, log *slog.Logger) (*cache, error) {
-	c := &cache{store: store, limit: limit, log: log, lru: list.New(), entries: map[digest.Digest]*list.Element{}}
+	c := &cache{store: store, limit: limit, log: log, lru: list.New(), entries: map[digest.Digest]*list.Element{},
+		pins: map[digest.Digest]time.Time{}, now: time.Now}
 	err := store.Walk(ctx, func(info blobstore.Info) error {
 		c.entries[info.Digest] = c.lru.PushBack(&entry{d: info.Digest, size: info.Size, checks: &pieceChecks{}})
 		c.size += info.Size
@@ -196,13 +205,74 @@ func (c *cache) corrupt(e *entry, piece int, cause error) {
 	}
 }
 
-// evict removes least recently used blobs not in use until the cache fits.
+// maxPins bounds the blobs pinned at once; a preheat names at most a
+// thousand blobs, and the tracker runs a bounded number of preheats.
+const maxPins = 1 << 14
+
+// pin keeps d (now or once it arrives) until until; a later pin extends it.
+// It reports false when maxPins blobs are pinned already.
+func (c *cache) pin(d digest.Digest, until time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	if len(c.pins) >= maxPins {
+		for p, u := range c.pins {
+			if !now.Before(u) {
+				delete(c.pins, p)
+			}
+		}
+	}
+	if old, ok := c.pins[d]; ok || len(c.pins) < maxPins {
+		if until.After(old) {
+			c.pins[d] = until
+		}
+		return true
+	}
+	return false
+}
+
+// pinned reports whether d is pinned at now, dropping an expired pin.
+// Called with mu held.
+func (c *cache) pinned(d digest.Digest, now time.Time) bool {
+	until, ok := c.pins[d]
+	if ok && !now.Before(until) {
+		delete(c.pins, d)
+		return false
+	}
+	return ok
+}
+
+// pinnedCount counts live pins, dropping expired ones.
+func (c *cache) pinnedCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	for d := range c.pins {
+		c.pinned(d, now)
+	}
+	return len(c.pins)
+}
+
+// has reports whether d is cached.
+func (c *cache) has(d digest.Digest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.entries[d]
+	return ok
+}
+
+// evict removes least recently used blobs that are neither in use (being
+// served to a client or a peer) nor pinned until the cache fits. Pinned
+// blobs may hold the cache above its limit: a preheat's copy is what the
+// operator asked for, and it is released when the pin expires (the next
+// eviction after that takes it).
 // Called with mu held.
 func (c *cache) evict() {
+	now := c.now()
 	for el := c.lru.Back(); el != nil && c.size > c.limit; {
 		prev := el.Prev()
 		e := el.Value.(*entry)
-		if e.refs == 0 {
+		if e.refs == 0 && !c.pinned(e.d, now) {
 			if err := c.store.Delete(context.Background(), e.d); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
 				c.log.Warn("evict", "digest", e.d, "err", err)
 			} else {

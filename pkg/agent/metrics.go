@@ -39,6 +39,10 @@ type metrics struct {
 	// (the origins issue none), error; and refused: peers this node's
 	// seeder turned away for want of a valid one.
 	capabilities *prometheus.CounterVec
+	// preheatOrders counts preheat orders run, by result (done, failed).
+	preheatOrders *prometheus.CounterVec
+	// pinned counts blobs pinned by preheats (cached or on their way).
+	pinned prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -106,7 +110,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "shoal_agent_capabilities_total",
 			Help: "Piece capabilities by result: fetched, none (the origins issue none), error; refused: peers turned away without a valid one.",
 		}, []string{"result"}),
+		preheatOrders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_agent_preheat_orders_total",
+			Help: "Preheat orders run, by result: done (every blob cached, pinned and announced), failed.",
+		}, []string{"result"}),
 	}
+	m.pinned = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "shoal_agent_pinned_blobs", Help: "Blobs pinned by preheats until their TTL: eviction spares them.",
+	})
+	reg.MustRegister(m.preheatOrders, m.pinned)
 	reg.MustRegister(m.requests, m.served, m.fromPeers, m.fromOrigin, m.uploaded, m.downloads, m.cacheBytes,
 		m.cached, m.cacheCorrupt, m.pieces, m.ttfb, m.duplicates, m.expired, m.busyReceived, m.busySent, m.stalls, m.originRequests,
 		m.pullChecks, m.capabilities, m.upstreamNamespaces)

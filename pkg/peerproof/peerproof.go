@@ -231,3 +231,14 @@ func (c *Client) AnnounceBatch(ctx context.Context, req *shoalpb.AnnounceBatchRe
 	}
 	return c.TrackerClient.AnnounceBatch(ctx, req, opts...)
 }
+
+// PreheatPoll signs req and sends it: a poll proves who is asking for
+// orders as an announce does.
+func (c *Client) PreheatPoll(ctx context.Context, req *shoalpb.PreheatPollRequest, opts ...grpc.CallOption) (*shoalpb.PreheatPollResponse, error) {
+	p, err := c.signer.Proof(req.GetPeer().GetAddrs())
+	if err != nil {
+		return nil, err
+	}
+	req.Proof = p
+	return c.TrackerClient.PreheatPoll(ctx, req, opts...)
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/httpserver"
 	"github.com/shoal-project/shoal/pkg/peerproof"
+	"github.com/shoal-project/shoal/pkg/repostore"
 	"github.com/shoal-project/shoal/pkg/ring"
 	shoalpb "github.com/shoal-project/shoal/proto"
 )
@@ -87,6 +88,8 @@ type Config struct {
 	MetaInfoClientFetchBurst int     `yaml:"metainfo_client_fetch_burst"`
 	// ForwardTimeout bounds a forwarded announce (default 2s).
 	ForwardTimeout time.Duration `yaml:"forward_timeout"`
+	// Preheat configures preheats (see preheat.go).
+	Preheat PreheatConfig `yaml:"preheat"`
 	// HTTPTimeouts bound what the metrics and health server waits on its
 	// clients (defaults: headers 10s, request 30s, write 30s, idle 2m).
 	HTTPTimeouts httpserver.Timeouts `yaml:"http_timeouts"`
@@ -149,6 +152,7 @@ func (c Config) withDefaults() Config {
 		c.ForwardTimeout = 2 * time.Second
 	}
 	c.HTTPTimeouts = c.HTTPTimeouts.WithDefaults(defaultHTTPTimeouts)
+	c.Preheat = c.Preheat.withDefaults()
 	return c
 }
 
@@ -187,6 +191,8 @@ type Server struct {
 	metrics    *metrics
 	gather     prometheus.Gatherer
 	creds      credentials.TransportCredentials
+	preheat    *preheater
+	tagEvents  <-chan repostore.TagEvent
 
 	debugLn net.Listener // nil: no profiles served
 
@@ -241,6 +247,7 @@ func New(cfg Config, opts ...Option) *Server {
 		perIP:   newPeerLimiter(cfg.IPAnnounceRate, cfg.IPAnnounceBurst),
 		proofs:  peerproof.NewVerifier(verifiedProofs),
 		conns:   map[string]*grpc.ClientConn{},
+		preheat: newPreheater(),
 	}
 	s.meta = newMetaInfoCache(cfg, http.DefaultClient)
 	for _, o := range opts {
@@ -558,6 +565,9 @@ func (s *Server) Run(ctx context.Context, grpcLn, httpLn net.Listener, opts ...g
 	sweepCtx, stopSweep := context.WithCancel(ctx)
 	defer stopSweep()
 	go s.sweepLoop(sweepCtx)
+	preheatDone := make(chan struct{})
+	go func() { defer close(preheatDone); s.preheatLoop(sweepCtx) }()
+	defer func() { stopSweep(); <-preheatDone }()
 
 	var err error
 	select {

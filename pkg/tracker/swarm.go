@@ -358,3 +358,31 @@ func containsPeer(ps []*shoalpb.Peer, id string) bool {
 	}
 	return false
 }
+
+// completeEverywhere lists the non-origin peers that announced every one
+// of ds complete and have not expired: the complete copies of an image.
+func (t *swarms) completeEverywhere(ds []string, now time.Time) []string {
+	var have map[string]bool
+	for i, d := range ds {
+		sh := &t.shards[maphash.String(t.seed, d)%shardCount]
+		sh.mu.Lock()
+		next := map[string]bool{}
+		if s := sh.swarms[d]; s != nil {
+			for _, e := range s.list {
+				id := e.peer.GetId()
+				if e.complete && !e.peer.GetOrigin() && now.Before(e.expires) && (i == 0 || have[id]) {
+					next[id] = true
+				}
+			}
+		}
+		sh.mu.Unlock()
+		if have = next; len(have) == 0 {
+			return nil
+		}
+	}
+	out := make([]string, 0, len(have))
+	for id := range have {
+		out = append(out, id)
+	}
+	return out
+}
