@@ -14,7 +14,23 @@ HELM_VERSION               := v3.22.0
 
 COMMANDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test test-short demo proto lint bench fuzz tools manifests clean
+# Version: git describe of the last release tag (v<semver>, without the v);
+# before the first tag, the chart's appVersion, so the default image tag and
+# the chart's agree. COMMIT is the full hash, -dirty when the tree differs
+# from it; SOURCE_DATE_EPOCH (the commit's time) dates everything in the image.
+APP_VERSION       := $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' deploy/helm/shoal/Chart.yaml)
+GIT_DESCRIBE      := $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null)
+VERSION           ?= $(if $(GIT_DESCRIBE),$(patsubst v%,%,$(GIT_DESCRIBE)),$(APP_VERSION))
+COMMIT            ?= $(shell git describe --always --abbrev=40 --dirty --match 'no-tag-matches^' 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+VERSION_LDFLAGS   := -X github.com/shoal-project/shoal/pkg/version.Version=$(VERSION) \
+	-X github.com/shoal-project/shoal/pkg/version.Commit=$(COMMIT)
+# The chart's default image.repository: make image tags the layout with VERSION.
+IMAGE_REPO        ?= ghcr.io/shoal-project/shoal
+IMAGE_PLATFORMS   ?= linux/amd64,linux/arm64
+IMAGE_LICENSES    ?= NOASSERTION
+
+.PHONY: all build test test-short demo proto lint bench fuzz tools manifests clean k8s-bins image version
 
 all: build
 
@@ -24,8 +40,30 @@ build:
 	@for c in $(COMMANDS); do \
 		[ -n "$$(ls cmd/$$c/*.go 2>/dev/null)" ] || continue; \
 		echo "go build -o $(BIN)/shoal-$$c ./cmd/$$c"; \
-		$(GO) build -trimpath -o $(BIN)/shoal-$$c ./cmd/$$c || exit 1; \
+		$(GO) build -trimpath -ldflags '$(VERSION_LDFLAGS)' -o $(BIN)/shoal-$$c ./cmd/$$c || exit 1; \
 	done
+
+## version: the version make build and make image stamp (and the image tag)
+version:
+	@echo $(VERSION)
+
+## image: Shoal's OCI image index (linux/amd64 + linux/arm64, static binaries, non-root
+## user 65532, OCI annotations) as an OCI layout in bin/image, built twice to check that
+## the index digest repeats (REPRO_CHECK=0 skips that). PUSH=host/repo:tag pushes the
+## layout's index (PUSH_FLAGS=--insecure for a plain-HTTP registry beyond localhost).
+REPRO_CHECK ?= 1
+IMAGE_BUILD = $(GO) run ./tools/image build --version $(VERSION) --commit $(COMMIT) \
+	--epoch $(SOURCE_DATE_EPOCH) --platforms $(IMAGE_PLATFORMS) --licenses $(IMAGE_LICENSES)
+image:
+	@mkdir -p $(BIN)
+	$(IMAGE_BUILD) --out $(BIN)/image > $(BIN)/image.txt && cat $(BIN)/image.txt
+	@if [ "$(REPRO_CHECK)" = 1 ]; then \
+		$(IMAGE_BUILD) --out $(BIN)/image.check > $(BIN)/image.check.txt || exit 1; \
+		a=$$(head -1 $(BIN)/image.txt); b=$$(head -1 $(BIN)/image.check.txt); rm -rf $(BIN)/image.check; \
+		if [ "$$a" != "$$b" ]; then echo "NOT reproducible: $$a, then $$b"; exit 1; fi; \
+		echo "reproducible: a second build gave the same $$b"; \
+	fi
+	@if [ -n "$(PUSH)" ]; then $(GO) run ./tools/image push --layout $(BIN)/image $(PUSH_FLAGS) $(PUSH); fi
 
 ## test: the whole suite, with the race detector (what CI runs)
 test: build
@@ -84,6 +122,30 @@ tools:
 # (without generated keys: in a committed file they would be every user's)
 manifests:
 	helm template shoal deploy/helm/shoal --namespace shoal --set tls.generate=false --set p2p.psk.generate=false > deploy/kubernetes/shoal.yaml
+
+## k8s-bins: the single-node Kubernetes the live-cluster test runs, built from the
+## k8s.io/kubernetes module (e2e/k8s/kubebuild pins it) into K8S_BIN, once: ~6 min of
+## both cores cold, so .ci/run does it while preparing and make test only uses it
+K8S_VERSION     := v1.34.4
+COREDNS_VERSION := v1.12.4
+K8S_BIN         ?= $(HOME)/.cache/shoal/k8s-$(K8S_VERSION)
+K8S_CMDS        := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
+# Helm's kubeVersion checks and the apiserver's /version read these; a fixed
+# build date keeps the binaries the same from one machine to the next.
+K8S_LDFLAGS := -s -w $(foreach p,k8s.io/client-go/pkg/version k8s.io/component-base/version,\
+	-X $(p).gitVersion=$(K8S_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=34 \
+	-X $(p).gitTreeState=clean -X $(p).buildDate=1970-01-01T00:00:00Z)
+k8s-bins:
+	@mkdir -p $(K8S_BIN)
+	@cd e2e/k8s/kubebuild && for c in $(K8S_CMDS); do \
+		[ -x $(K8S_BIN)/$$c ] && continue; \
+		echo "go build $(K8S_BIN)/$$c"; \
+		CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags '$(K8S_LDFLAGS)' \
+			-o $(K8S_BIN)/$$c.tmp k8s.io/kubernetes/cmd/$$c && mv $(K8S_BIN)/$$c.tmp $(K8S_BIN)/$$c || exit 1; \
+	done
+	@[ -x $(K8S_BIN)/coredns ] || { echo "go install coredns@$(COREDNS_VERSION)"; \
+		GOBIN=$(K8S_BIN) CGO_ENABLED=0 $(GO) install -trimpath -buildvcs=false -ldflags '-s -w' \
+			github.com/coredns/coredns@$(COREDNS_VERSION); }
 
 clean:
 	rm -rf $(BIN)

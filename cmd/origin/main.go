@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/pace"
 	"github.com/shoal-project/shoal/pkg/repostore"
 	"github.com/shoal-project/shoal/pkg/ring"
+	"github.com/shoal-project/shoal/pkg/version"
 )
 
 // fileConfig is the YAML file: the origin's config plus process settings.
@@ -49,6 +50,10 @@ type fileConfig struct {
 }
 
 func main() {
+	if version.Requested(os.Args[1:]) {
+		fmt.Println(version.String("shoal-origin"))
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "shoal-origin:", err)
 		os.Exit(1)
@@ -81,6 +86,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.Int64Var(&fc.UploadRate, "upload-rate", 0, "uplink budget for blob bodies and seeded pieces, bytes/s (0: unlimited)")
 	fs.IntVar(&fc.BlobReaders, "blob-readers", 0, "most /v2 blob bodies sent at once, more get 429 + Retry-After (0: upload-rate ÷ 4 MiB/s, at least 2; 64 without upload-rate)")
 	fc.Logging.Flags(fs)
+	fs.Bool("version", false, "print the version and commit, and exit")
 	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	if err := config.Parse(fs, args, &fc); err != nil {
 		return fileConfig{}, err

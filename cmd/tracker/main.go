@@ -27,6 +27,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/ring"
 	"github.com/shoal-project/shoal/pkg/tlsconfig"
 	"github.com/shoal-project/shoal/pkg/tracker"
+	"github.com/shoal-project/shoal/pkg/version"
 )
 
 // fileConfig is the YAML file: the tracker's policy plus process settings.
@@ -77,6 +78,10 @@ type fileConfig struct {
 }
 
 func main() {
+	if version.Requested(os.Args[1:]) {
+		fmt.Println(version.String("shoal-tracker"))
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "shoal-tracker:", err)
 		os.Exit(1)
@@ -112,6 +117,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.OriginAuth.Username, "origin-username", "", "origin user the tracker fetches metainfo as (empty: anonymous)")
 	fs.StringVar(&fc.OriginAuth.PasswordFile, "origin-password-file", "", "file holding that user's password")
 	fc.Logging.Flags(fs)
+	fs.Bool("version", false, "print the version and commit, and exit")
 	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	if err := config.Parse(fs, args, &fc); err != nil {
 		return fileConfig{}, err
