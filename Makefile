@@ -30,7 +30,7 @@ IMAGE_REPO        ?= ghcr.io/shoal-project/shoal
 IMAGE_PLATFORMS   ?= linux/amd64,linux/arm64
 IMAGE_LICENSES    ?= NOASSERTION
 
-.PHONY: all build test test-short demo proto lint bench fuzz tools manifests clean k8s-bins image version
+.PHONY: all build test test-short demo proto lint bench fuzz tools manifests clean k8s-bins image version test-k8s
 
 all: build
 
@@ -52,8 +52,9 @@ version:
 ## the index digest repeats (REPRO_CHECK=0 skips that). PUSH=host/repo:tag pushes the
 ## layout's index (PUSH_FLAGS=--insecure for a plain-HTTP registry beyond localhost).
 REPRO_CHECK ?= 1
-IMAGE_BUILD = $(GO) run ./tools/image build --version $(VERSION) --commit $(COMMIT) \
-	--epoch $(SOURCE_DATE_EPOCH) --platforms $(IMAGE_PLATFORMS) --licenses $(IMAGE_LICENSES)
+IMAGE_BUILD_ONE = $(GO) run ./tools/image build --version $(VERSION) --commit $(COMMIT) \
+	--epoch $(SOURCE_DATE_EPOCH) --licenses $(IMAGE_LICENSES)
+IMAGE_BUILD = $(IMAGE_BUILD_ONE) --platforms $(IMAGE_PLATFORMS)
 image:
 	@mkdir -p $(BIN)
 	$(IMAGE_BUILD) --out $(BIN)/image > $(BIN)/image.txt && cat $(BIN)/image.txt
@@ -71,6 +72,17 @@ test: build
 		if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	SHOAL_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 12m ./...
+	@if [ -x $(K8S_BIN)/kubelet ] && [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-k8s; \
+	else echo "test-k8s skipped: no cluster binaries in $(K8S_BIN) (make k8s-bins; .ci/run does) or not root"; fi
+
+## test-k8s: the Helm chart installed on a live single-node Kubernetes (root): Shoal's image
+## from an origin outside the cluster, a pod's image pulled through the node's agent,
+## dogfooding, rollout restart, origin pod loss, uninstall restoring containerd's files.
+## Uses the host platform's image only (make image builds and checks both).
+test-k8s: build k8s-bins
+	$(IMAGE_BUILD_ONE) --platforms linux/$(shell $(GO) env GOARCH) --out $(BIN)/image-k8s
+	cd e2e/k8s && SHOAL_K8S_REQUIRED=1 SHOAL_K8S_BIN=$(K8S_BIN) SHOAL_BIN=$(CURDIR)/$(BIN) SHOAL_IMAGE=$(CURDIR)/$(BIN)/image-k8s \
+		$(GO) test -count=1 -v -timeout 25m -run TestHelmChartOnLiveCluster .
 
 ## test-short: unit tests only, no external clients
 test-short:
@@ -129,7 +141,7 @@ manifests:
 K8S_VERSION     := v1.34.4
 COREDNS_VERSION := v1.12.4
 K8S_BIN         ?= $(HOME)/.cache/shoal/k8s-$(K8S_VERSION)
-K8S_CMDS        := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
+K8S_CMDS        := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
 # Helm's kubeVersion checks and the apiserver's /version read these; a fixed
 # build date keeps the binaries the same from one machine to the next.
 K8S_LDFLAGS := -s -w $(foreach p,k8s.io/client-go/pkg/version k8s.io/component-base/version,\
