@@ -291,7 +291,7 @@ func (c *cluster) boot(ctx context.Context, registry string) {
 		}
 	}
 	c.ipFwd, _ = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	for _, d := range []string{"etcd", "containerd/certs.d", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "volume-plugins"} {
+	for _, d := range []string{"etcd", "etc/containerd/certs.d", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "volume-plugins"} {
 		must(t, os.MkdirAll(c.path(d), 0o755))
 	}
 	c.pki()
@@ -366,14 +366,14 @@ state = %[2]q
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = %[9]q
 `, c.path("containerd/root"), c.path("containerd/state"), c.sock, c.sock+".ttrpc", c.path("containerd/opt"),
-		registry, c.path("containerd/runc"), c.path("cni/net.d"), c.path("containerd/certs.d"))
-	must(t, os.WriteFile(c.path("containerd/config.toml"), []byte(cfg), 0o644))
+		registry, c.path("containerd/runc"), c.path("cni/net.d"), c.hostsDir())
+	must(t, os.WriteFile(c.containerdConfig(), []byte(cfg), 0o644))
 	must(t, os.WriteFile(c.path("cni/net.d/10-shoal-e2e.conflist"), []byte(fmt.Sprintf(`{
   "cniVersion": "0.4.0", "name": "shoal-e2e",
   "plugins": [{"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
     "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}}]
 }`, bridgeName, c.path("cni/ipam"), podSubnet)), 0o644))
-	c.start("containerd", "containerd", "--config", c.path("containerd/config.toml"))
+	c.start("containerd", "containerd", "--config", c.containerdConfig())
 	waitFor(t, "containerd", 30*time.Second, func() error {
 		return exec.Command("ctr", "--address", c.sock, "version").Run()
 	})
@@ -443,9 +443,15 @@ func (c *cluster) describe(ns string) string {
 	return pods + "\n" + ev + "\nkubelet:\n" + c.logTail("kubelet")
 }
 
+// containerdConfig and hostsDir are a node's /etc/containerd/config.toml
+// and certs.d: apart from containerd's root and state, as on a real node,
+// because the agent mounts their directory.
+func (c *cluster) containerdConfig() string { return c.path("etc/containerd/config.toml") }
+func (c *cluster) hostsDir() string         { return c.path("etc/containerd/certs.d") }
+
 // writeHostsToml writes containerd's hosts.toml for registry.
 func (c *cluster) writeHostsToml(registry, body string, mode os.FileMode) {
-	dir := c.path("containerd/certs.d", registry)
+	dir := filepath.Join(c.hostsDir(), registry)
 	must(c.t, os.MkdirAll(dir, 0o755))
 	f := filepath.Join(dir, "hosts.toml")
 	must(c.t, os.WriteFile(f, []byte(body), mode))

@@ -153,7 +153,7 @@ spec:
 	// The node already has a hosts.toml of its own for the mirrored
 	// registry: the agent must put it back exactly, mode included.
 	c.writeHostsToml(mirrored, "# the node's own\nserver = \"https://"+mirrored+"\"\n", 0o640)
-	before := snapshot(t, c.path("containerd/certs.d"))
+	before := snapshot(t, c.hostsDir())
 
 	_, agentPort, _ := net.SplitHostPort(proctest.FreeAddr(t))
 	_, p2pPort, _ := net.SplitHostPort(proctest.FreeAddr(t))
@@ -169,7 +169,7 @@ agent:
 origin: {replicas: 1, replicationFactor: 1, storage: 1Gi, %s}
 tracker: {replicas: 1, %s}
 etcd: {replicas: 1, image: %s, storage: 1Gi, %s}
-`, shoalRepo, mirrored, agentPort, p2pPort, c.path("containerd/config.toml"), c.path("agent-cache"), small,
+`, shoalRepo, mirrored, agentPort, p2pPort, c.containerdConfig(), c.path("agent-cache"), small,
 		small, small, extAddr+"/e2e/etcd:1", small)
 	valuesFile := c.path("values.yaml")
 	must(t, os.WriteFile(valuesFile, []byte(values), 0o644))
@@ -179,7 +179,7 @@ etcd: {replicas: 1, image: %s, storage: 1Gi, %s}
 	}
 	step("helm install --wait: etcd, origin, tracker, agent Ready", s)
 
-	hostsToml := c.path("containerd/certs.d", mirrored, "hosts.toml")
+	hostsToml := filepath.Join(c.hostsDir(), mirrored, "hosts.toml")
 	b, err := os.ReadFile(hostsToml)
 	must(t, err)
 	if !strings.Contains(string(b), "127.0.0.1:"+agentPort) {
@@ -268,10 +268,15 @@ spec:
 	// Uninstall: the agent's preStop puts the node's hosts.toml back.
 	s = time.Now()
 	c.mustKubectl("delete", "pod", "hello", "dogfood", "--wait=true")
-	if out, err := c.helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "3m"); err != nil {
+	// Foreground: helm returns once the pods are gone, so their preStop
+	// hooks have run.
+	if out, err := c.helm("uninstall", release, "-n", namespace, "--wait", "--cascade", "foreground", "--timeout", "3m"); err != nil {
 		t.Fatalf("helm uninstall: %v\n%s", err, out)
 	}
-	if diff := compareSnapshots(before, snapshot(t, c.path("containerd/certs.d"))); diff != "" {
+	if out, err := c.kubectl("-n", namespace, "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/instance="+release, "--timeout=120s"); err != nil {
+		t.Fatalf("pods after uninstall: %v\n%s", err, out)
+	}
+	if diff := compareSnapshots(before, snapshot(t, c.hostsDir())); diff != "" {
 		t.Fatalf("containerd's certs.d after uninstall differs from before install:\n%s", diff)
 	}
 	left, _ := c.kubectl("-n", namespace, "get", "all,configmaps,secrets", "-l", "app.kubernetes.io/instance="+release, "-o", "name")
