@@ -291,7 +291,7 @@ func (c *cluster) boot(ctx context.Context, registry string) {
 		}
 	}
 	c.ipFwd, _ = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	for _, d := range []string{"etcd", "etc/containerd/certs.d", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "volume-plugins"} {
+	for _, d := range []string{"etcd", "containerd", "etc/containerd/certs.d", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "volume-plugins"} {
 		must(t, os.MkdirAll(c.path(d), 0o755))
 	}
 	c.pki()
