@@ -73,6 +73,7 @@ func singleBinaryImage(t *testing.T, body []byte, paths []string, entrypoint []s
 	cf = cf.DeepCopy()
 	// Without os/arch containerd finds no match for the platform.
 	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.RootFS.Type = "layers"
 	cf.Config.Entrypoint = entrypoint
 	cf.Config.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
 	img, err = mutate.ConfigFile(img, cf)

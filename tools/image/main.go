@@ -308,6 +308,8 @@ func image(goos, goarch string, created time.Time, annotations map[string]string
 	}
 	cfg := &v1.ConfigFile{
 		OS: goos, Architecture: goarch, Created: v1.Time{Time: created},
+		// Append fills in the diff IDs, not the type the spec requires.
+		RootFS: v1.RootFS{Type: "layers"},
 		Config: v1.Config{
 			User:       fmt.Sprintf("%d:%d", nonrootUID, nonrootUID),
 			Env:        []string{"PATH=/usr/local/bin:/usr/bin:/bin"},

@@ -84,6 +84,9 @@ func TestReproducible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if cfg.RootFS.Type != "layers" || len(cfg.RootFS.DiffIDs) != 2 {
+		t.Errorf("config rootfs %+v", cfg.RootFS)
+	}
 	if cfg.Config.User != "65532:65532" || cfg.OS != "linux" || cfg.Architecture != "amd64" || cfg.Created.Unix() != epoch {
 		t.Errorf("config user %q os/arch %s/%s created %v", cfg.Config.User, cfg.OS, cfg.Architecture, cfg.Created)
 	}
