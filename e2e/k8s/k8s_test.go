@@ -308,10 +308,20 @@ func (c *cluster) secretKey(ns, secret, key string) []byte {
 	return b
 }
 
+// waitPod waits for a pod's condition, also while the pod does not exist
+// yet (a StatefulSet recreating it), which kubectl wait alone fails at once.
 func (c *cluster) waitPod(ns, pod, condition string, timeout time.Duration) {
 	c.t.Helper()
-	if out, err := c.kubectl("-n", ns, "wait", "--for=condition="+condition, "pod/"+pod, "--timeout="+timeout.String()); err != nil {
-		c.t.Fatalf("pod %s/%s not %s: %v\n%s\n%s\n%s", ns, pod, condition, err, out, c.describe(ns), c.podLogs(namespace))
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := c.kubectl("-n", ns, "wait", "--for=condition="+condition, "pod/"+pod, "--timeout=15s")
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("pod %s/%s not %s: %v\n%s\n%s\n%s", ns, pod, condition, err, out, c.describe(ns), c.podLogs(namespace))
+		}
+		time.Sleep(time.Second)
 	}
 }
 
