@@ -150,9 +150,23 @@ func (c *cluster) logTail(name string) string {
 	return string(b)
 }
 
+// kubectlBin is the kubectl make k8s-bins built (Debian's is 1.20, too
+// old), or one on PATH.
+func (c *cluster) kubectlBin() string {
+	if p := filepath.Join(c.bin, "kubectl"); fileExists(p) {
+		return p
+	}
+	return "kubectl"
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 // kubectl runs kubectl against the cluster and returns its stdout.
 func (c *cluster) kubectl(args ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(c.bin, "kubectl"), args...)
+	cmd := exec.Command(c.kubectlBin(), args...)
 	cmd.Env = c.env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -174,7 +188,7 @@ func (c *cluster) mustKubectl(args ...string) string {
 
 func (c *cluster) apply(manifest string) {
 	c.t.Helper()
-	cmd := exec.Command(filepath.Join(c.bin, "kubectl"), "apply", "-f", "-")
+	cmd := exec.Command(c.kubectlBin(), "apply", "-f", "-")
 	cmd.Env, cmd.Stdin = c.env, strings.NewReader(manifest)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		c.t.Fatalf("kubectl apply: %v\n%s\n%s", err, out, manifest)

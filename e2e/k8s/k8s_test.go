@@ -55,7 +55,7 @@ func requirements(t *testing.T) (kbin, shoalBin, layoutDir string) {
 	if os.Geteuid() != 0 {
 		skip("live cluster: needs root (kubelet, containerd, mounts, bridge)")
 	}
-	for _, b := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl", "coredns"} {
+	for _, b := range []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns"} {
 		if _, err := os.Stat(filepath.Join(kbin, b)); err != nil {
 			skip("live cluster: %v (make k8s-bins)", err)
 		}
@@ -64,6 +64,9 @@ func requirements(t *testing.T) (kbin, shoalBin, layoutDir string) {
 		if _, err := exec.LookPath(c); err != nil {
 			skip("live cluster: %s not installed (.ci/run installs it)", c)
 		}
+	}
+	if _, err := exec.LookPath("kubectl"); err != nil && !fileExists(filepath.Join(kbin, "kubectl")) {
+		skip("live cluster: no kubectl (make k8s-bins builds it)")
 	}
 	if _, err := os.Stat("/usr/lib/cni/bridge"); err != nil {
 		skip("live cluster: no CNI plugins (containernetworking-plugins)")
