@@ -578,6 +578,16 @@ func (c *cluster) stop() {
 	if len(c.ipFwd) > 0 {
 		_ = os.WriteFile("/proc/sys/net/ipv4/ip_forward", c.ipFwd, 0o644)
 	}
+	// The kubelet links container logs here whatever its podLogsDir; the
+	// links into dir are ours.
+	if links, err := os.ReadDir("/var/log/containers"); err == nil {
+		for _, l := range links {
+			p := filepath.Join("/var/log/containers", l.Name())
+			if dst, err := os.Readlink(p); err == nil && strings.HasPrefix(dst, c.dir+"/") {
+				os.Remove(p)
+			}
+		}
+	}
 	for _, p := range hostDirs {
 		if c.hadDirs[p] {
 			continue
