@@ -14,7 +14,23 @@ HELM_VERSION               := v3.22.0
 
 COMMANDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build test test-short demo proto lint bench fuzz tools manifests clean
+# Version: git describe of the last release tag (v<semver>, without the v);
+# before the first tag, the chart's appVersion, so the default image tag and
+# the chart's agree. COMMIT is the full hash, -dirty when the tree differs
+# from it; SOURCE_DATE_EPOCH (the commit's time) dates everything in the image.
+APP_VERSION       := $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' deploy/helm/shoal/Chart.yaml)
+GIT_DESCRIBE      := $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null)
+VERSION           ?= $(if $(GIT_DESCRIBE),$(patsubst v%,%,$(GIT_DESCRIBE)),$(APP_VERSION))
+COMMIT            ?= $(shell git describe --always --abbrev=40 --dirty --match 'no-tag-matches^' 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+VERSION_LDFLAGS   := -X github.com/shoal-project/shoal/pkg/version.Version=$(VERSION) \
+	-X github.com/shoal-project/shoal/pkg/version.Commit=$(COMMIT)
+# The chart's default image.repository: make image tags the layout with VERSION.
+IMAGE_REPO        ?= ghcr.io/shoal-project/shoal
+IMAGE_PLATFORMS   ?= linux/amd64,linux/arm64
+IMAGE_LICENSES    ?= NOASSERTION
+
+.PHONY: all build test test-short demo proto lint bench fuzz tools manifests clean k8s-bins image version test-k8s
 
 all: build
 
@@ -24,8 +40,31 @@ build:
 	@for c in $(COMMANDS); do \
 		[ -n "$$(ls cmd/$$c/*.go 2>/dev/null)" ] || continue; \
 		echo "go build -o $(BIN)/shoal-$$c ./cmd/$$c"; \
-		$(GO) build -trimpath -o $(BIN)/shoal-$$c ./cmd/$$c || exit 1; \
+		$(GO) build -trimpath -ldflags '$(VERSION_LDFLAGS)' -o $(BIN)/shoal-$$c ./cmd/$$c || exit 1; \
 	done
+
+## version: the version make build and make image stamp (and the image tag)
+version:
+	@echo $(VERSION)
+
+## image: Shoal's OCI image index (linux/amd64 + linux/arm64, static binaries, non-root
+## user 65532, OCI annotations) as an OCI layout in bin/image, built twice to check that
+## the index digest repeats (REPRO_CHECK=0 skips that). PUSH=host/repo:tag pushes the
+## layout's index (PUSH_FLAGS=--insecure for a plain-HTTP registry beyond localhost).
+REPRO_CHECK ?= 1
+IMAGE_BUILD_ONE = $(GO) run ./tools/image build --version $(VERSION) --commit $(COMMIT) \
+	--epoch $(SOURCE_DATE_EPOCH) --licenses $(IMAGE_LICENSES)
+IMAGE_BUILD = $(IMAGE_BUILD_ONE) --platforms $(IMAGE_PLATFORMS)
+image:
+	@mkdir -p $(BIN)
+	$(IMAGE_BUILD) --out $(BIN)/image > $(BIN)/image.txt && cat $(BIN)/image.txt
+	@if [ "$(REPRO_CHECK)" = 1 ]; then \
+		$(IMAGE_BUILD) --out $(BIN)/image.check > $(BIN)/image.check.txt || exit 1; \
+		a=$$(head -1 $(BIN)/image.txt); b=$$(head -1 $(BIN)/image.check.txt); rm -rf $(BIN)/image.check; \
+		if [ "$$a" != "$$b" ]; then echo "NOT reproducible: $$a, then $$b"; exit 1; fi; \
+		echo "reproducible: a second build gave the same $$b"; \
+	fi
+	@if [ -n "$(PUSH)" ]; then $(GO) run ./tools/image push --layout $(BIN)/image $(PUSH_FLAGS) $(PUSH); fi
 
 ## test: the whole suite, with the race detector (what CI runs)
 test: build
@@ -33,6 +72,17 @@ test: build
 		if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	SHOAL_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 12m ./...
+	@if [ -x $(K8S_BIN)/kubelet ] && [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-k8s; \
+	else echo "test-k8s skipped: no cluster binaries in $(K8S_BIN) (make k8s-bins; .ci/run does) or not root"; fi
+
+## test-k8s: the Helm chart installed on a live single-node Kubernetes (root): Shoal's image
+## from an origin outside the cluster, a pod's image pulled through the node's agent,
+## dogfooding, rollout restart, origin pod loss, uninstall restoring containerd's files.
+## Uses the host platform's image only (make image builds and checks both).
+test-k8s: build k8s-bins
+	$(IMAGE_BUILD_ONE) --platforms linux/$(shell $(GO) env GOARCH) --out $(BIN)/image-k8s
+	cd e2e/k8s && SHOAL_K8S_REQUIRED=1 SHOAL_K8S_BIN=$(K8S_BIN) SHOAL_BIN=$(CURDIR)/$(BIN) SHOAL_IMAGE=$(CURDIR)/$(BIN)/image-k8s \
+		$(GO) test -count=1 -v -timeout 25m -run TestHelmChartOnLiveCluster .
 
 ## test-short: unit tests only, no external clients
 test-short:
@@ -84,6 +134,30 @@ tools:
 # (without generated keys: in a committed file they would be every user's)
 manifests:
 	helm template shoal deploy/helm/shoal --namespace shoal --set tls.generate=false --set p2p.psk.generate=false --set capabilities.generate=false > deploy/kubernetes/shoal.yaml
+
+## k8s-bins: the single-node Kubernetes the live-cluster test runs, built from the
+## k8s.io/kubernetes module (e2e/k8s/kubebuild pins it) into K8S_BIN, once: ~6 min of
+## both cores cold, so .ci/run does it while preparing and make test only uses it
+K8S_VERSION     := v1.34.4
+COREDNS_VERSION := v1.12.4
+K8S_BIN         ?= $(HOME)/.cache/shoal/k8s-$(K8S_VERSION)
+K8S_CMDS        := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+# Helm's kubeVersion checks and the apiserver's /version read these; a fixed
+# build date keeps the binaries the same from one machine to the next.
+K8S_LDFLAGS := -s -w $(foreach p,k8s.io/client-go/pkg/version k8s.io/component-base/version,\
+	-X $(p).gitVersion=$(K8S_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=34 \
+	-X $(p).gitTreeState=clean -X $(p).buildDate=1970-01-01T00:00:00Z)
+k8s-bins:
+	@mkdir -p $(K8S_BIN)
+	@cd e2e/k8s/kubebuild && for c in $(K8S_CMDS); do \
+		[ -x $(K8S_BIN)/$$c ] && continue; \
+		echo "go build $(K8S_BIN)/$$c"; \
+		CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags '$(K8S_LDFLAGS)' \
+			-o $(K8S_BIN)/$$c.tmp k8s.io/kubernetes/cmd/$$c && mv $(K8S_BIN)/$$c.tmp $(K8S_BIN)/$$c || exit 1; \
+	done
+	@[ -x $(K8S_BIN)/coredns ] || { echo "go install coredns@$(COREDNS_VERSION)"; \
+		GOBIN=$(K8S_BIN) CGO_ENABLED=0 $(GO) install -trimpath -buildvcs=false -ldflags '-s -w' \
+			github.com/coredns/coredns@$(COREDNS_VERSION); }
 
 clean:
 	rm -rf $(BIN)

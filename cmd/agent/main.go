@@ -22,6 +22,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/agent"
 	"github.com/shoal-project/shoal/pkg/config"
 	"github.com/shoal-project/shoal/pkg/containerdcfg"
+	"github.com/shoal-project/shoal/pkg/version"
 )
 
 type fileConfig struct {
@@ -33,6 +34,10 @@ type fileConfig struct {
 
 func main() {
 	args := os.Args[1:]
+	if version.Requested(args) {
+		fmt.Println(version.String("shoal-agent"))
+		return
+	}
 	if len(args) > 0 && args[0] == "healthcheck" {
 		if err := healthcheck(args[1:]); err != nil {
 			fmt.Fprintln(os.Stderr, "shoal-agent healthcheck:", err)
@@ -71,6 +76,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.Rack, "rack", "", "topology rack")
 	fs.StringVar(&fc.Node, "node", "", "node name")
 	fc.Logging.Flags(fs)
+	fs.Bool("version", false, "print the version and commit, and exit")
 	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	if err := config.Parse(fs, args, &fc); err != nil {
 		return fileConfig{}, err

@@ -29,6 +29,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/pace"
 	"github.com/shoal-project/shoal/pkg/repostore"
 	"github.com/shoal-project/shoal/pkg/ring"
+	"github.com/shoal-project/shoal/pkg/version"
 )
 
 // fileConfig is the YAML file: the origin's config plus process settings.
@@ -56,6 +57,10 @@ type fileConfig struct {
 }
 
 func main() {
+	if version.Requested(os.Args[1:]) {
+		fmt.Println(version.String("shoal-origin"))
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "gc" {
 		if err := runGC(context.Background(), os.Args[2:], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "shoal-origin gc:", err)
@@ -99,6 +104,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.DurationVar(&fc.GC.Grace, "gc-grace", time.Hour, "never collect what a push used within this long")
 	fs.BoolVar(&fc.GC.DryRun, "gc-dry-run", false, "scheduled GC passes report and remove nothing")
 	fc.Logging.Flags(fs)
+	fs.Bool("version", false, "print the version and commit, and exit")
 	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	if err := config.Parse(fs, args, &fc); err != nil {
 		return fileConfig{}, err

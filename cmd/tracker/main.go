@@ -29,6 +29,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/ring"
 	"github.com/shoal-project/shoal/pkg/tlsconfig"
 	"github.com/shoal-project/shoal/pkg/tracker"
+	"github.com/shoal-project/shoal/pkg/version"
 )
 
 // fileConfig is the YAML file: the tracker's policy plus process settings.
@@ -84,6 +85,10 @@ type fileConfig struct {
 }
 
 func main() {
+	if version.Requested(os.Args[1:]) {
+		fmt.Println(version.String("shoal-tracker"))
+		return
+	}
 	run := run
 	if len(os.Args) > 1 && os.Args[1] == "preheat" {
 		run, os.Args = runPreheat, os.Args[1:]
@@ -124,6 +129,7 @@ func parse(args []string) (fileConfig, error) {
 	fs.StringVar(&fc.OriginAuth.PasswordFile, "origin-password-file", "", "file holding that user's password")
 	fs.StringVar(&fc.PreheatTokenFile, "preheat-token-file", "", "file holding the token preheat callers present (empty: the Preheat API is off)")
 	fc.Logging.Flags(fs)
+	fs.Bool("version", false, "print the version and commit, and exit")
 	fs.BoolVar(&fc.checkOnly, "check-config", false, "parse the configuration (file and flags), report, and exit")
 	if err := config.Parse(fs, args, &fc); err != nil {
 		return fileConfig{}, err

@@ -117,3 +117,24 @@ Secret mounted as a file, for origins that refuse anonymous pulls. */ -}}
   readOnly: true
 {{- end }}
 {{- end -}}
+
+{{/* Origins and trackers run as the image's non-root user (65532). */}}
+{{- define "shoal.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+{{- end -}}
+
+{{- define "shoal.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+capabilities: {drop: [ALL]}
+{{- end -}}
+
+{{/* The agent's containers: root (containerd's files, the hostPath cache), no escalation. */}}
+{{- define "shoal.agentSecurityContext" -}}
+runAsUser: 0
+runAsGroup: 0
+runAsNonRoot: false
+allowPrivilegeEscalation: false
+{{- end -}}
