@@ -5,6 +5,8 @@ package deploy_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -13,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"net/http"
 
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
@@ -45,6 +49,59 @@ func unit(t *testing.T, path string) (bin string, args []string, state string) {
 	return bin, args, state
 }
 
+// documented runs, with bash, the first run of "#   " command lines after
+// the comment line of config/<component>.yaml containing marker, with
+// /etc/shoal/ moved to dir: the key material made as an operator would.
+// chown lines are left out (no shoal group here).
+func documented(t *testing.T, component, marker, dir string) {
+	t.Helper()
+	f, err := os.Open(filepath.Join("config", component+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var script []string
+	found := false
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		line := strings.TrimSpace(sc.Text())
+		if !found {
+			found = strings.HasPrefix(line, "#") && strings.Contains(line, marker)
+			continue
+		}
+		cmd, ok := strings.CutPrefix(line, "#   ")
+		if !ok {
+			if len(script) > 0 {
+				break
+			}
+			continue
+		}
+		if !strings.HasPrefix(strings.TrimSpace(cmd), "chown ") {
+			script = append(script, strings.ReplaceAll(cmd, "/etc/shoal/", dir+"/"))
+		}
+	}
+	if len(script) == 0 {
+		t.Fatalf("config/%s.yaml has no commands after %q", component, marker)
+	}
+	if out, err := exec.Command("bash", "-euc", strings.Join(script, "\n")).CombinedOutput(); err != nil {
+		t.Fatalf("the commands of config/%s.yaml: %v\n%s", component, err, out)
+	}
+}
+
+// configIn is config/<component>.yaml with its /etc/shoal/ files moved to
+// dir, written under dir.
+func configIn(t *testing.T, dir, component string) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("config", component+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, component+".yaml")
+	if err := os.WriteFile(p, bytes.ReplaceAll(raw, []byte("/etc/shoal/"), []byte(dir+"/")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestSystemdUnitsStartTheirBinaries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binaries")
@@ -70,10 +127,21 @@ func TestSystemdUnitsStartTheirBinaries(t *testing.T) {
 			}
 
 			// Start it as the unit would, on the example config; flags move
-			// ports and directories into the test's reach.
+			// ports and directories into the test's reach, and the files
+			// under /etc/shoal/ are made in dir as the config comments say.
 			dir := t.TempDir()
 			addr := proctest.FreeAddr(t)
-			argv := []string{"--config", example, "--data-dir", dir}
+			documented(t, "origin", "The cluster CA and one certificate per component", dir)
+			documented(t, "agent", "The cluster's private-network key", dir)
+			ca, err := os.ReadFile(filepath.Join(dir, "tls", "ca.crt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			roots := x509.NewCertPool()
+			roots.AppendCertsFromPEM(ca)
+			// WaitReady's client: the example origin serves HTTPS only.
+			http.DefaultTransport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+			argv := []string{"--config", configIn(t, dir, c), "--data-dir", dir}
 			// The capability key pair as the example config says to make it.
 			capKey, capPub := filepath.Join(dir, "capability.key"), filepath.Join(dir, "capability.pub")
 			for _, a := range [][]string{{"genpkey", "-algorithm", "ed25519", "-out", capKey}, {"pkey", "-in", capKey, "-pubout", "-out", capPub}} {
@@ -89,24 +157,28 @@ func TestSystemdUnitsStartTheirBinaries(t *testing.T) {
 				secret := filepath.Join(dir, "cluster-secret")
 				os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef\n"), 0o600)
 				// The example origin joins the etcd of a tracker on its host.
-				etcd := "http://" + proctest.FreeAddr(t)
+				etcd := "https://" + proctest.FreeAddr(t)
 				tr := proctest.FreeAddr(t)
 				trHTTP := proctest.FreeAddr(t)
-				tp := proctest.Start(t, proctest.Binary(t, "tracker"), "--config", filepath.Join("config", "tracker.yaml"),
+				tp := proctest.Start(t, proctest.Binary(t, "tracker"), "--config", configIn(t, dir, "tracker"),
 					"--data-dir", t.TempDir(), "--grpc-addr", tr, "--advertise", tr, "--http-addr", trHTTP,
-					"--embedded-etcd-client-url", etcd, "--embedded-etcd-peer-url", "http://"+proctest.FreeAddr(t))
+					"--embedded-etcd-client-url", etcd, "--embedded-etcd-peer-url", "https://"+proctest.FreeAddr(t))
 				tp.WaitReady("http://"+trHTTP+"/readyz", time.Minute)
 				argv = append(argv, "--addr", addr, "--advertise", addr, "--htpasswd", htpasswd,
 					"--etcd-endpoints", etcd, "--cluster-secret-file", secret, "--capability-key-file", capKey)
 			case "tracker":
 				grpc := proctest.FreeAddr(t)
 				argv = append(argv, "--grpc-addr", grpc, "--advertise", grpc, "--http-addr", addr,
-					"--embedded-etcd-client-url", "http://"+proctest.FreeAddr(t), "--embedded-etcd-peer-url", "http://"+proctest.FreeAddr(t))
+					"--embedded-etcd-client-url", "https://"+proctest.FreeAddr(t), "--embedded-etcd-peer-url", "https://"+proctest.FreeAddr(t))
 			case "agent":
 				argv = append(argv, "--addr", addr, "--p2p-listen", "/ip4/127.0.0.1/tcp/0", "--capability-public-key-file", capPub)
 			}
 			p := proctest.Start(t, proctest.Binary(t, c), argv...)
-			p.WaitReady("http://"+addr+"/readyz", time.Minute)
+			scheme := "http://"
+			if c == "origin" {
+				scheme = "https://"
+			}
+			p.WaitReady(scheme+addr+"/readyz", time.Minute)
 			if err := p.Stop(30 * time.Second); err != nil {
 				t.Fatalf("SIGTERM: %v\n%s", err, p.Logs())
 			}

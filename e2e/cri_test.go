@@ -150,8 +150,8 @@ func TestCRIPullCredentialsAndMirror(t *testing.T) {
 	// it as kubelet's would name a registry.example.com.
 	c := startShipped(t, true, originRegistry)
 	registry := c.origin
-	im := pushImageOf(t, "http://"+c.origin, "team/private", "v1", placement{client: c.pusher}, 1<<20, 256<<10)
-	if got := anonymous(t, "GET", "http://"+c.origin+"/v2/team/private/manifests/v1", nil); got != http.StatusUnauthorized {
+	im := pushImageOf(t, c.originURL, "team/private", "v1", placement{client: c.pusher}, 1<<20, 256<<10)
+	if got := anonymous(t, "GET", c.originURL+"/v2/team/private/manifests/v1", nil); got != http.StatusUnauthorized {
 		t.Fatalf("anonymous manifest GET at the origin: %d, want 401 (a private repository)", got)
 	}
 
@@ -160,7 +160,11 @@ func TestCRIPullCredentialsAndMirror(t *testing.T) {
 			mirror := startRecordingMirror(t, c.agent.addr)
 			hosts := filepath.Join(t.TempDir(), "certs.d")
 			os.MkdirAll(filepath.Join(hosts, registry), 0o755)
-			toml := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+registry, "http://"+mirror.addr)
+			// The origin, containerd's fallback, serves HTTPS with a
+			// certificate from the cluster CA; the agent is plain HTTP
+			// on loopback.
+			toml := fmt.Sprintf("server = %q\nca = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n",
+				c.originURL, filepath.Join(c.dir, "tls", "ca.crt"), "http://"+mirror.addr)
 			os.WriteFile(filepath.Join(hosts, registry, "hosts.toml"), []byte(toml), 0o644)
 			sock := criContainerd(t, hosts)
 			conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -171,7 +175,7 @@ func TestCRIPullCredentialsAndMirror(t *testing.T) {
 			images := cri.NewImageServiceClient(conn)
 
 			servedBefore := metric(t, c.agent.addr, "shoal_agent_served_bytes_total")
-			originBefore := metricWhere(t, c.origin, "shoal_origin_http_requests_total", `endpoint="blob"`)
+			originBefore := metricWhere(t, c.originURL, "shoal_origin_http_requests_total", `endpoint="blob"`)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			ref := registry + "/team/private:v1"
@@ -194,7 +198,7 @@ func TestCRIPullCredentialsAndMirror(t *testing.T) {
 			t.Logf("CRI pull %s (ServerAddress %q): %v; mirror saw %d requests with Authorization, %d without; agent served %.0f bytes; origin blob requests +%.0f",
 				ref, tt.serverAddress(registry), err, withAuth, without,
 				metric(t, c.agent.addr, "shoal_agent_served_bytes_total")-servedBefore,
-				metricWhere(t, c.origin, "shoal_origin_http_requests_total", `endpoint="blob"`)-originBefore)
+				metricWhere(t, c.originURL, "shoal_origin_http_requests_total", `endpoint="blob"`)-originBefore)
 			for _, r := range reqs {
 				t.Logf("  mirror: %s %s auth=%v -> %d", r.method, r.path, r.auth, r.status)
 			}

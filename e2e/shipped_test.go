@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -22,6 +25,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -73,6 +77,27 @@ func shipped(t *testing.T, dir, component string, edit func(doc map[string]any))
 	return p
 }
 
+// etcPaths rewrites every string under doc that names a file under
+// /etc/shoal/ to the same file under dir, where the test made it: the
+// shipped configs keep every other value.
+func etcPaths(doc any, dir string) any {
+	switch v := doc.(type) {
+	case map[string]any:
+		for k, e := range v {
+			v[k] = etcPaths(e, dir)
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = etcPaths(e, dir)
+		}
+	case string:
+		if rest, ok := strings.CutPrefix(v, "/etc/shoal/"); ok {
+			return filepath.Join(dir, rest)
+		}
+	}
+	return doc
+}
+
 // section is the map under key, which the shipped file must have.
 func section(t *testing.T, doc map[string]any, key string) map[string]any {
 	t.Helper()
@@ -89,8 +114,10 @@ type shippedCluster struct {
 	dir                  string
 	tracker, trackerHTTP string // gRPC and metrics addresses
 	etcd                 string
-	origin               string // host:port
-	secret               string // the cluster secret
+	origin               string         // host:port
+	originURL            string         // https://host:port
+	roots                *x509.CertPool // the cluster CA
+	secret               string         // the cluster secret
 	agent                agentProc
 	pusher               *http.Client // CI's credentials
 }
@@ -112,6 +139,91 @@ func writeSecret(t *testing.T, dir, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// documented runs, with bash, the commands a shipped config's comments
+// give an operator: the first run of "#   " lines after the comment
+// line containing marker, with /etc/shoal/ moved to dir. chown lines are left
+// out (the test is not root and there is no shoal group); everything
+// else runs as written, so a command that does not work fails the test.
+func documented(t *testing.T, component, marker, dir string) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(shippedDir, component+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var script []string
+	found := false
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		line := strings.TrimSpace(sc.Text())
+		if !found {
+			found = strings.HasPrefix(line, "#") && strings.Contains(line, marker)
+			continue
+		}
+		cmd, ok := strings.CutPrefix(line, "#   ")
+		if !ok {
+			if len(script) > 0 {
+				break
+			}
+			continue // the rest of the comment's prose
+		}
+		if !strings.HasPrefix(strings.TrimSpace(cmd), "chown ") {
+			script = append(script, strings.ReplaceAll(cmd, "/etc/shoal/", dir+"/"))
+		}
+	}
+	if len(script) == 0 {
+		t.Fatalf("deploy/config/%s.yaml has no commands after %q", component, marker)
+	}
+	if out, err := exec.Command("bash", "-euc", strings.Join(script, "\n")).CombinedOutput(); err != nil {
+		t.Fatalf("the commands of deploy/config/%s.yaml:\n%s\n%v\n%s", component, strings.Join(script, "\n"), err, out)
+	}
+}
+
+// clusterKeys makes the cluster CA, the component certificates and the
+// private-network key under dir as the shipped configs document them,
+// and returns the CA's pool.
+func clusterKeys(t *testing.T, dir string) *x509.CertPool {
+	t.Helper()
+	documented(t, "origin", "The cluster CA and one certificate per component", dir)
+	documented(t, "agent", "The cluster's private-network key", dir)
+	ca, err := os.ReadFile(filepath.Join(dir, "tls", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		t.Fatal("ca.crt holds no certificate")
+	}
+	trustCA(ca)
+	return pool
+}
+
+// trusted holds the CAs of every shipped cluster this test process made.
+// http.DefaultTransport (anonymous, metric, getBody, the pusher) trusts
+// exactly these: the shipped origins serve HTTPS only, and no test of
+// this package reaches a server with a public certificate. The tests do
+// not run in parallel, so no handshake reads the pool while a new
+// cluster's CA is added to it.
+var trusted *x509.CertPool
+
+func trustCA(pem []byte) {
+	if trusted == nil {
+		trusted = x509.NewCertPool()
+		http.DefaultTransport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: trusted, MinVersion: tls.VersionTLS12}
+	}
+	trusted.AppendCertsFromPEM(pem)
+}
+
+// clientCert is a client that presents component's certificate (made by
+// clusterKeys under dir) and trusts the cluster CA.
+func clientCert(t *testing.T, dir, component string, roots *x509.CertPool) *tls.Config {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls", component+".crt"), filepath.Join(dir, "tls", component+".key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS12}
 }
 
 // capabilityKeyFiles makes the cluster capability key pair with the
@@ -143,7 +255,8 @@ func startShipped(t *testing.T, closed bool, extraRegistries ...string) *shipped
 	t.Helper()
 	dir := t.TempDir()
 	c := &shippedCluster{dir: dir, tracker: proctest.FreeAddr(t), trackerHTTP: proctest.FreeAddr(t),
-		etcd: "http://" + proctest.FreeAddr(t), origin: proctest.FreeAddr(t)}
+		etcd: "https://" + proctest.FreeAddr(t), origin: proctest.FreeAddr(t)}
+	c.originURL = "https://" + c.origin
 
 	// CI pushes as "ci"; the tracker and the agents pull as "shoal-node".
 	ciHash, _ := bcrypt.GenerateFromPassword([]byte("ci-password"), bcrypt.MinCost)
@@ -155,12 +268,17 @@ func startShipped(t *testing.T, closed bool, extraRegistries ...string) *shipped
 	c.pusher = &http.Client{Transport: basicAuth{"ci", "ci-password"}}
 	nodeAuth := map[string]any{"username": "shoal-node", "password_file": nodePassword}
 	capKey, capPub := capabilityKeyFiles(t, dir)
+	c.roots = clusterKeys(t, dir)
 
 	trCfg := shipped(t, dir, "tracker", func(doc map[string]any) {
+		if tls := section(t, doc, "tls"); tls["cert_file"] == "" || tls["ca_file"] == "" {
+			t.Fatal("the shipped tracker config leaves gRPC TLS off")
+		}
+		etcPaths(doc, dir)
 		doc["grpc_addr"], doc["http_addr"], doc["advertise"] = c.tracker, c.trackerHTTP, c.tracker
 		doc["data_dir"] = filepath.Join(dir, "tracker")
 		ee := section(t, doc, "embedded_etcd")
-		ee["client_url"], ee["peer_url"] = c.etcd, "http://"+proctest.FreeAddr(t)
+		ee["client_url"], ee["peer_url"] = c.etcd, "https://"+proctest.FreeAddr(t)
 		if closed {
 			doc["origin_auth"] = nodeAuth
 		}
@@ -169,6 +287,10 @@ func startShipped(t *testing.T, closed bool, extraRegistries ...string) *shipped
 	tr.WaitReady("http://"+c.trackerHTTP+"/readyz", time.Minute)
 
 	oCfg := shipped(t, dir, "origin", func(doc map[string]any) {
+		if tls := section(t, doc, "tls"); tls["cert_file"] == "" || tls["client_ca_file"] == "" {
+			t.Fatal("the shipped origin config leaves HTTPS off")
+		}
+		etcPaths(doc, dir)
 		doc["addr"], doc["advertise"] = c.origin, c.origin
 		doc["data_dir"] = filepath.Join(dir, "origin")
 		a := section(t, doc, "auth")
@@ -185,11 +307,15 @@ func startShipped(t *testing.T, closed bool, extraRegistries ...string) *shipped
 		section(t, doc, "cluster")["secret_file"] = secretFile
 	})
 	o := proctest.Start(t, proctest.Binary(t, "origin"), "--config", oCfg)
-	o.WaitReady("http://"+c.origin+"/readyz", 30*time.Second)
+	o.WaitReady(c.originURL+"/readyz", 30*time.Second)
 
 	c.agent = agentProc{addr: proctest.FreeAddr(t), dir: filepath.Join(dir, "agent")}
 	_, c.agent.p2pPort, _ = net.SplitHostPort(proctest.FreeAddr(t))
 	c.agent.config = shipped(t, dir, "agent", func(doc map[string]any) {
+		if section(t, doc, "p2p")["psk_file"] == "" {
+			t.Fatal("the shipped agent config leaves the private network off")
+		}
+		etcPaths(doc, dir)
 		doc["addr"], doc["data_dir"], doc["tracker"] = c.agent.addr, filepath.Join(c.agent.dir, "data"), c.tracker
 		regs := section(t, doc, "registries")
 		if _, ok := regs[shippedRegistry]; !ok {
@@ -199,11 +325,15 @@ func startShipped(t *testing.T, closed bool, extraRegistries ...string) *shipped
 			if name == originRegistry {
 				name = c.origin
 			}
-			regs[name] = map[string]any{}
+			// As the shipped registries: the origin's CA.
+			regs[name] = map[string]any{"tls": section(t, regs, shippedRegistry)["tls"]}
 		}
 		for _, up := range regs {
 			up := up.(map[string]any)
-			up["origins"] = []string{"http://" + c.origin}
+			if tls, _ := up["tls"].(map[string]any); tls["ca_file"] == "" {
+				t.Fatal("the shipped agent config does not trust the cluster CA for the origins")
+			}
+			up["origins"] = []string{c.originURL}
 			if closed {
 				up["origin_auth"] = nodeAuth
 			}
@@ -238,10 +368,14 @@ func anonymous(t *testing.T, method, url string, body []byte, hdr ...string) int
 	return resp.StatusCode
 }
 
-// metricWhere sums a metric's series whose labels contain sel.
+// metricWhere sums a metric's series whose labels contain sel, scraped
+// from addr: host:port over plain HTTP, or a URL (an HTTPS origin).
 func metricWhere(t *testing.T, addr, name, sel string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	resp, err := http.Get(addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +415,17 @@ func TestShippedConfigPull(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := startShipped(t, tt.closed)
-			base := "http://" + c.origin
+			base := c.originURL
+
+			// HTTPS only: a plain HTTP request, credentials and all, is
+			// answered by the TLS server's 400, never by the registry.
+			resp, err := http.Get("http://" + c.origin + "/v2/")
+			if err == nil {
+				resp.Body.Close()
+			}
+			if err == nil && resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("plain HTTP to the origin: %d, want refused", resp.StatusCode)
+			}
 
 			if got := anonymous(t, "POST", base+"/v2/team/app/blobs/uploads/", nil); got != http.StatusUnauthorized {
 				t.Fatalf("push without credentials: %d, want 401", got)
@@ -361,26 +505,51 @@ func TestShippedClusterSecret(t *testing.T) {
 	c := startShipped(t, false)
 	blob := []byte("a blob only cluster members may write")
 	d := sha(blob)
-	url := "http://" + c.origin + "/internal/v1/blobs/" + d
+	url := c.originURL + "/internal/v1/blobs/" + d
+	// The internal endpoints want the cluster secret and, with the
+	// shipped client_ca_file and client_names, an origin's certificate.
+	withCert := func(component string) *http.Client {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = clientCert(t, c.dir, component, c.roots)
+		return &http.Client{Transport: tr}
+	}
+	origin, tracker := withCert("origin"), withCert("tracker")
+	bearer := []string{"Authorization", "Bearer " + c.secret}
 	tests := []struct {
 		name   string
+		client *http.Client // nil: no client certificate
 		method string
 		body   []byte
 		hdr    []string
 		want   int
 	}{
-		{"anonymous PUT", "PUT", blob, nil, http.StatusUnauthorized},
-		{"anonymous GET", "GET", nil, nil, http.StatusUnauthorized},
-		{"anonymous HEAD", "HEAD", nil, nil, http.StatusUnauthorized},
-		{"CI's push credentials", "PUT", blob, []string{"Authorization", "Basic Y2k6Y2ktcGFzc3dvcmQ="}, http.StatusUnauthorized},
-		{"wrong secret", "PUT", blob, []string{"Authorization", "Bearer " + strings.Repeat("x", len(c.secret))}, http.StatusUnauthorized},
-		{"the cluster secret", "PUT", blob, []string{"Authorization", "Bearer " + c.secret}, http.StatusCreated},
-		{"read back with it", "GET", nil, []string{"Authorization", "Bearer " + c.secret}, http.StatusOK},
+		{"anonymous PUT", origin, "PUT", blob, nil, http.StatusUnauthorized},
+		{"anonymous GET", origin, "GET", nil, nil, http.StatusUnauthorized},
+		{"anonymous HEAD", origin, "HEAD", nil, nil, http.StatusUnauthorized},
+		{"CI's push credentials", origin, "PUT", blob, []string{"Authorization", "Basic Y2k6Y2ktcGFzc3dvcmQ="}, http.StatusUnauthorized},
+		{"wrong secret", origin, "PUT", blob, []string{"Authorization", "Bearer " + strings.Repeat("x", len(c.secret))}, http.StatusUnauthorized},
+		{"the secret without a client certificate", nil, "PUT", blob, bearer, http.StatusUnauthorized},
+		{"the secret with the tracker's certificate", tracker, "PUT", blob, bearer, http.StatusUnauthorized},
+		{"the cluster secret", origin, "PUT", blob, bearer, http.StatusCreated},
+		{"read back with it", origin, "GET", nil, bearer, http.StatusOK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := anonymous(t, tt.method, url, tt.body, tt.hdr...); got != tt.want {
-				t.Fatalf("%s %s: %d, want %d", tt.method, url, got, tt.want)
+			client := tt.client
+			if client == nil {
+				client = http.DefaultClient
+			}
+			req, _ := http.NewRequest(tt.method, url, bytes.NewReader(tt.body))
+			for i := 0; i+1 < len(tt.hdr); i += 2 {
+				req.Header.Set(tt.hdr[i], tt.hdr[i+1])
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("%s %s: %d, want %d", tt.method, url, resp.StatusCode, tt.want)
 			}
 		})
 	}
@@ -389,6 +558,7 @@ func TestShippedClusterSecret(t *testing.T) {
 	// before it joins the cluster.
 	addr := proctest.FreeAddr(t)
 	noSecret := shipped(t, t.TempDir(), "origin", func(doc map[string]any) {
+		etcPaths(doc, c.dir)
 		doc["addr"], doc["advertise"], doc["data_dir"] = addr, addr, filepath.Join(c.dir, "origin-nosecret")
 		section(t, doc, "auth")["htpasswd"] = filepath.Join(c.dir, "htpasswd")
 		section(t, doc, "etcd")["endpoints"] = []string{c.etcd}
@@ -409,7 +579,26 @@ func TestTrackerUnknownDigests(t *testing.T) {
 		t.Skip("runs the binaries")
 	}
 	c := startShipped(t, false)
-	conn, err := grpc.NewClient(c.tracker, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The tracker's gRPC is mutual TLS: a plaintext client, and one
+	// with no client certificate, are refused.
+	for name, creds := range map[string]grpc.DialOption{
+		"plaintext":             grpc.WithTransportCredentials(insecure.NewCredentials()),
+		"no client certificate": grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: c.roots, MinVersion: tls.VersionTLS12})),
+	} {
+		conn, err := grpc.NewClient(c.tracker, creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = shoalpb.NewTrackerClient(conn).GetMetaInfo(ctx, &shoalpb.GetMetaInfoRequest{Digest: sha([]byte(name))})
+		cancel()
+		conn.Close()
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("%s gRPC client: %v, want refused (Unavailable)", name, err)
+		}
+	}
+	// An agent's certificate, as the shipped agent config presents it.
+	conn, err := grpc.NewClient(c.tracker, grpc.WithTransportCredentials(credentials.NewTLS(clientCert(t, c.dir, "agent", c.roots))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,7 +610,7 @@ func TestTrackerUnknownDigests(t *testing.T) {
 		return "sha256:" + hex.EncodeToString(b[:])
 	}
 	atOrigin := func() float64 {
-		return metricWhere(t, c.origin, "shoal_origin_http_requests_total", `endpoint="metainfo"`)
+		return metricWhere(t, c.originURL, "shoal_origin_http_requests_total", `endpoint="metainfo"`)
 	}
 	same := random()
 	tests := []struct {
@@ -473,7 +662,7 @@ func strangerFetch(t *testing.T, c *shippedCluster, repo, d string, creds *http.
 	if creds != nil {
 		client = creds
 	}
-	blob := getBody(t, client, "http://"+c.origin+"/v2/"+repo+"/blobs/"+d)
+	blob := getBody(t, client, c.originURL+"/v2/"+repo+"/blobs/"+d)
 	mi, err := metainfo.Compute(digest.Digest(d), bytes.NewReader(blob), int64(len(blob)))
 	if err != nil {
 		t.Fatal(err)
@@ -484,7 +673,17 @@ func strangerFetch(t *testing.T, c *shippedCluster, repo, d string, creds *http.
 	}
 	id, _ := peer.IDFromPrivateKey(key)
 	agent := peer.AddrInfo{ID: id, Addrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/" + c.agent.p2pPort)}}
-	stranger := p2ptest.NewHost(t, p2p.HostConfig{})
+	// Without the private-network key a host cannot even connect.
+	outsider := p2ptest.NewHost(t, p2p.HostConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err = outsider.Connect(ctx, agent)
+	cancel()
+	if err == nil {
+		t.Fatal("a libp2p host without the private-network key connected to the agent")
+	}
+	// A stranger inside the private network (a node holding the key
+	// file, the shipped one) still needs a capability.
+	stranger := p2ptest.NewHost(t, p2p.HostConfig{PSKFile: filepath.Join(c.dir, "swarm.key")})
 
 	refusedBefore := metricWhere(t, c.agent.addr, "shoal_agent_capabilities_total", `result="refused"`)
 	if got, err := fetchPiece(t, stranger, agent, mi, nil); got || err == nil || !strings.Contains(err.Error(), "forbidden") {
@@ -494,7 +693,7 @@ func strangerFetch(t *testing.T, c *shippedCluster, repo, d string, creds *http.
 		t.Errorf("the agent counted %v refused streams, want 1", got)
 	}
 
-	capURL := "http://" + c.origin + capability.HTTPPath + repo + "/" + d + "?peer=" + stranger.ID().String()
+	capURL := c.originURL + capability.HTTPPath + repo + "/" + d + "?peer=" + stranger.ID().String()
 	if creds != nil {
 		if got := anonymous(t, "GET", capURL, nil); got != http.StatusUnauthorized {
 			t.Fatalf("capability for a stranger without credentials: %d, want 401", got)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,16 @@ func TestExampleConfigParses(t *testing.T) {
 	if fc.Addr != "127.0.0.1:5080" || fc.Zone != "z1" || fc.TagTTL != 5*time.Second ||
 		len(fc.Registries["registry.example.com"].Origins) != 1 || fc.P2P.ListenAddrs[0] != "/ip4/0.0.0.0/tcp/4001" {
 		t.Fatalf("parsed %+v", fc)
+	}
+	// Safe as shipped: https:// origins with the cluster CA, mutual TLS
+	// to the trackers, the private network.
+	for name, r := range fc.Registries {
+		if len(r.Origins) == 0 || !strings.HasPrefix(r.Origins[0], "https://") || r.TLS.CAFile == "" {
+			t.Errorf("registry %q: origins %v, ca_file %q", name, r.Origins, r.TLS.CAFile)
+		}
+	}
+	if fc.TrackerTLS.CertFile == "" || fc.TrackerTLS.CAFile == "" || fc.P2P.PSKFile == "" {
+		t.Fatalf("the shipped agent config leaves a protection off: %+v", fc)
 	}
 	if _, err := parse([]string{"--config", "../../deploy/config/agent.yaml", "--nope"}); err == nil {
 		t.Fatal("unknown flag accepted")

@@ -21,6 +21,13 @@ func TestExampleConfigParses(t *testing.T) {
 		fc.Cluster.SecretFile != "/etc/shoal/cluster-secret" || len(fc.Etcd.Endpoints) != 1 {
 		t.Fatalf("parsed %+v", fc)
 	}
+	// Safe as shipped: HTTPS with client certificates on the internal
+	// endpoints, etcd over TLS, the swarm's network key.
+	if fc.TLS.CertFile == "" || fc.TLS.ClientCAFile == "" || len(fc.TLS.ClientNames) == 0 ||
+		!strings.HasPrefix(fc.Etcd.Endpoints[0], "https://") || fc.Etcd.TLS.CertFile == "" || fc.Etcd.TLS.CAFile == "" ||
+		fc.P2P.PSKFile == "" {
+		t.Fatalf("the shipped origin config leaves a protection off: %+v", fc)
+	}
 }
 
 // With etcd endpoints the origin is one of a cluster, and a cluster needs

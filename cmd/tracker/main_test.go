@@ -27,7 +27,11 @@ func TestParse(t *testing.T) {
 		{"example file", []string{"--config", "../../deploy/config/tracker.yaml"}, "", func(c fileConfig) bool {
 			return c.ID == "tracker-0" && c.GRPCAddr == ":7000" && c.Interval == 3*time.Second &&
 				c.DefaultPeers == 30 && c.PeerAnnounceBurst == 5000 && c.MemberTTL == 10*time.Second &&
-				c.DebugAddr == "" && c.HTTPTimeouts.ReadHeader == 10*time.Second && c.HTTPTimeouts.Idle == 2*time.Minute
+				c.DebugAddr == "" && c.HTTPTimeouts.ReadHeader == 10*time.Second && c.HTTPTimeouts.Idle == 2*time.Minute &&
+				// Safe as shipped: mutual TLS on gRPC, the origins' CA,
+				// the embedded etcd on TLS with client certificates.
+				c.TLS.CertFile != "" && c.TLS.CAFile != "" && c.OriginTLS.CAFile != "" &&
+				strings.HasPrefix(c.EmbeddedEtcd.ClientURL, "https://") && c.EmbeddedEtcd.TLS.CAFile != ""
 		}},
 		{"flags override the file", []string{"--config", "../../deploy/config/tracker.yaml", "--peers", "7",
 			"--etcd-endpoints", "http://e1:2379, http://e2:2379", "--interval", "1s"}, "", func(c fileConfig) bool {
