@@ -268,6 +268,21 @@ spec:
 	})
 	step("origin pod deleted: back Ready with the pushed image", s)
 
+	// Readiness fails when it should: an origin without its etcd index
+	// cannot serve tags or take pushes, so its probe must take it out of
+	// the Service (and put it back once etcd returns), while liveness
+	// leaves it running.
+	s = time.Now()
+	c.mustKubectl("-n", namespace, "scale", "statefulset", release+"-etcd", "--replicas=0")
+	c.waitPod(namespace, release+"-origin-0", "Ready=false", 2*time.Minute)
+	restarts := c.mustKubectl("-n", namespace, "get", "pod", release+"-origin-0", "-o", "jsonpath={.status.containerStatuses[0].restartCount}")
+	c.mustKubectl("-n", namespace, "scale", "statefulset", release+"-etcd", "--replicas=1")
+	c.waitPod(namespace, release+"-origin-0", "Ready", 3*time.Minute)
+	if after := c.mustKubectl("-n", namespace, "get", "pod", release+"-origin-0", "-o", "jsonpath={.status.containerStatuses[0].restartCount}"); after != restarts {
+		t.Fatalf("the origin was restarted (%s -> %s) while etcd was away: liveness must not depend on etcd", restarts, after)
+	}
+	step("etcd away: origin NotReady (not restarted), Ready again when etcd is back", s)
+
 	// Uninstall: the agent's preStop puts the node's hosts.toml back.
 	s = time.Now()
 	c.mustKubectl("delete", "pod", "hello", "dogfood", "--wait=true")
