@@ -48,6 +48,7 @@ func run(args []string) error {
 	logLevel := fs.String("log-level", "warn", "log level of the fleet's processes (logs are kept beside the report)")
 	netns := fs.Bool("netns", false, "every process in its own network namespace, links capped by tc (root)")
 	preheat := fs.Int("preheat", 0, "also run a rollout preceded by a preheat of K agents (shoal-tracker's Preheat), beside the cold one")
+	cacheSize := fs.String("cache", "0", "agents' cache_bytes (KiB, MiB, GiB; 0: their default); the report gives the most any agent's data directory held during the pull")
 	capabilities := fs.Bool("capabilities", false, "repository isolation on P2P: origins issue capabilities and every seeder checks them")
 	sim := addSimFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -73,6 +74,10 @@ func run(args []string) error {
 	if *churn < 0 || *churn > 1 || (*killOrigin && *origins < 2) {
 		return errors.New("--churn must be 0..1, and --kill-origin needs --origins 2 or more")
 	}
+	cacheBytes, err := parseBytes(*cacheSize)
+	if err != nil {
+		return fmt.Errorf("--cache: %w", err)
+	}
 	if *preheat < 0 || *preheat > *agents {
 		return errors.New("--preheat must be 0..--agents")
 	}
@@ -81,7 +86,7 @@ func run(args []string) error {
 	}
 	o := options{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps, Baseline: *baseline == "direct",
 		Bin: *bin, Out: *out, Timeout: *timeout, Progress: os.Stderr,
-		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel, Capabilities: *capabilities, Preheat: *preheat}
+		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel, Capabilities: *capabilities, Preheat: *preheat, CacheBytes: cacheBytes}
 	if err := checkDisk(o); err != nil {
 		return err
 	}

@@ -157,6 +157,12 @@ func (r *report) text(w io.Writer) {
 			fmt.Sprintf("%d/%d", s.BusyReceived, s.BusySent+s.OriginBusySent), s.Stalls, mib1(s.OriginP2P), mib1(s.OriginV2),
 			fmt.Sprintf("%d/%d/%d", s.OriginOK, s.OriginBusy, s.OriginError), s.OriginRefused)
 	}
+	for _, ph := range r.Phases {
+		if d := ph.Disk; d != nil {
+			fmt.Fprintf(w, "%-7s disk: an agent's data directory held at most %s against cache_bytes %s (%.2f x); over the limit in %d of %d samples\n",
+				ph.Mode, mib1(d.MaxBytes), mib1(d.LimitBytes), float64(d.MaxBytes)/float64(d.LimitBytes), d.OverLimit, d.Samples)
+		}
+	}
 	fmt.Fprintln(w)
 	for _, s := range r.Summaries {
 		if s.P99OverBound > 0 {

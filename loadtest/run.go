@@ -57,6 +57,9 @@ type options struct {
 	Capabilities bool
 	// Preheat: a phase whose rollout follows a preheat of this many agents.
 	Preheat int
+	// CacheBytes sets the agents' cache_bytes (0: their default) and has
+	// the pull watch their data directories against it.
+	CacheBytes int64
 }
 
 // phase is one fleet's pull, measured.
@@ -80,6 +83,9 @@ type phase struct {
 	CPU cpuUse `json:"cpu"`
 	// Preheat is what the preheat before the rollout did ("preheat" mode).
 	Preheat *preheatResult `json:"preheat,omitempty"`
+	// Disk is what the agents' data directories held during the pull,
+	// against their cache_bytes (with --cache).
+	Disk *diskUse `json:"disk,omitempty"`
 }
 
 // preheatResult is a preheat before a rollout: how long it took to K
@@ -304,6 +310,14 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 		faultAt = max(faultAt, time.Duration(float64(o.Image)/float64(o.LinkBps)/2*float64(time.Second)))
 	}
 	var wg sync.WaitGroup
+	var disk *diskWatch
+	if o.CacheBytes > 0 {
+		dirs := make([]string, len(agents))
+		for i, a := range agents {
+			dirs[i] = filepath.Join(a.f.dir, a.name)
+		}
+		disk = watchDisk(dirs, o.CacheBytes)
+	}
 	churned := int(o.Churn * float64(o.Agents))
 	for i, a := range agents {
 		offset := time.Duration(0)
@@ -331,6 +345,9 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	wg.Wait()
 	ph.Wall = time.Since(start).Seconds()
 	ph.CPU = cpu.stop()
+	if disk != nil {
+		ph.Disk = disk.stop()
+	}
 	stopProgress()
 
 	for _, org := range origins {
@@ -592,6 +609,9 @@ func startAgent(ctx context.Context, f *fleet, topo topology, i int, o options, 
 			return nil, err
 		}
 		cfg += fmt.Sprintf("capability_public_key_file: %q\n", pub)
+	}
+	if o.CacheBytes > 0 {
+		cfg += fmt.Sprintf("cache_bytes: %d\n", o.CacheBytes)
 	}
 	if o.LinkBps > 0 && !o.Netns {
 		cfg += fmt.Sprintf("upload_rate: %d\ndownload_rate: %d\n", o.LinkBps, o.LinkBps)
