@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/crypto/bcrypt"
@@ -686,7 +685,7 @@ func strangerFetch(t *testing.T, c *shippedCluster, repo, d string, creds *http.
 	stranger := p2ptest.NewHost(t, p2p.HostConfig{PSKFile: filepath.Join(c.dir, "swarm.key")})
 
 	refusedBefore := metricWhere(t, c.agent.addr, "shoal_agent_capabilities_total", `result="refused"`)
-	if got, err := fetchPiece(t, stranger, agent, mi, nil); got || err == nil || !strings.Contains(err.Error(), "forbidden") {
+	if got, err := p2ptest.FetchPiece(t, stranger, agent, mi, nil); got || err == nil || !strings.Contains(err.Error(), "forbidden") {
 		t.Fatalf("a stranger without a capability: piece %v, err %v; want forbidden and nothing", got, err)
 	}
 	if got := metricWhere(t, c.agent.addr, "shoal_agent_capabilities_total", `result="refused"`) - refusedBefore; got != 1 {
@@ -703,7 +702,7 @@ func strangerFetch(t *testing.T, c *shippedCluster, repo, d string, creds *http.
 	if err := proto.Unmarshal(getBody(t, client, capURL), &cp); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := fetchPiece(t, stranger, agent, mi, &cp); !got {
+	if got, err := p2ptest.FetchPiece(t, stranger, agent, mi, &cp); !got {
 		t.Fatalf("a stranger with a capability the origin issued: no piece: %v", err)
 	}
 }
@@ -721,40 +720,4 @@ func getBody(t *testing.T, client *http.Client, url string) []byte {
 		t.Fatalf("GET %s: %d %v\n%s", url, resp.StatusCode, err, b)
 	}
 	return b
-}
-
-// fetchPiece asks info for piece 0 of mi, presenting c: true if a piece
-// came and verified. A piece that arrives and does not verify fails the
-// test.
-func fetchPiece(t *testing.T, h host.Host, info peer.AddrInfo, mi *metainfo.MetaInfo, c *shoalpb.Capability) (bool, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := p2p.Dial(ctx, h, info, mi, p2ptest.Empty{MI: mi}, p2p.WithCapability(c))
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close()
-	if err := conn.Request(0); err != nil {
-		return false, err
-	}
-	buf := make([]byte, mi.PieceLength)
-	for {
-		ev, err := conn.Next(buf)
-		if err != nil {
-			return false, err
-		}
-		switch {
-		case ev.Busy:
-			time.Sleep(ev.RetryAfter)
-			conn.Request(0)
-		case ev.Have:
-		case ev.Piece != 0:
-			t.Fatalf("asked for piece 0, got %d", ev.Piece)
-		case !mi.VerifyPiece(0, ev.Data):
-			t.Fatal("piece 0 arrived corrupt")
-		default:
-			return true, nil
-		}
-	}
 }

@@ -2,14 +2,12 @@ package agent_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
@@ -104,7 +102,7 @@ func TestPiecesNeedACapability(t *testing.T) {
 	for _, sd := range seeders {
 		for _, tt := range tests {
 			t.Run(sd.name+"/"+tt.name, func(t *testing.T) {
-				got, err := fetchPiece(t, intruder, sd.info, mi, tt.cap)
+				got, err := p2ptest.FetchPiece(t, intruder, sd.info, mi, tt.cap)
 				if tt.ok && !got {
 					t.Fatalf("a valid capability got no piece: %v", err)
 				}
@@ -127,42 +125,6 @@ func agentInfo(t *testing.T, a testAgent) peer.AddrInfo {
 		info.Addrs = append(info.Addrs, ma.StringCast(s))
 	}
 	return info
-}
-
-// fetchPiece asks info for piece 0 of mi, presenting c: true if a piece
-// came and verified. A piece that arrives and does not verify fails the
-// test.
-func fetchPiece(t *testing.T, h host.Host, info peer.AddrInfo, mi *metainfo.MetaInfo, c *shoalpb.Capability) (bool, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := p2p.Dial(ctx, h, info, mi, p2ptest.Empty{MI: mi}, p2p.WithCapability(c))
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close()
-	if err := conn.Request(0); err != nil {
-		return false, err
-	}
-	buf := make([]byte, mi.PieceLength)
-	for {
-		ev, err := conn.Next(buf)
-		if err != nil {
-			return false, err
-		}
-		switch {
-		case ev.Busy:
-			time.Sleep(ev.RetryAfter)
-			conn.Request(0)
-		case ev.Have:
-		case ev.Piece != 0:
-			t.Fatalf("asked for piece 0, got %d", ev.Piece)
-		case !mi.VerifyPiece(0, ev.Data):
-			t.Fatal("piece 0 arrived corrupt")
-		default:
-			return true, nil
-		}
-	}
 }
 
 // TestCapabilityIssuedLikeAPull: the origin issues a capability exactly

@@ -3,16 +3,20 @@
 package p2ptest
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	mrand "math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
+	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
 // NewHost starts a host on a loopback port, closed with the test.
@@ -85,3 +89,39 @@ func (e Empty) Bitfield() ([]byte, bool) { return make([]byte, (e.MI.NumPieces()
 
 // ReadAt implements p2p.Blob.
 func (e Empty) ReadAt([]byte, int64) (int, error) { return 0, errors.New("nothing held") }
+
+// FetchPiece asks info for piece 0 of mi from h, presenting c: true if a
+// piece came and verified. A piece that arrives and does not verify fails
+// the test.
+func FetchPiece(t testing.TB, h host.Host, info peer.AddrInfo, mi *metainfo.MetaInfo, c *shoalpb.Capability) (bool, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := p2p.Dial(ctx, h, info, mi, Empty{MI: mi}, p2p.WithCapability(c))
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	if err := conn.Request(0); err != nil {
+		return false, err
+	}
+	buf := make([]byte, mi.PieceLength)
+	for {
+		ev, err := conn.Next(buf)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case ev.Busy:
+			time.Sleep(ev.RetryAfter)
+			conn.Request(0)
+		case ev.Have:
+		case ev.Piece != 0:
+			t.Fatalf("asked for piece 0, got %d", ev.Piece)
+		case !mi.VerifyPiece(0, ev.Data):
+			t.Fatal("piece 0 arrived corrupt")
+		default:
+			return true, nil
+		}
+	}
+}
