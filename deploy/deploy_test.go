@@ -49,44 +49,6 @@ func unit(t *testing.T, path string) (bin string, args []string, state string) {
 	return bin, args, state
 }
 
-// documented runs, with bash, the first run of "#   " command lines after
-// the comment line of config/<component>.yaml containing marker, with
-// /etc/shoal/ moved to dir: the key material made as an operator would.
-// chown lines are left out (no shoal group here).
-func documented(t *testing.T, component, marker, dir string) {
-	t.Helper()
-	f, err := os.Open(filepath.Join("config", component+".yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var script []string
-	found := false
-	for sc := bufio.NewScanner(f); sc.Scan(); {
-		line := strings.TrimSpace(sc.Text())
-		if !found {
-			found = strings.HasPrefix(line, "#") && strings.Contains(line, marker)
-			continue
-		}
-		cmd, ok := strings.CutPrefix(line, "#   ")
-		if !ok {
-			if len(script) > 0 {
-				break
-			}
-			continue
-		}
-		if !strings.HasPrefix(strings.TrimSpace(cmd), "chown ") {
-			script = append(script, strings.ReplaceAll(cmd, "/etc/shoal/", dir+"/"))
-		}
-	}
-	if len(script) == 0 {
-		t.Fatalf("config/%s.yaml has no commands after %q", component, marker)
-	}
-	if out, err := exec.Command("bash", "-euc", strings.Join(script, "\n")).CombinedOutput(); err != nil {
-		t.Fatalf("the commands of config/%s.yaml: %v\n%s", component, err, out)
-	}
-}
-
 // configIn is config/<component>.yaml with its /etc/shoal/ files moved to
 // dir, written under dir.
 func configIn(t *testing.T, dir, component string) string {
@@ -131,8 +93,8 @@ func TestSystemdUnitsStartTheirBinaries(t *testing.T) {
 			// under /etc/shoal/ are made in dir as the config comments say.
 			dir := t.TempDir()
 			addr := proctest.FreeAddr(t)
-			documented(t, "origin", "The cluster CA and one certificate per component", dir)
-			documented(t, "agent", "The cluster's private-network key", dir)
+			proctest.Documented(t, filepath.Join("config", "origin.yaml"), "The cluster CA and one certificate per component", dir)
+			proctest.Documented(t, filepath.Join("config", "agent.yaml"), "The cluster's private-network key", dir)
 			ca, err := os.ReadFile(filepath.Join(dir, "tls", "ca.crt"))
 			if err != nil {
 				t.Fatal(err)

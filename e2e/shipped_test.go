@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -140,52 +139,13 @@ func writeSecret(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-// documented runs, with bash, the commands a shipped config's comments
-// give an operator: the first run of "#   " lines after the comment
-// line containing marker, with /etc/shoal/ moved to dir. chown lines are left
-// out (the test is not root and there is no shoal group); everything
-// else runs as written, so a command that does not work fails the test.
-func documented(t *testing.T, component, marker, dir string) {
-	t.Helper()
-	f, err := os.Open(filepath.Join(shippedDir, component+".yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var script []string
-	found := false
-	for sc := bufio.NewScanner(f); sc.Scan(); {
-		line := strings.TrimSpace(sc.Text())
-		if !found {
-			found = strings.HasPrefix(line, "#") && strings.Contains(line, marker)
-			continue
-		}
-		cmd, ok := strings.CutPrefix(line, "#   ")
-		if !ok {
-			if len(script) > 0 {
-				break
-			}
-			continue // the rest of the comment's prose
-		}
-		if !strings.HasPrefix(strings.TrimSpace(cmd), "chown ") {
-			script = append(script, strings.ReplaceAll(cmd, "/etc/shoal/", dir+"/"))
-		}
-	}
-	if len(script) == 0 {
-		t.Fatalf("deploy/config/%s.yaml has no commands after %q", component, marker)
-	}
-	if out, err := exec.Command("bash", "-euc", strings.Join(script, "\n")).CombinedOutput(); err != nil {
-		t.Fatalf("the commands of deploy/config/%s.yaml:\n%s\n%v\n%s", component, strings.Join(script, "\n"), err, out)
-	}
-}
-
 // clusterKeys makes the cluster CA, the component certificates and the
 // private-network key under dir as the shipped configs document them,
 // and returns the CA's pool.
 func clusterKeys(t *testing.T, dir string) *x509.CertPool {
 	t.Helper()
-	documented(t, "origin", "The cluster CA and one certificate per component", dir)
-	documented(t, "agent", "The cluster's private-network key", dir)
+	proctest.Documented(t, filepath.Join(shippedDir, "origin.yaml"), "The cluster CA and one certificate per component", dir)
+	proctest.Documented(t, filepath.Join(shippedDir, "agent.yaml"), "The cluster's private-network key", dir)
 	ca, err := os.ReadFile(filepath.Join(dir, "tls", "ca.crt"))
 	if err != nil {
 		t.Fatal(err)

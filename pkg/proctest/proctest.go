@@ -4,6 +4,7 @@
 package proctest
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"math/rand/v2"
@@ -218,4 +219,44 @@ func OpenFDs(t testing.TB) int {
 		t.Skipf("no /proc/self/fd: %v", err)
 	}
 	return len(ents)
+}
+
+// Documented runs, with bash, the commands a shipped config's comments
+// give an operator: the first run of "#   " lines after the comment line
+// of config containing marker, with /etc/shoal/ moved to dir. chown lines
+// are left out (a test is not root and there is no shoal group);
+// everything else runs as written, so a command that does not work fails
+// the test.
+func Documented(t testing.TB, config, marker, dir string) {
+	t.Helper()
+	f, err := os.Open(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var script []string
+	found := false
+	for sc := bufio.NewScanner(f); sc.Scan(); {
+		line := strings.TrimSpace(sc.Text())
+		if !found {
+			found = strings.HasPrefix(line, "#") && strings.Contains(line, marker)
+			continue
+		}
+		cmd, ok := strings.CutPrefix(line, "#   ")
+		if !ok {
+			if len(script) > 0 {
+				break
+			}
+			continue // the rest of the comment's prose
+		}
+		if !strings.HasPrefix(strings.TrimSpace(cmd), "chown ") {
+			script = append(script, strings.ReplaceAll(cmd, "/etc/shoal/", dir+"/"))
+		}
+	}
+	if len(script) == 0 {
+		t.Fatalf("%s has no commands after %q", config, marker)
+	}
+	if out, err := exec.Command("bash", "-euc", strings.Join(script, "\n")).CombinedOutput(); err != nil {
+		t.Fatalf("the commands of %s:\n%s\n%v\n%s", config, strings.Join(script, "\n"), err, out)
+	}
 }
