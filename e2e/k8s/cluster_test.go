@@ -570,7 +570,7 @@ func (c *cluster) stop() {
 	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
 	roots = append(roots, "/sys/fs/cgroup/kubepods")
 	for _, r := range roots {
-		removeCgroupTree(r)
+		removeEmptyDirs(r)
 	}
 	if exec.Command("ip", "link", "show", bridgeName).Run() == nil {
 		_ = exec.Command("ip", "link", "del", bridgeName).Run()
@@ -611,19 +611,9 @@ func (c *cluster) stop() {
 	}
 }
 
-func removeCgroupTree(root string) {
-	var dirs []string
-	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error { //nolint:errcheck // best effort
-		if err == nil && d.IsDir() {
-			dirs = append(dirs, p)
-		}
-		return nil
-	})
-	for i := len(dirs) - 1; i >= 0; i-- {
-		os.Remove(dirs[i])
-	}
-}
-
+// removeEmptyDirs removes the directories under root, deepest first:
+// os.Remove fails, as wanted, on one that is not empty, and a cgroup
+// directory counts as empty once no process is in it.
 func removeEmptyDirs(root string) {
 	var dirs []string
 	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error { //nolint:errcheck // best effort
@@ -633,7 +623,7 @@ func removeEmptyDirs(root string) {
 		return nil
 	})
 	for i := len(dirs) - 1; i >= 0; i-- {
-		os.Remove(dirs[i]) // fails, as wanted, on a directory that is not empty
+		os.Remove(dirs[i])
 	}
 }
 
