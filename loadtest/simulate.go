@@ -89,6 +89,9 @@ func (f *simFlags) run(ctx context.Context, w io.Writer, o simOptions) error {
 	}
 	fmt.Fprintf(w, "; %d run(s) from seed %d\n\n", *f.runs, *f.seed)
 	simTable(w, []simRow{row})
+	if p := progressLine(row); p != "" {
+		fmt.Fprintln(w, p)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, calibrationLine())
 	for _, n := range row.Notes {
@@ -132,7 +135,9 @@ type simRow struct {
 	Events        int64     `json:"sim_events"`
 	Runs          int       `json:"sim_runs"`
 	P99OverBounds []float64 `json:"p99_over_bound_per_run"`
-	Notes         []string  `json:"notes,omitempty"`
+	// Timeline is the first run's fleet every twentieth of the bound.
+	Timeline []swarmsim.Sample `json:"timeline"`
+	Notes    []string          `json:"notes,omitempty"`
 }
 
 func (r simRow) p99OverBound() float64 {
@@ -140,6 +145,37 @@ func (r simRow) p99OverBound() float64 {
 		return 0
 	}
 	return r.P99 / r.Bound
+}
+
+// progressLine says where a rollout's time went, from the first run's
+// timeline: how long the swarm took to get going (a tenth of the bytes),
+// how well it used the agents' uplinks once going, and how long the last
+// tenth took; in bounds, so fleets of any link speed compare.
+func progressLine(r simRow) string {
+	if len(r.Timeline) == 0 || r.Bound <= 0 {
+		return ""
+	}
+	at := func(frac float64) float64 {
+		for _, s := range r.Timeline {
+			if s.Done >= frac {
+				return s.At.Seconds() / r.Bound
+			}
+		}
+		return math.NaN()
+	}
+	var use float64
+	n := 0
+	for _, s := range r.Timeline {
+		if s.Done >= 0.25 && s.Done <= 0.75 {
+			use += s.UpUse
+			n++
+		}
+	}
+	if n > 0 {
+		use /= float64(n)
+	}
+	return fmt.Sprintf("first run: 10%% of the fleet's bytes by %.2f × bound, 50%% by %.2f, 90%% by %.2f; agents' uplinks %.0f%% used from 25%% to 75%% (first run, sampled every bound ÷ 20)",
+		at(0.10), at(0.50), at(0.90), 100*use)
 }
 
 // simulateRow runs o runs times (seeds seed, seed+1, ...) and averages.
@@ -177,6 +213,9 @@ func (f *simFlags) simulateRow(ctx context.Context, o simOptions, runs int) (sim
 		row.SimSeconds += sec(r.SimTime)
 		row.Events += r.Events
 		row.P99OverBounds = append(row.P99OverBounds, r.P99OverBound())
+		if k == 0 {
+			row.Timeline = r.Timeline
+		}
 		for _, n := range r.Notes {
 			if !slices.Contains(row.Notes, n) {
 				row.Notes = append(row.Notes, n)

@@ -249,6 +249,25 @@ type AgentResult struct {
 // Took is the agent's pull time.
 func (a AgentResult) Took() time.Duration { return a.Done - a.Start }
 
+// Sample is the fleet at one moment.
+type Sample struct {
+	At time.Duration `json:"at"`
+	// Done is the first copies of pieces received over all the agents
+	// need; Finished the agents done.
+	Done     float64 `json:"done"`
+	Finished int     `json:"finished"`
+	// UpUse and DownUse are the agents' uplinks' and downlinks' use (rate
+	// over capacity, averaged over agents not done); Flows the pieces on
+	// the wire.
+	UpUse   float64 `json:"up_use"`
+	DownUse float64 `json:"down_use"`
+	Flows   int     `json:"flows"`
+	// OriginUse is the origin's uplink's use: the whole image leaves it
+	// at least once, so a rollout cannot end before it has sent that
+	// much at this rate.
+	OriginUse float64 `json:"origin_use"`
+}
+
 // Result is what a simulated rollout did.
 type Result struct {
 	// Config is the configuration run, defaults filled in.
@@ -289,6 +308,10 @@ type Result struct {
 	Events  int64
 	SimTime time.Duration
 	Wall    time.Duration
+	// Timeline samples the fleet every twentieth of the bound, so a slow
+	// rollout shows where it lost time: a slow start, links idle in the
+	// middle, or a long tail.
+	Timeline []Sample
 	// Notes says where the model departs from the code it drives.
 	Notes []string
 }

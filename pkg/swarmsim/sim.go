@@ -97,6 +97,41 @@ type sim struct {
 	owners   uint64 // streams, as owners in the seeders' gates
 	dls      []*download
 	useful   int64 // first copies of pieces received
+	// nextSample is when the timeline is sampled next.
+	nextSample time.Duration
+}
+
+// sample adds the fleet at time at to the timeline. Flows' rates hold
+// between events, so the rates now are the rates at at.
+func (s *sim) sample(at time.Duration) {
+	smp := Sample{At: at, Done: float64(s.useful) / float64(int64(s.cfg.Agents)*s.cfg.BlobBytes), Flows: len(s.net.heap)}
+	working := 0
+	for _, h := range s.hosts {
+		if h.origin {
+			continue
+		}
+		if h.done {
+			smp.Finished++
+			continue
+		}
+		working++
+		up, down := &s.net.links[h.up], &s.net.links[h.down]
+		for _, f := range up.flows {
+			smp.UpUse += f.rate / up.cap
+		}
+		for _, f := range down.flows {
+			smp.DownUse += f.rate / down.cap
+		}
+	}
+	up := &s.net.links[s.origin.up]
+	for _, f := range up.flows {
+		smp.OriginUse += f.rate / up.cap
+	}
+	if working > 0 {
+		smp.UpUse /= float64(working)
+		smp.DownUse /= float64(working)
+	}
+	s.res.Timeline = append(s.res.Timeline, smp)
 }
 
 // Run simulates the rollout described by cfg until every agent is done,
@@ -258,6 +293,10 @@ func (s *sim) loop(ctx context.Context) error {
 		}
 		if next > s.cfg.MaxSimTime {
 			return nil
+		}
+		for step := s.res.Bound / 20; step > 0 && s.nextSample <= next; {
+			s.sample(s.nextSample)
+			s.nextSample += step
 		}
 		s.now = next
 		s.res.Events++

@@ -76,6 +76,25 @@ func TestConservation(t *testing.T) {
 			if tc.cfg.Churn > 0 && r.AbortedBytes == 0 {
 				t.Error("churn cut no piece off")
 			}
+			// The timeline: a sample every bound ÷ 20 until the end,
+			// progress never going back, no link over its capacity.
+			if want := int(r.SimTime/(r.Bound/20)) + 1; len(r.Timeline) < want-1 || len(r.Timeline) > want {
+				t.Errorf("%d samples over %v, want about %d (one per %v)", len(r.Timeline), r.SimTime, want, r.Bound/20)
+			}
+			busiest := 0.0
+			for k, smp := range r.Timeline {
+				busiest = max(busiest, smp.UpUse, smp.DownUse)
+				if k > 0 && (smp.Done < r.Timeline[k-1].Done || smp.Finished < r.Timeline[k-1].Finished) {
+					t.Errorf("sample %d at %v went back: %+v after %+v", k, smp.At, smp, r.Timeline[k-1])
+				}
+				const eps = 1e-9
+				if smp.UpUse > 1+eps || smp.DownUse > 1+eps || smp.OriginUse > 1+eps || smp.Done > 1+eps {
+					t.Errorf("sample %d over capacity: %+v", k, smp)
+				}
+			}
+			if busiest < 0.5 {
+				t.Errorf("the agents' links were never half used (at most %.2f): the samples miss the flows", busiest)
+			}
 		})
 	}
 }
