@@ -818,26 +818,3 @@ func (p Partial) ReadAt(b []byte, off int64) (int, error) { return p.File.ReadAt
 
 // Changed implements p2p.Growing.
 func (p Partial) Changed() <-chan struct{} { return p.File.Changed() }
-
-// Served is a download as one upload stream serves it: it keeps the file
-// open until the stream ends (the seeder closes it), so the download
-// completing and moving into the cache does not cut the stream.
-type Served struct {
-	Partial
-	release func()
-}
-
-// Serve retains pf for one upload stream; false if it is already gone.
-func Serve(pf *piecefile.File) (*Served, bool) {
-	release, ok := pf.Retain()
-	if !ok {
-		return nil, false
-	}
-	return &Served{Partial: Partial{File: pf}, release: release}, true
-}
-
-// Close implements io.Closer: the seeder calls it when the stream ends.
-func (s *Served) Close() error {
-	s.release()
-	return nil
-}
