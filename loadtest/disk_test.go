@@ -1,0 +1,41 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// A file deleted while open still holds its space, and the watch counts
+// it for the process holding it; a walk of the directory alone would not.
+func TestDiskCountsDeletedButOpen(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, gone := filepath.Join(dir, "kept"), filepath.Join(dir, "gone")
+	os.WriteFile(kept, make([]byte, 1000), 0o644)
+	os.WriteFile(gone, make([]byte, 5000), 0o644)
+	f, err := os.Open(gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	g, err := os.Open(gone) // open twice: counted once
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	os.Remove(gone)
+	w := &diskWatch{use: diskUse{LimitBytes: 5500}}
+	w.sample([]diskSource{{dir: dir, pid: os.Getpid}})
+	if w.use.MaxBytes != 6000 || w.use.MaxUnlinkedBytes != 5000 || w.use.OverLimit != 1 {
+		t.Fatalf("sampled %+v, want 6000 held, 5000 of it deleted, over the limit", w.use)
+	}
+	f.Close()
+	g.Close()
+	w.sample([]diskSource{{dir: dir, pid: os.Getpid}})
+	if w.use.OverLimit != 1 || unlinkedBytes(os.Getpid(), dir) != 0 {
+		t.Fatalf("closed files still counted: %+v", w.use)
+	}
+}
