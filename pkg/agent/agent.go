@@ -511,7 +511,7 @@ func (a *Agent) Lookup(d digest.Digest) (p2p.Blob, bool) {
 // but not fetched again at once: a seeder does not know which repository
 // to ask the origin under, and the next local pull fetches it.
 func (a *Agent) cached(d digest.Digest) (p2p.Blob, bool) {
-	b, ok := a.cache.open(a.ctx, d)
+	b, ok := a.cache.lease(a.ctx, d)
 	if !ok {
 		return nil, false
 	}

@@ -40,7 +40,11 @@ var errCorrupt = errors.New("cached blob corrupt")
 // A blob being seeded is held only while a piece of it is read: seeding
 // is a favour to the swarm, a peer that finds a blob gone asks another,
 // and holding a blob for as long as a peer keeps its stream open kept
-// every layer of a rollout on disk, at twice the limit. A download is
+// every layer of a rollout on disk, at twice the limit. Nor may the
+// pieces in flight hold it: in a rollout peers read every layer without
+// a pause, so a blob needed for room with pieces on their way is doomed
+// instead — no new piece of it starts, and it goes when the last one
+// has been sent. A download is
 // never refused or made to wait for room: the client waiting for it
 // needs it whatever the limit, so when downloads in progress alone
 // exceed the limit the excess is theirs, and it is freed as they finish.
@@ -65,8 +69,11 @@ type cache struct {
 	size int64 // complete blobs
 	// reserved is the size of the downloads in progress (see reserve).
 	reserved int64
-	lru      *list.List // of *entry, most recent at the front
-	entries  map[digest.Digest]*list.Element
+	// doomed is the size of the doomed entries (counted in size until
+	// their last lease ends).
+	doomed  int64
+	lru     *list.List // of *entry, most recent at the front
+	entries map[digest.Digest]*list.Element
 	// pins: blobs a preheat asked this node to keep, until the time given.
 	// Kept by digest, not on the entry, so that a pin taken before the
 	// blob arrives holds from the moment it is adopted.
@@ -83,8 +90,11 @@ type entry struct {
 	d    digest.Digest
 	size int64
 	// refs counts reads in flight: a client's response, or one piece on
-	// its way to a peer. An entry in use is never evicted.
-	refs int
+	// its way to a peer (a lease); reading counts the former alone. An
+	// entry a client reads is never evicted; one with only leases is
+	// doomed instead, and deleted when the last lease ends.
+	refs, reading int
+	doomed        bool
 	// mi is loaded on first open (under the cache's lock once known).
 	mi     *metainfo.MetaInfo
 	checks *pieceChecks
@@ -126,8 +136,19 @@ func newCache(ctx context.Context, store *blobstore.Local, limit int64, log *slo
 	return c, nil
 }
 
-// open returns d, marked in use until its Close.
+// open returns d for a local client's read, marked in use until its
+// Close. A doomed entry is taken back: a client's read outranks a peer's.
 func (c *cache) open(ctx context.Context, d digest.Digest) (*cachedBlob, bool) {
+	return c.acquire(ctx, d, true)
+}
+
+// lease returns d for one piece sent to a peer, in use until its Close;
+// false if d is not cached or doomed.
+func (c *cache) lease(ctx context.Context, d digest.Digest) (*cachedBlob, bool) {
+	return c.acquire(ctx, d, false)
+}
+
+func (c *cache) acquire(ctx context.Context, d digest.Digest, client bool) (*cachedBlob, bool) {
 	c.mu.Lock()
 	el, ok := c.entries[d]
 	if !ok {
@@ -135,13 +156,35 @@ func (c *cache) open(ctx context.Context, d digest.Digest) (*cachedBlob, bool) {
 		return nil, false
 	}
 	e := el.Value.(*entry)
+	if e.doomed {
+		if !client {
+			c.mu.Unlock()
+			return nil, false
+		}
+		e.doomed = false
+		c.doomed -= e.size
+	}
 	e.refs++
+	if client {
+		e.reading++
+	}
 	c.lru.MoveToFront(el)
 	mi := e.mi
 	c.mu.Unlock()
 	release := func() {
 		c.mu.Lock()
 		e.refs--
+		if client {
+			e.reading--
+		}
+		if e.doomed && e.refs == 0 {
+			if c.pinned(e.d, c.now()) {
+				e.doomed = false // pinned since it was doomed
+				c.doomed -= e.size
+			} else {
+				c.discard(e)
+			}
+		}
 		c.evict()
 		c.mu.Unlock()
 	}
@@ -249,16 +292,26 @@ func (c *cache) remove(e *entry) bool {
 		return false
 	}
 	c.size -= e.size
+	if e.doomed {
+		e.doomed = false
+		c.doomed -= e.size
+	}
 	c.lru.Remove(el)
 	delete(c.entries, e.d)
+	c.withdraw(e.d)
+	return true
+}
+
+// withdraw lists d for the agent to withdraw from the tracker.
+// Called with mu held.
+func (c *cache) withdraw(d digest.Digest) {
 	if len(c.gone) < maxGone {
-		c.gone = append(c.gone, e.d)
+		c.gone = append(c.gone, d)
 	}
 	select {
 	case c.goneC <- struct{}{}:
 	default:
 	}
-	return true
 }
 
 // corrupt evicts e, whose piece (-1: the metainfo) failed its check:
@@ -348,21 +401,35 @@ func (c *cache) has(d digest.Digest) bool {
 // Called with mu held.
 func (c *cache) evict() {
 	now := c.now()
-	for el := c.lru.Back(); el != nil && c.size+c.reserved > c.limit; {
+	for el := c.lru.Back(); el != nil && c.size-c.doomed+c.reserved > c.limit; {
 		prev := el.Prev()
 		e := el.Value.(*entry)
-		if e.refs == 0 && !c.pinned(e.d, now) {
-			if err := c.store.Delete(context.Background(), e.d); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
-				c.log.Warn("evict", "digest", e.d, "err", err)
-			} else {
-				c.log.Debug("evicted", "digest", e.d, "bytes", e.size)
-			}
-			c.remove(e)
-			if c.onEvict != nil {
-				c.onEvict()
-			}
+		switch {
+		case e.doomed || e.reading > 0 || c.pinned(e.d, now):
+		case e.refs == 0:
+			c.discard(e)
+		default:
+			// Only pieces for peers: they finish, no new one starts,
+			// and the last to end deletes it. Peers hear it is gone now.
+			e.doomed = true
+			c.doomed += e.size
+			c.log.Debug("doomed", "digest", e.d, "bytes", e.size, "pieces_in_flight", e.refs)
+			c.withdraw(e.d)
 		}
 		el = prev
+	}
+}
+
+// discard deletes e, evicted for room.
+// Called with mu held.
+func (c *cache) discard(e *entry) {
+	if err := c.store.Delete(context.Background(), e.d); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+		c.log.Warn("evict", "digest", e.d, "err", err)
+	} else {
+		c.log.Debug("evicted", "digest", e.d, "bytes", e.size)
+	}
+	if c.remove(e) && c.onEvict != nil {
+		c.onEvict()
 	}
 }
 
@@ -374,14 +441,15 @@ const maxGone = 1 << 12
 // takeGone.
 func (c *cache) evicted() <-chan struct{} { return c.goneC }
 
-// takeGone returns the blobs evicted since its last call and not cached
-// again since.
+// takeGone returns the blobs evicted or doomed since its last call that
+// are not cached (or taken back) again since.
 func (c *cache) takeGone() []digest.Digest {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := c.gone[:0:0]
 	for _, d := range c.gone {
-		if _, ok := c.entries[d]; !ok && !slices.Contains(out, d) {
+		el, ok := c.entries[d]
+		if (!ok || el.Value.(*entry).doomed) && !slices.Contains(out, d) {
 			out = append(out, d)
 		}
 	}
@@ -419,11 +487,11 @@ func (b *seedBlob) MetaInfo() *metainfo.MetaInfo { return b.mi }
 func (b *seedBlob) Bitfield() ([]byte, bool)     { return nil, true }
 
 // Lease opens the blob for one piece: a read in flight, which eviction
-// spares. It fails with p2p.ErrUnavailable once the blob is evicted (or
-// cached again cut differently, which the stream's handshake did not
-// agree to).
+// lets finish. It fails with p2p.ErrUnavailable once the blob is evicted
+// or doomed (or cached again cut differently, which the stream's
+// handshake did not agree to).
 func (b *seedBlob) Lease() (p2p.Lease, error) {
-	cb, ok := b.c.open(b.ctx, b.mi.Digest)
+	cb, ok := b.c.lease(b.ctx, b.mi.Digest)
 	if !ok {
 		return nil, fmt.Errorf("blob %s: %w", b.mi.Digest, p2p.ErrUnavailable)
 	}

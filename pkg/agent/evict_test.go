@@ -71,19 +71,25 @@ func readPiece(t *testing.T, r interface {
 }
 
 // A blob being seeded is held by the piece reads in flight, not by the
-// streams open on it: with a stream open and no piece on its way, the
-// blob is evicted when room is needed; a piece being read holds it until
-// the piece is done; and a stream that asks for a piece after the blob
-// went gets p2p.ErrUnavailable, not an error reading a deleted file.
+// streams open on it, and only as long as those pieces take: with a
+// stream open and nothing read, the blob is evicted when room is needed;
+// with a piece for a peer on its way, it is doomed — that piece reads to
+// its end, no new one starts, and the blob goes when it is done; a local
+// client's read keeps it. A stream asking for a piece of a blob gone gets
+// p2p.ErrUnavailable, not an error reading a deleted file.
 func TestSeededBlobHeldOnlyPerPiece(t *testing.T) {
 	tests := []struct {
 		name string
-		// reading: a piece of a is being read while the cache fills.
-		reading  bool
-		wantKept bool
+		// hold: what reads a while the cache fills: "" nothing, "peer" a
+		// piece on its way to a peer, "client" a local client.
+		hold string
+		// during: a is on disk and leasable while the hold lasts; after:
+		// a is still cached once the hold ends.
+		onDisk, leasable, after bool
 	}{
-		{name: "stream open, nothing read: evicted", reading: false, wantKept: false},
-		{name: "piece read in flight: kept", reading: true, wantKept: true},
+		{name: "stream open, nothing read: evicted", hold: ""},
+		{name: "piece for a peer in flight: finishes, then goes", hold: "peer", onDisk: true},
+		{name: "client reading: kept", hold: "client", onDisk: true, leasable: true, after: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -105,35 +111,55 @@ func TestSeededBlobHeldOnlyPerPiece(t *testing.T) {
 			if err := readPiece(t, lease, a.MI, 0); err != nil {
 				t.Fatal(err)
 			}
-			if !tt.reading {
+			var hold interface {
+				ReadAt([]byte, int64) (int, error)
+				Close() error
+			}
+			switch tt.hold {
+			case "peer":
+				hold = lease
+			case "client":
+				lease.Close()
+				if hold, ok = ag.cache.open(context.Background(), a.MI.Digest); !ok {
+					t.Fatal("a not cached")
+				}
+			default:
 				lease.Close()
 			}
 			// Two more blobs: the cache holds two and a half, and a is
 			// the least recent.
 			cacheBlob(t, ag)
 			cacheBlob(t, ag)
-			if got := ag.cache.has(a.MI.Digest); got != tt.wantKept {
-				t.Fatalf("a cached = %v, want %v", got, tt.wantKept)
+			if _, err := store.Stat(context.Background(), a.MI.Digest); (err == nil) != tt.onDisk {
+				t.Fatalf("a on disk = %v, want %v", err == nil, tt.onDisk)
 			}
-			if _, err := store.Stat(context.Background(), a.MI.Digest); (err == nil) != tt.wantKept {
-				t.Fatalf("a on disk = %v, want %v", err == nil, tt.wantKept)
+			if l, err := leased.Lease(); (err == nil) != tt.leasable {
+				t.Fatalf("a new piece of a while it is held: %v, want leasable %v", err, tt.leasable)
+			} else if err == nil {
+				l.Close()
+			} else if !errors.Is(err, p2p.ErrUnavailable) {
+				t.Fatalf("lease refused with %v, want ErrUnavailable", err)
 			}
-			if tt.reading {
-				// The piece in flight reads to its end; once it is done
-				// the blob holds nothing, and the next room needed takes it.
-				if err := readPiece(t, lease, a.MI, 1); err != nil {
-					t.Fatalf("piece in flight cut off: %v", err)
+			if hold != nil {
+				// What is in flight reads to its end.
+				if err := readPiece(t, hold, a.MI, 1); err != nil {
+					t.Fatalf("read in flight cut off: %v", err)
 				}
-				lease.Close()
-				cacheBlob(t, ag)
-				if ag.cache.has(a.MI.Digest) {
-					t.Fatal("a kept after its read ended")
-				}
+				hold.Close()
+			}
+			if got := ag.cache.has(a.MI.Digest); got != tt.after {
+				t.Fatalf("a cached after the hold = %v, want %v", got, tt.after)
+			}
+			if _, err := store.Stat(context.Background(), a.MI.Digest); (err == nil) != tt.after {
+				t.Fatalf("a on disk after the hold = %v, want %v", err == nil, tt.after)
 			}
 			if got := ag.cache.bytes(); got > ag.cache.limit {
 				t.Fatalf("cache holds %d bytes over its limit %d", got, ag.cache.limit)
 			}
-			// The stream asks for another piece of a.
+			if tt.after {
+				return
+			}
+			// The stream asks for another piece of a; a new one asks for a.
 			if _, err := leased.Lease(); !errors.Is(err, p2p.ErrUnavailable) {
 				t.Fatalf("lease after eviction: %v, want ErrUnavailable", err)
 			}
