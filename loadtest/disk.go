@@ -18,9 +18,14 @@ import (
 // open (an evicted blob still being read takes its space until closed).
 type diskUse struct {
 	LimitBytes int64 `json:"limit_bytes"`
-	// MaxBytes is the most one agent held in any sample: its directory's
-	// files and the deleted ones it still had open.
+	// MaxBytes is the most blob data one agent held in any sample: its
+	// cached blobs, its downloads' .part files and the deleted ones it
+	// still had open — what cache_bytes bounds.
 	MaxBytes int64 `json:"max_bytes"`
+	// MaxMetaBytes is the most one agent held besides (metainfo, download
+	// state, its key): bytes per blob, not counted against the limit, or
+	// a cache full to the byte would be "over" by a few hundred.
+	MaxMetaBytes int64 `json:"max_meta_bytes"`
 	// MaxUnlinkedBytes is the most one agent held in deleted files it
 	// still had open, in any sample (part of MaxBytes then).
 	MaxUnlinkedBytes int64 `json:"max_unlinked_bytes"`
@@ -78,8 +83,10 @@ func (w *diskWatch) sample(dirs []diskSource) {
 		if d.pid != nil {
 			gone = unlinkedBytes(d.pid(), d.dir)
 		}
-		n := dirBytes(d.dir) + gone
+		data, meta := dirBytes(d.dir)
+		n := data + gone
 		w.use.MaxBytes = max(w.use.MaxBytes, n)
+		w.use.MaxMetaBytes = max(w.use.MaxMetaBytes, meta)
 		w.use.MaxUnlinkedBytes = max(w.use.MaxUnlinkedBytes, gone)
 		over = over || n > w.use.LimitBytes
 	}
@@ -96,20 +103,27 @@ func (w *diskWatch) stop() *diskUse {
 	return &w.use
 }
 
-// dirBytes sums the regular files under dir; files that vanish during the
-// walk (a finished download renamed into the cache) are skipped.
-func dirBytes(dir string) int64 {
-	var n int64
-	filepath.WalkDir(dir, func(_ string, e fs.DirEntry, err error) error {
+// dirBytes sums the regular files under dir: blob data (the cache's
+// blobs, downloads' .part files) and the rest. Files that vanish during
+// the walk (a finished download renamed into the cache) are skipped.
+func dirBytes(dir string) (data, meta int64) {
+	blobs := filepath.Join(dir, "cache", "blobs") + string(filepath.Separator)
+	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil || !e.Type().IsRegular() {
 			return nil
 		}
-		if info, err := e.Info(); err == nil {
-			n += info.Size()
+		info, err := e.Info()
+		if err != nil {
+			return nil
+		}
+		if strings.HasPrefix(p, blobs) || strings.HasSuffix(p, ".part") {
+			data += info.Size()
+		} else {
+			meta += info.Size()
 		}
 		return nil
 	})
-	return n
+	return data, meta
 }
 
 // unlinkedBytes sums the files under dir that process pid has open but

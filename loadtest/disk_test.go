@@ -13,9 +13,14 @@ func TestDiskCountsDeletedButOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept, gone := filepath.Join(dir, "kept"), filepath.Join(dir, "gone")
+	if err := os.MkdirAll(filepath.Join(dir, "cache", "blobs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kept, gone := filepath.Join(dir, "cache", "blobs", "kept"), filepath.Join(dir, "cache", "blobs", "gone")
 	os.WriteFile(kept, make([]byte, 1000), 0o644)
 	os.WriteFile(gone, make([]byte, 5000), 0o644)
+	os.WriteFile(filepath.Join(dir, "x.part"), make([]byte, 400), 0o644)
+	os.WriteFile(filepath.Join(dir, "peer.key"), make([]byte, 77), 0o644) // metadata: not counted
 	f, err := os.Open(gone)
 	if err != nil {
 		t.Fatal(err)
@@ -29,8 +34,8 @@ func TestDiskCountsDeletedButOpen(t *testing.T) {
 	os.Remove(gone)
 	w := &diskWatch{use: diskUse{LimitBytes: 5500}}
 	w.sample([]diskSource{{dir: dir, pid: os.Getpid}})
-	if w.use.MaxBytes != 6000 || w.use.MaxUnlinkedBytes != 5000 || w.use.OverLimit != 1 {
-		t.Fatalf("sampled %+v, want 6000 held, 5000 of it deleted, over the limit", w.use)
+	if w.use.MaxBytes != 6400 || w.use.MaxUnlinkedBytes != 5000 || w.use.MaxMetaBytes != 77 || w.use.OverLimit != 1 {
+		t.Fatalf("sampled %+v, want 6400 held, 5000 of it deleted, 77 of metadata, over the limit", w.use)
 	}
 	f.Close()
 	g.Close()
