@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -442,14 +441,14 @@ func (a *Agent) seedLoop(ctx context.Context) {
 // this node for them, only to be told "unavailable", and it would count
 // as a seeder the swarm does not have.
 func (a *Agent) withdraw(ctx context.Context) {
+	// Blobs downloading again are withdrawn too: their downloads announce
+	// what they hold within an interval, while a download that has just
+	// finished (an adopt evicts at once when there is no room) announced
+	// complete for the last time.
 	ds := a.cache.takeGone()
 	if a.tracker == nil {
 		return
 	}
-	a.mu.Lock()
-	// A blob downloading again announces what it holds itself.
-	ds = slices.DeleteFunc(ds, func(d digest.Digest) bool { return a.inflight[d] != nil })
-	a.mu.Unlock()
 	for len(ds) > 0 {
 		n := min(len(ds), 500)
 		batch := &shoalpb.AnnounceBatchRequest{}
@@ -601,7 +600,7 @@ func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream)
 	if err == nil {
 		f.mi = mi
 		// Before the .part file takes its size on disk (see cache).
-		room = a.cache.reserve(mi.Size)
+		room = a.cache.reserve(a.ctx, mi.Size)
 		defer room.release()
 		f.pf, err = piecefile.Open(filepath.Join(a.cfg.DataDir, "downloads"), mi)
 	}
@@ -628,6 +627,7 @@ func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream)
 		}
 		return err
 	}
+	room.commit() // a download waiting for room waits for this one's sync
 	if err := f.pf.Sync(); err != nil {
 		f.pf.Close()
 		return err

@@ -44,10 +44,10 @@ var errCorrupt = errors.New("cached blob corrupt")
 // pieces in flight hold it: in a rollout peers read every layer without
 // a pause, so a blob needed for room with pieces on their way is doomed
 // instead — no new piece of it starts, and it goes when the last one
-// has been sent. A download is
-// never refused or made to wait for room: the client waiting for it
-// needs it whatever the limit, so when downloads in progress alone
-// exceed the limit the excess is theirs, and it is freed as they finish.
+// has been sent. A download is never refused, and waits for room only
+// while others are committing (see reserve): the client waiting for it
+// needs it whatever the limit, so when downloads in progress alone exceed
+// the limit the excess is theirs, and it is freed as they finish.
 //
 // A blob is verified when it is downloaded, but the file can rot on disk
 // afterwards, and a flipped bit would then be served to every client and
@@ -71,9 +71,13 @@ type cache struct {
 	reserved int64
 	// doomed is the size of the doomed entries (counted in size until
 	// their last lease ends).
-	doomed  int64
-	lru     *list.List // of *entry, most recent at the front
-	entries map[digest.Digest]*list.Element
+	doomed int64
+	// committing counts downloads being synced and adopted; committed is
+	// closed (and replaced) when one ends. See reserve.
+	committing int
+	committed  chan struct{}
+	lru        *list.List // of *entry, most recent at the front
+	entries    map[digest.Digest]*list.Element
 	// pins: blobs a preheat asked this node to keep, until the time given.
 	// Kept by digest, not on the entry, so that a pin taken before the
 	// blob arrives holds from the moment it is adopted.
@@ -121,7 +125,7 @@ func verified() *pieceChecks {
 
 func newCache(ctx context.Context, store *blobstore.Local, limit int64, log *slog.Logger) (*cache, error) {
 	c := &cache{store: store, limit: limit, log: log, lru: list.New(), entries: map[digest.Digest]*list.Element{},
-		pins: map[digest.Digest]time.Time{}, now: time.Now, goneC: make(chan struct{}, 1)}
+		pins: map[digest.Digest]time.Time{}, now: time.Now, goneC: make(chan struct{}, 1), committed: make(chan struct{})}
 	err := store.Walk(ctx, func(info blobstore.Info) error {
 		c.entries[info.Digest] = c.lru.PushBack(&entry{d: info.Digest, size: info.Size, checks: &pieceChecks{}})
 		c.size += info.Size
@@ -223,20 +227,65 @@ func (c *cache) acquire(ctx context.Context, d digest.Digest, client bool) (*cac
 // reservation is a download's claim on the cache's space, from its start
 // until it is adopted or given up.
 type reservation struct {
-	c    *cache
-	n    int64
-	done bool // under c.mu
+	c *cache
+	n int64
+	// done: adopted or released; committing: fetched, being synced and
+	// adopted (see commit). Both under c.mu.
+	done, committing bool
 }
+
+// commitWait bounds how long a download waits for others' commits to
+// make room (see reserve): a sync takes a fraction of a second, and one
+// that takes longer must not hold a pull up.
+const commitWait = 3 * time.Second
 
 // reserve counts n bytes of a download in progress against the limit,
 // evicting what it can to make room, until the download is adopted or the
 // reservation released.
-func (c *cache) reserve(n int64) *reservation {
+//
+// When there is no room but other downloads have finished fetching and
+// are being committed, it waits for them (up to commitWait or ctx): each
+// is a sync away from freeing its room or turning into a blob that can
+// be evicted. Without the wait, a client that has read a layer's last
+// piece asks for the next while that layer syncs, and a rollout holds
+// one layer more per parallel pull than the limit. It never waits for
+// room that pieces still to come would free: that could take as long as
+// the swarm does.
+func (c *cache) reserve(ctx context.Context, n int64) *reservation {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.reserved += n
 	c.evict()
+	var timeout <-chan time.Time
+	for c.committing > 0 && c.size-c.doomed+c.reserved > c.limit && ctx.Err() == nil {
+		if timeout == nil {
+			t := time.NewTimer(commitWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		changed := c.committed
+		c.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+		case <-timeout:
+			c.mu.Lock()
+			return &reservation{c: c, n: n}
+		}
+		c.mu.Lock()
+		c.evict()
+	}
 	return &reservation{c: c, n: n}
+}
+
+// commit marks the download fetched: syncing, then adopted or released.
+func (r *reservation) commit() {
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	if !r.done && !r.committing {
+		r.committing = true
+		r.c.committing++
+	}
 }
 
 // release gives the space back (a download that failed); it is a no-op
@@ -249,9 +298,15 @@ func (r *reservation) release() {
 
 // drop is release with c.mu held.
 func (r *reservation) drop() {
-	if !r.done {
-		r.done = true
-		r.c.reserved -= r.n
+	if r.done {
+		return
+	}
+	r.done = true
+	r.c.reserved -= r.n
+	if r.committing {
+		r.c.committing--
+		close(r.c.committed)
+		r.c.committed = make(chan struct{})
 	}
 }
 
@@ -457,13 +512,16 @@ func (c *cache) takeGone() []digest.Digest {
 	return out
 }
 
-// digests lists what the cache holds, for announcing.
+// digests lists what the cache holds, for announcing: not what is doomed,
+// which was withdrawn, and which peers can no longer get.
 func (c *cache) digests() []digest.Digest {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]digest.Digest, 0, len(c.entries))
-	for d := range c.entries {
-		out = append(out, d)
+	for d, el := range c.entries {
+		if !el.Value.(*entry).doomed {
+			out = append(out, d)
+		}
 	}
 	return out
 }

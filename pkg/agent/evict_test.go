@@ -133,6 +133,9 @@ func TestSeededBlobHeldOnlyPerPiece(t *testing.T) {
 			if _, err := store.Stat(context.Background(), a.MI.Digest); (err == nil) != tt.onDisk {
 				t.Fatalf("a on disk = %v, want %v", err == nil, tt.onDisk)
 			}
+			if got := slices.Contains(ag.cache.digests(), a.MI.Digest); got != tt.leasable {
+				t.Fatalf("a announced while it is held = %v, want %v", got, tt.leasable)
+			}
 			if l, err := leased.Lease(); (err == nil) != tt.leasable {
 				t.Fatalf("a new piece of a while it is held: %v, want leasable %v", err, tt.leasable)
 			} else if err == nil {
@@ -279,7 +282,7 @@ func TestDownloadsInProgressCountAgainstLimit(t *testing.T) {
 				c.pin(old.MI.Digest, time.Now().Add(time.Hour))
 			}
 			dl := p2ptest.NewBlob(evictSize, metainfo.MinPieceLength)
-			room := c.reserve(dl.MI.Size)
+			room := c.reserve(context.Background(), dl.MI.Size)
 			if got := c.has(old.MI.Digest); got != tt.wantOld {
 				t.Fatalf("older blob cached = %v, want %v", got, tt.wantOld)
 			}
@@ -308,5 +311,51 @@ func TestDownloadsInProgressCountAgainstLimit(t *testing.T) {
 				t.Fatalf("after adopt: %d reserved, %d cached; want 0 and %d", reserved, c.bytes(), want)
 			}
 		})
+	}
+}
+
+// A download that finds no room while another is committing (fetched,
+// syncing) waits for that commit, which frees the room; with nothing
+// committing it never waits, since the room would come only as fast as
+// the swarm.
+func TestReserveWaitsOnlyForCommits(t *testing.T) {
+	ag, store := seedingAgent(t)
+	c := ag.cache
+	ctx := context.Background()
+	first := p2ptest.NewBlob(evictSize, metainfo.MinPieceLength)
+	r1 := c.reserve(ctx, evictSize)
+	c.reserve(ctx, evictSize) // a second download, still fetching
+	over := make(chan *reservation, 1)
+	go func() { over <- c.reserve(ctx, evictSize) }() // 9 MiB reserved, limit 7.5
+	select {
+	case r := <-over:
+		// Nothing is committing: the third goes ahead over the limit.
+		r.release()
+	case <-time.After(5 * time.Second):
+		t.Fatal("a download waited for room that only pieces to come would free")
+	}
+	r1.commit()
+	third := make(chan *reservation, 1)
+	go func() { third <- c.reserve(ctx, evictSize) }()
+	select {
+	case <-third:
+		t.Fatal("a download went ahead over the limit while another was committing")
+	case <-time.After(100 * time.Millisecond):
+	}
+	p := filepath.Join(t.TempDir(), "part")
+	if err := os.WriteFile(p, first.Data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.adopt(ctx, p, first.MI, r1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-third:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still waiting after the commit made room")
+	}
+	// The room came from the committed blob, least recent and unread.
+	if _, err := store.Stat(ctx, first.MI.Digest); err == nil || c.has(first.MI.Digest) {
+		t.Fatal("the committed blob was kept over the limit")
 	}
 }
