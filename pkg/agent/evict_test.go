@@ -8,16 +8,19 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"google.golang.org/grpc"
 
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/p2p"
 	"github.com/shoal-project/shoal/pkg/p2p/p2ptest"
+	shoalpb "github.com/shoal-project/shoal/proto"
 )
 
 // evictSize is each test blob's size: three real pieces.
@@ -357,5 +360,55 @@ func TestReserveWaitsOnlyForCommits(t *testing.T) {
 	// The room came from the committed blob, least recent and unread.
 	if _, err := store.Stat(ctx, first.MI.Digest); err == nil || c.has(first.MI.Digest) {
 		t.Fatal("the committed blob was kept over the limit")
+	}
+}
+
+// recordingTracker records announce batches; other calls are not expected.
+type recordingTracker struct {
+	shoalpb.TrackerClient
+	mu      sync.Mutex
+	batches []*shoalpb.AnnounceBatchRequest
+}
+
+func (r *recordingTracker) AnnounceBatch(_ context.Context, in *shoalpb.AnnounceBatchRequest, _ ...grpc.CallOption) (*shoalpb.AnnounceBatchResponse, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.batches = append(r.batches, in)
+	return &shoalpb.AnnounceBatchResponse{}, nil
+}
+
+// An evicted blob is withdrawn from the tracker at once (announced
+// stopped), so peers stop being handed this node for it — including a
+// blob evicted by its own download's adopt, while that download is still
+// winding down, which is how a full cache evicts in a rollout.
+func TestEvictedBlobWithdrawnFromTracker(t *testing.T) {
+	ag, _ := seedingAgent(t)
+	ag.host = p2ptest.NewHost(t, p2p.HostConfig{})
+	rt := &recordingTracker{}
+	ag.tracker = rt
+	a := cacheBlob(t, ag)
+	ag.inflight[a.MI.Digest] = &inflight{} // its download has not returned yet
+	cacheBlob(t, ag)
+	cacheBlob(t, ag)
+	select {
+	case <-ag.cache.evicted():
+	default:
+		t.Fatal("eviction not signalled")
+	}
+	ag.withdraw(context.Background())
+	stopped := map[string]bool{}
+	for _, b := range rt.batches {
+		for _, an := range b.GetAnnounces() {
+			if an.GetPeer().GetId() != ag.host.ID().String() {
+				t.Fatalf("withdrawn as %q, not as this node", an.GetPeer().GetId())
+			}
+			stopped[an.GetDigest()] = an.GetStopped() && !an.GetComplete()
+		}
+	}
+	if !stopped[a.MI.Digest.String()] || len(stopped) != 1 {
+		t.Fatalf("announced %v, want only a, stopped", stopped)
+	}
+	if slices.Contains(ag.cache.digests(), a.MI.Digest) {
+		t.Fatal("an evicted blob is still announced as seeded")
 	}
 }
