@@ -257,7 +257,11 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 		}
 	}
 	for _, c := range dl.conns {
-		c.Close()
+		// Reset, not Close: a close is not seen by the seeder, which
+		// would go on writing a piece we no longer want (an end-game
+		// copy) until its stall deadline, holding an upload slot and
+		// its hold on the blob, which a cache then cannot evict.
+		c.Reset()
 	}
 	dl.stats.FromPeers = dl.received.Load()
 	dl.stats.FromOrigin = dl.fromOriginBytes.Load()
