@@ -64,7 +64,8 @@ type Config struct {
 	Addr string `yaml:"addr"`
 	// DataDir holds the cache, downloads in progress and the peer key.
 	DataDir string `yaml:"data_dir"`
-	// CacheBytes bounds the blob cache (default 20 GiB).
+	// CacheBytes bounds the blobs the agent holds on disk, downloads in
+	// progress included (default 20 GiB); see cache for what eviction spares.
 	CacheBytes int64 `yaml:"cache_bytes"`
 	// Registries maps the registry containerd asks for (its ?ns=) to an
 	// origin cluster; "" is used when no ns is given.
