@@ -82,8 +82,9 @@ type cache struct {
 	// Kept by digest, not on the entry, so that a pin taken before the
 	// blob arrives holds from the moment it is adopted.
 	pins map[digest.Digest]time.Time
-	// gone lists blobs evicted since the agent last took them (takeGone),
-	// for it to tell the tracker; goneC is signalled when it grows.
+	// gone lists blobs evicted or doomed since the agent last took them
+	// (takeGone), for it to tell the tracker; goneC is signalled when it
+	// grows.
 	gone  []digest.Digest
 	goneC chan struct{}
 	// onEvict, if set, is told of each blob evicted for room.
@@ -412,6 +413,13 @@ func (c *cache) pin(d digest.Digest, until time.Time) bool {
 	if old, ok := c.pins[d]; ok || len(c.pins) < maxPins {
 		if until.After(old) {
 			c.pins[d] = until
+		}
+		if el, ok := c.entries[d]; ok && el.Value.(*entry).doomed {
+			// Pinned on its way out: it stays, and is seeded again.
+			e := el.Value.(*entry)
+			e.doomed = false
+			c.doomed -= e.size
+			c.evict() // the room it was to make comes from others
 		}
 		return true
 	}

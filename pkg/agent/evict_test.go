@@ -86,6 +86,8 @@ func TestSeededBlobHeldOnlyPerPiece(t *testing.T) {
 		// hold: what reads a while the cache fills: "" nothing, "peer" a
 		// piece on its way to a peer, "client" a local client.
 		hold string
+		// pin: a is pinned once the cache has filled.
+		pin bool
 		// during: a is on disk and leasable while the hold lasts; after:
 		// a is still cached once the hold ends.
 		onDisk, leasable, after bool
@@ -93,6 +95,7 @@ func TestSeededBlobHeldOnlyPerPiece(t *testing.T) {
 		{name: "stream open, nothing read: evicted", hold: ""},
 		{name: "piece for a peer in flight: finishes, then goes", hold: "peer", onDisk: true},
 		{name: "client reading: kept", hold: "client", onDisk: true, leasable: true, after: true},
+		{name: "pinned on its way out: kept", hold: "peer", pin: true, onDisk: true, leasable: true, after: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,6 +136,9 @@ func TestSeededBlobHeldOnlyPerPiece(t *testing.T) {
 			// the least recent.
 			cacheBlob(t, ag)
 			cacheBlob(t, ag)
+			if tt.pin {
+				ag.cache.pin(a.MI.Digest, time.Now().Add(time.Hour))
+			}
 			if _, err := store.Stat(context.Background(), a.MI.Digest); (err == nil) != tt.onDisk {
 				t.Fatalf("a on disk = %v, want %v", err == nil, tt.onDisk)
 			}
