@@ -159,8 +159,8 @@ func (r *report) text(w io.Writer) {
 	}
 	for _, ph := range r.Phases {
 		if d := ph.Disk; d != nil {
-			fmt.Fprintf(w, "%-7s disk: an agent's data directory held at most %s against cache_bytes %s (%.2f x); over the limit in %d of %d samples\n",
-				ph.Mode, mib1(d.MaxBytes), mib1(d.LimitBytes), float64(d.MaxBytes)/float64(d.LimitBytes), d.OverLimit, d.Samples)
+			fmt.Fprintf(w, "%-7s disk: an agent held at most %s of blobs against cache_bytes %s (%.2f x; deleted but open: at most %s; besides, metadata: %d bytes); over the limit in %d of %d samples\n",
+				ph.Mode, mib1(d.MaxBytes), mib1(d.LimitBytes), float64(d.MaxBytes)/float64(d.LimitBytes), mib1(d.MaxUnlinkedBytes), d.MaxMetaBytes, d.OverLimit, d.Samples)
 		}
 	}
 	fmt.Fprintln(w)

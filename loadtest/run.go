@@ -312,9 +312,9 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	var wg sync.WaitGroup
 	var disk *diskWatch
 	if o.CacheBytes > 0 {
-		dirs := make([]string, len(agents))
+		dirs := make([]diskSource, len(agents))
 		for i, a := range agents {
-			dirs[i] = filepath.Join(a.f.dir, a.name)
+			dirs[i] = diskSource{dir: filepath.Join(a.f.dir, a.name), pid: a.pid}
 		}
 		disk = watchDisk(dirs, o.CacheBytes)
 	}
@@ -501,6 +501,16 @@ type agentProc struct {
 	back    chan struct{}      // closed when a restarted agent is ready
 	// restartErr is why the agent did not come back, if it did not.
 	restartErr error
+}
+
+// pid is the agent's current process (0 if it has none).
+func (a *agentProc) pid() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.proc == nil || a.proc.cmd.Process == nil {
+		return 0
+	}
+	return a.proc.cmd.Process.Pid
 }
 
 func (a *agentProc) counters() (map[string]float64, error) {

@@ -184,7 +184,11 @@ type AnnounceRequest struct {
 	Forwarded bool `protobuf:"varint,6,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
 	// Proves that the announcing peer holds the key of peer.id and chose
 	// peer.addrs. Required unless the batch carries one.
-	Proof         *PeerProof `protobuf:"bytes,7,opt,name=proof,proto3" json:"proof,omitempty"`
+	Proof *PeerProof `protobuf:"bytes,7,opt,name=proof,proto3" json:"proof,omitempty"`
+	// The peer holds none of the blob any more (its cache evicted it): the
+	// tracker drops its entry at once, rather than hand it out until it
+	// expires, and answers with no peers.
+	Stopped       bool `protobuf:"varint,8,opt,name=stopped,proto3" json:"stopped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -277,6 +281,13 @@ func (x *AnnounceRequest) GetProof() *PeerProof {
 		return x.Proof
 	}
 	return nil
+}
+
+func (x *AnnounceRequest) GetStopped() bool {
+	if x != nil {
+		return x.Stopped
+	}
+	return false
 }
 
 type isAnnounceRequest_Have interface {
@@ -1085,7 +1096,7 @@ const file_tracker_proto_rawDesc = "" +
 	"\x06Labels\x12\x12\n" +
 	"\x04zone\x18\x01 \x01(\tR\x04zone\x12\x12\n" +
 	"\x04rack\x18\x02 \x01(\tR\x04rack\x12\x12\n" +
-	"\x04node\x18\x03 \x01(\tR\x04node\"\xf7\x01\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\"\x91\x02\n" +
 	"\x0fAnnounceRequest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\"\n" +
 	"\x04peer\x18\x02 \x01(\v2\x0e.shoal.v1.PeerR\x04peer\x12\x1c\n" +
@@ -1093,7 +1104,8 @@ const file_tracker_proto_rawDesc = "" +
 	"\bcomplete\x18\x04 \x01(\bH\x00R\bcomplete\x12\x1b\n" +
 	"\tmax_peers\x18\x05 \x01(\x05R\bmaxPeers\x12\x1c\n" +
 	"\tforwarded\x18\x06 \x01(\bR\tforwarded\x12)\n" +
-	"\x05proof\x18\a \x01(\v2\x13.shoal.v1.PeerProofR\x05proofB\x06\n" +
+	"\x05proof\x18\a \x01(\v2\x13.shoal.v1.PeerProofR\x05proof\x12\x18\n" +
+	"\astopped\x18\b \x01(\bR\astoppedB\x06\n" +
 	"\x04have\"k\n" +
 	"\tPeerProof\x12\x1d\n" +
 	"\n" +

@@ -64,7 +64,8 @@ type Config struct {
 	Addr string `yaml:"addr"`
 	// DataDir holds the cache, downloads in progress and the peer key.
 	DataDir string `yaml:"data_dir"`
-	// CacheBytes bounds the blob cache (default 20 GiB).
+	// CacheBytes bounds the blobs the agent holds on disk, downloads in
+	// progress included (default 20 GiB); see cache for what eviction spares.
 	CacheBytes int64 `yaml:"cache_bytes"`
 	// Registries maps the registry containerd asks for (its ?ns=) to an
 	// origin cluster; "" is used when no ns is given.
@@ -269,6 +270,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		inflight: map[digest.Digest]*inflight{},
 	}
 	c.onCorrupt = a.metrics.cacheCorrupt.Inc
+	c.onEvict = a.metrics.cacheEvicted.Inc
 	if cfg.Tracker != "" {
 		conn, err := dialTracker(cfg.Tracker, cfg.TrackerTLS)
 		if err != nil {
@@ -403,6 +405,9 @@ func (a *Agent) seedLoop(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
+			case <-a.cache.evicted():
+				a.withdraw(ctx)
+				continue
 			case <-t.C:
 			}
 		}
@@ -432,6 +437,37 @@ func (a *Agent) seedLoop(ctx context.Context) {
 	}
 }
 
+// withdraw tells the tracker of the blobs the cache has let go, at once
+// rather than by their entries expiring: until then peers would be handed
+// this node for them, only to be told "unavailable", and it would count
+// as a seeder the swarm does not have.
+func (a *Agent) withdraw(ctx context.Context) {
+	// Blobs downloading again are withdrawn too: their downloads announce
+	// what they hold within an interval, while a download that has just
+	// finished (an adopt evicts at once when there is no room) announced
+	// complete for the last time.
+	ds := a.cache.takeGone()
+	if a.tracker == nil {
+		return
+	}
+	for len(ds) > 0 {
+		n := min(len(ds), 500)
+		batch := &shoalpb.AnnounceBatchRequest{}
+		for _, d := range ds[:n] {
+			batch.Announces = append(batch.Announces, &shoalpb.AnnounceRequest{Digest: d.String(), Peer: a.self(), Stopped: true})
+		}
+		ds = ds[n:]
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := a.tracker.AnnounceBatch(actx, batch)
+		cancel()
+		if err != nil {
+			// The entries expire in a few intervals anyway.
+			a.log.Debug("withdraw announce", "err", err)
+			return
+		}
+	}
+}
+
 func (a *Agent) self() *shoalpb.Peer {
 	return &shoalpb.Peer{Id: a.host.ID().String(), Addrs: p2p.Addrs(a.host),
 		Labels: &shoalpb.Labels{Zone: a.cfg.Zone, Rack: a.cfg.Rack, Node: a.cfg.Node}}
@@ -457,24 +493,65 @@ func (a *Agent) Lookup(d digest.Digest) (p2p.Blob, bool) {
 	if f.prepErr != nil {
 		return nil, false
 	}
-	if b, ok := swarm.Serve(f.pf); ok {
-		return b, true
+	if f.pf.Complete() {
+		// It completed between the two looks: it is in the cache now,
+		// or on its way there.
+		if b, ok := a.cached(d); ok {
+			return b, true
+		}
+	} else if f.pf.Err() != nil {
+		return nil, false // closed: the download failed
 	}
-	// It completed between the two looks: it is in the cache now.
-	return a.cached(d)
+	return &growingBlob{Partial: swarm.Partial{File: f.pf}, cache: a.cache, ctx: a.ctx}, true
 }
 
-// cached opens d in the cache for one upload stream. The seeder checks
-// each piece through it before the piece first leaves (p2p.Checked). A
-// corrupt blob found this way is evicted but not fetched again at once:
-// a seeder does not know which repository to ask the origin under, and
-// the next local pull fetches it.
+// cached is d in the cache as an upload stream serves it: a lease per
+// piece (p2p.Leased), through which the seeder checks each piece before
+// it first leaves (p2p.Checked). A corrupt blob found this way is evicted
+// but not fetched again at once: a seeder does not know which repository
+// to ask the origin under, and the next local pull fetches it.
 func (a *Agent) cached(d digest.Digest) (p2p.Blob, bool) {
-	b, ok := a.cache.open(a.ctx, d)
+	b, ok := a.cache.lease(a.ctx, d)
 	if !ok {
 		return nil, false
 	}
-	return b, true
+	mi := b.mi
+	b.Close()
+	return &seedBlob{c: a.cache, ctx: a.ctx, mi: mi}, true
+}
+
+// growingBlob is a download in progress as an upload stream serves it:
+// the pieces held so far, read with a hold on the download's file for
+// each piece and, once the download has moved into the cache, with a
+// cache lease. So the stream goes on when the download completes (its
+// peers are the swarm's next seeders' customers), and it does not keep
+// the file — by then the cached blob's inode — from eviction afterwards.
+type growingBlob struct {
+	swarm.Partial
+	cache *cache
+	ctx   context.Context
+}
+
+// Lease implements p2p.Leased.
+func (b *growingBlob) Lease() (p2p.Lease, error) {
+	if release, ok := b.File.Retain(); ok {
+		return partLease{f: b.File, release: release}, nil
+	}
+	// The download has ended: completed into the cache, or failed.
+	return (&seedBlob{c: b.cache, ctx: b.ctx, mi: b.MetaInfo()}).Lease()
+}
+
+// partLease is a hold on a download's file for one piece.
+type partLease struct {
+	f       *piecefile.File
+	release func()
+}
+
+func (l partLease) ReadAt(p []byte, off int64) (int, error) { return l.f.ReadAt(p, off) }
+
+func (l partLease) Close() error {
+	l.release()
+	return nil
 }
 
 // inflight is one blob being downloaded; every client asking for it
@@ -520,8 +597,12 @@ func (a *Agent) fetch(d digest.Digest, repo string, up Upstream) *inflight {
 
 func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream) error {
 	mi, err := a.metaInfo(a.ctx, d, up)
+	var room *reservation
 	if err == nil {
 		f.mi = mi
+		// Before the .part file takes its size on disk (see cache).
+		room = a.cache.reserve(a.ctx, mi.Size)
+		defer room.release()
 		f.pf, err = piecefile.Open(filepath.Join(a.cfg.DataDir, "downloads"), mi)
 	}
 	if err != nil {
@@ -547,11 +628,12 @@ func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream)
 		}
 		return err
 	}
+	room.commit() // a download waiting for room waits for this one's sync
 	if err := f.pf.Sync(); err != nil {
 		f.pf.Close()
 		return err
 	}
-	if err := a.cache.adopt(a.ctx, f.pf.Path(), mi); err != nil {
+	if err := a.cache.adopt(a.ctx, f.pf.Path(), mi, room); err != nil {
 		f.pf.Close()
 		return err
 	}

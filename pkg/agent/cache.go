@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/p2p"
 )
 
 // errCorrupt: a cached blob does not match its digest (or cannot be read
@@ -22,7 +24,30 @@ var errCorrupt = errors.New("cached blob corrupt")
 
 // cache holds complete, verified blobs up to a size limit, evicting the
 // least recently used that no one is reading. An evicted blob stops being
-// seeded: the seeder looks blobs up here for every new stream.
+// seeded: upload streams lease it from here piece by piece (seedBlob), and
+// the agent withdraws it from the tracker (gone).
+//
+// The limit is on what the agent holds on disk, so downloads in progress
+// count against it too: each reserves its blob's size when it starts (its
+// .part file is that size from the start), and complete blobs make room
+// for it. What is never evicted, and why:
+//   - a blob a local client (containerd) is reading: deleting an open file
+//     frees nothing until the read ends, so the space would be counted
+//     free while still taken, and the pull it serves would be no faster
+//     for it;
+//   - a pinned blob: a preheat's copy is what the operator asked for.
+//
+// A blob being seeded is held only while a piece of it is read: seeding
+// is a favour to the swarm, a peer that finds a blob gone asks another,
+// and holding a blob for as long as a peer keeps its stream open kept
+// every layer of a rollout on disk, at twice the limit. Nor may the
+// pieces in flight hold it: in a rollout peers read every layer without
+// a pause, so a blob needed for room with pieces on their way is doomed
+// instead — no new piece of it starts, and it goes when the last one
+// has been sent. A download is never refused, and waits for room only
+// while others are committing (see reserve): the client waiting for it
+// needs it whatever the limit, so when downloads in progress alone exceed
+// the limit the excess is theirs, and it is freed as they finish.
 //
 // A blob is verified when it is downloaded, but the file can rot on disk
 // afterwards, and a flipped bit would then be served to every client and
@@ -40,20 +65,41 @@ type cache struct {
 	// now is the clock pins expire by (time.Now; tests move it).
 	now func() time.Time
 
-	mu      sync.Mutex
-	size    int64
-	lru     *list.List // of *entry, most recent at the front
-	entries map[digest.Digest]*list.Element
+	mu   sync.Mutex
+	size int64 // complete blobs
+	// reserved is the size of the downloads in progress (see reserve).
+	reserved int64
+	// doomed is the size of the doomed entries (counted in size until
+	// their last lease ends).
+	doomed int64
+	// committing counts downloads being synced and adopted; committed is
+	// closed (and replaced) when one ends. See reserve.
+	committing int
+	committed  chan struct{}
+	lru        *list.List // of *entry, most recent at the front
+	entries    map[digest.Digest]*list.Element
 	// pins: blobs a preheat asked this node to keep, until the time given.
 	// Kept by digest, not on the entry, so that a pin taken before the
 	// blob arrives holds from the moment it is adopted.
 	pins map[digest.Digest]time.Time
+	// gone lists blobs evicted or doomed since the agent last took them
+	// (takeGone), for it to tell the tracker; goneC is signalled when it
+	// grows.
+	gone  []digest.Digest
+	goneC chan struct{}
+	// onEvict, if set, is told of each blob evicted for room.
+	onEvict func()
 }
 
 type entry struct {
 	d    digest.Digest
 	size int64
-	refs int // open readers; an entry in use is never evicted
+	// refs counts reads in flight: a client's response, or one piece on
+	// its way to a peer (a lease); reading counts the former alone. An
+	// entry a client reads is never evicted; one with only leases is
+	// doomed instead, and deleted when the last lease ends.
+	refs, reading int
+	doomed        bool
 	// mi is loaded on first open (under the cache's lock once known).
 	mi     *metainfo.MetaInfo
 	checks *pieceChecks
@@ -80,7 +126,7 @@ func verified() *pieceChecks {
 
 func newCache(ctx context.Context, store *blobstore.Local, limit int64, log *slog.Logger) (*cache, error) {
 	c := &cache{store: store, limit: limit, log: log, lru: list.New(), entries: map[digest.Digest]*list.Element{},
-		pins: map[digest.Digest]time.Time{}, now: time.Now}
+		pins: map[digest.Digest]time.Time{}, now: time.Now, goneC: make(chan struct{}, 1), committed: make(chan struct{})}
 	err := store.Walk(ctx, func(info blobstore.Info) error {
 		c.entries[info.Digest] = c.lru.PushBack(&entry{d: info.Digest, size: info.Size, checks: &pieceChecks{}})
 		c.size += info.Size
@@ -95,8 +141,19 @@ func newCache(ctx context.Context, store *blobstore.Local, limit int64, log *slo
 	return c, nil
 }
 
-// open returns d, marked in use until its Close.
+// open returns d for a local client's read, marked in use until its
+// Close. A doomed entry is taken back: a client's read outranks a peer's.
 func (c *cache) open(ctx context.Context, d digest.Digest) (*cachedBlob, bool) {
+	return c.acquire(ctx, d, true)
+}
+
+// lease returns d for one piece sent to a peer, in use until its Close;
+// false if d is not cached or doomed.
+func (c *cache) lease(ctx context.Context, d digest.Digest) (*cachedBlob, bool) {
+	return c.acquire(ctx, d, false)
+}
+
+func (c *cache) acquire(ctx context.Context, d digest.Digest, client bool) (*cachedBlob, bool) {
 	c.mu.Lock()
 	el, ok := c.entries[d]
 	if !ok {
@@ -104,13 +161,35 @@ func (c *cache) open(ctx context.Context, d digest.Digest) (*cachedBlob, bool) {
 		return nil, false
 	}
 	e := el.Value.(*entry)
+	if e.doomed {
+		if !client {
+			c.mu.Unlock()
+			return nil, false
+		}
+		e.doomed = false
+		c.doomed -= e.size
+	}
 	e.refs++
+	if client {
+		e.reading++
+	}
 	c.lru.MoveToFront(el)
 	mi := e.mi
 	c.mu.Unlock()
 	release := func() {
 		c.mu.Lock()
 		e.refs--
+		if client {
+			e.reading--
+		}
+		if e.doomed && e.refs == 0 {
+			if c.pinned(e.d, c.now()) {
+				e.doomed = false // pinned since it was doomed
+				c.doomed -= e.size
+			} else {
+				c.discard(e)
+			}
+		}
 		c.evict()
 		c.mu.Unlock()
 	}
@@ -146,13 +225,104 @@ func (c *cache) open(ctx context.Context, d digest.Digest) (*cachedBlob, bool) {
 	return &cachedBlob{c: c, e: e, mi: mi, rd: rd, release: func() { once.Do(func() { rd.Close(); release() }) }}, true
 }
 
-// adopt moves a completed download into the cache.
-func (c *cache) adopt(ctx context.Context, path string, mi *metainfo.MetaInfo) error {
+// reservation is a download's claim on the cache's space, from its start
+// until it is adopted or given up.
+type reservation struct {
+	c *cache
+	n int64
+	// done: adopted or released; committing: fetched, being synced and
+	// adopted (see commit). Both under c.mu.
+	done, committing bool
+}
+
+// commitWait bounds how long a download waits for others' commits to
+// make room (see reserve): a sync takes a fraction of a second, and one
+// that takes longer must not hold a pull up.
+const commitWait = 3 * time.Second
+
+// reserve counts n bytes of a download in progress against the limit,
+// evicting what it can to make room, until the download is adopted or the
+// reservation released.
+//
+// When there is no room but other downloads have finished fetching and
+// are being committed, it waits for them (up to commitWait or ctx): each
+// is a sync away from freeing its room or turning into a blob that can
+// be evicted. Without the wait, a client that has read a layer's last
+// piece asks for the next while that layer syncs, and a rollout holds
+// one layer more per parallel pull than the limit. It never waits for
+// room that pieces still to come would free: that could take as long as
+// the swarm does.
+func (c *cache) reserve(ctx context.Context, n int64) *reservation {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reserved += n
+	c.evict()
+	var timeout <-chan time.Time
+	for c.committing > 0 && c.size-c.doomed+c.reserved > c.limit && ctx.Err() == nil {
+		if timeout == nil {
+			t := time.NewTimer(commitWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		changed := c.committed
+		c.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+		case <-timeout:
+			c.mu.Lock()
+			return &reservation{c: c, n: n}
+		}
+		c.mu.Lock()
+		c.evict()
+	}
+	return &reservation{c: c, n: n}
+}
+
+// commit marks the download fetched: syncing, then adopted or released.
+func (r *reservation) commit() {
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	if !r.done && !r.committing {
+		r.committing = true
+		r.c.committing++
+	}
+}
+
+// release gives the space back (a download that failed); it is a no-op
+// after adopt or a first release.
+func (r *reservation) release() {
+	r.c.mu.Lock()
+	defer r.c.mu.Unlock()
+	r.drop()
+}
+
+// drop is release with c.mu held.
+func (r *reservation) drop() {
+	if r.done {
+		return
+	}
+	r.done = true
+	r.c.reserved -= r.n
+	if r.committing {
+		r.c.committing--
+		close(r.c.committed)
+		r.c.committed = make(chan struct{})
+	}
+}
+
+// adopt moves a completed download into the cache. Its reservation, if
+// any, turns into the entry in the same step, so its bytes are never
+// counted twice or not at all.
+func (c *cache) adopt(ctx context.Context, path string, mi *metainfo.MetaInfo, r *reservation) error {
 	if err := c.store.Adopt(ctx, path, mi); err != nil {
 		return err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if r != nil {
+		r.drop()
+	}
 	if _, ok := c.entries[mi.Digest]; !ok {
 		c.entries[mi.Digest] = c.lru.PushFront(&entry{d: mi.Digest, size: mi.Size, mi: mi, checks: verified()})
 		c.size += mi.Size
@@ -169,7 +339,8 @@ func (c *cache) forget(e *entry) {
 }
 
 // remove drops e from the index if it is still the entry for its digest
-// (a blob fetched again after e was dropped has an entry of its own).
+// (a blob fetched again after e was dropped has an entry of its own), and
+// lists it for the agent to withdraw from the tracker.
 // Called with mu held.
 func (c *cache) remove(e *entry) bool {
 	el, ok := c.entries[e.d]
@@ -177,9 +348,26 @@ func (c *cache) remove(e *entry) bool {
 		return false
 	}
 	c.size -= e.size
+	if e.doomed {
+		e.doomed = false
+		c.doomed -= e.size
+	}
 	c.lru.Remove(el)
 	delete(c.entries, e.d)
+	c.withdraw(e.d)
 	return true
+}
+
+// withdraw lists d for the agent to withdraw from the tracker.
+// Called with mu held.
+func (c *cache) withdraw(d digest.Digest) {
+	if len(c.gone) < maxGone {
+		c.gone = append(c.gone, d)
+	}
+	select {
+	case c.goneC <- struct{}{}:
+	default:
+	}
 }
 
 // corrupt evicts e, whose piece (-1: the metainfo) failed its check:
@@ -226,6 +414,13 @@ func (c *cache) pin(d digest.Digest, until time.Time) bool {
 		if until.After(old) {
 			c.pins[d] = until
 		}
+		if el, ok := c.entries[d]; ok && el.Value.(*entry).doomed {
+			// Pinned on its way out: it stays, and is seeded again.
+			e := el.Value.(*entry)
+			e.doomed = false
+			c.doomed -= e.size
+			c.evict() // the room it was to make comes from others
+		}
 		return true
 	}
 	return false
@@ -261,38 +456,80 @@ func (c *cache) has(d digest.Digest) bool {
 	return ok
 }
 
-// evict removes least recently used blobs that are neither in use (being
-// served to a client or a peer) nor pinned until the cache fits. Pinned
-// blobs may hold the cache above its limit: a preheat's copy is what the
-// operator asked for, and it is released when the pin expires (the next
-// eviction after that takes it).
+// evict removes least recently used blobs that are neither being read
+// nor pinned until the cache and the downloads in progress fit (see
+// cache for the rule). Pinned blobs may hold the cache above its limit;
+// a pin's blob is released when the pin expires (the next eviction after
+// that takes it).
 // Called with mu held.
 func (c *cache) evict() {
 	now := c.now()
-	for el := c.lru.Back(); el != nil && c.size > c.limit; {
+	for el := c.lru.Back(); el != nil && c.size-c.doomed+c.reserved > c.limit; {
 		prev := el.Prev()
 		e := el.Value.(*entry)
-		if e.refs == 0 && !c.pinned(e.d, now) {
-			if err := c.store.Delete(context.Background(), e.d); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
-				c.log.Warn("evict", "digest", e.d, "err", err)
-			} else {
-				c.log.Debug("evicted", "digest", e.d, "bytes", e.size)
-			}
-			c.size -= e.size
-			c.lru.Remove(el)
-			delete(c.entries, e.d)
+		switch {
+		case e.doomed || e.reading > 0 || c.pinned(e.d, now):
+		case e.refs == 0:
+			c.discard(e)
+		default:
+			// Only pieces for peers: they finish, no new one starts,
+			// and the last to end deletes it. Peers hear it is gone now.
+			e.doomed = true
+			c.doomed += e.size
+			c.log.Debug("doomed", "digest", e.d, "bytes", e.size, "pieces_in_flight", e.refs)
+			c.withdraw(e.d)
 		}
 		el = prev
 	}
 }
 
-// digests lists what the cache holds, for announcing.
+// discard deletes e, evicted for room.
+// Called with mu held.
+func (c *cache) discard(e *entry) {
+	if err := c.store.Delete(context.Background(), e.d); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+		c.log.Warn("evict", "digest", e.d, "err", err)
+	} else {
+		c.log.Debug("evicted", "digest", e.d, "bytes", e.size)
+	}
+	if c.remove(e) && c.onEvict != nil {
+		c.onEvict()
+	}
+}
+
+// maxGone bounds the evictions remembered for the tracker; past it the
+// tracker learns of the rest when their entries expire.
+const maxGone = 1 << 12
+
+// evicted is signalled when blobs have been evicted since the last
+// takeGone.
+func (c *cache) evicted() <-chan struct{} { return c.goneC }
+
+// takeGone returns the blobs evicted or doomed since its last call that
+// are not cached (or taken back) again since.
+func (c *cache) takeGone() []digest.Digest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.gone[:0:0]
+	for _, d := range c.gone {
+		el, ok := c.entries[d]
+		if (!ok || el.Value.(*entry).doomed) && !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	c.gone = c.gone[:0]
+	return out
+}
+
+// digests lists what the cache holds, for announcing: not what is doomed,
+// which was withdrawn, and which peers can no longer get.
 func (c *cache) digests() []digest.Digest {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]digest.Digest, 0, len(c.entries))
-	for d := range c.entries {
-		out = append(out, d)
+	for d, el := range c.entries {
+		if !el.Value.(*entry).doomed {
+			out = append(out, d)
+		}
 	}
 	return out
 }
@@ -303,8 +540,47 @@ func (c *cache) bytes() int64 {
 	return c.size
 }
 
-// cachedBlob is one reader of a cached blob: for a client's response or a
-// peer's upload stream. It implements p2p.Blob and p2p.Checked.
+// seedBlob is a cached blob as an upload stream sees it: its layout, and
+// a lease on its bytes for each piece sent (p2p.Leased), so that an open
+// stream does not keep the blob from eviction.
+type seedBlob struct {
+	c   *cache
+	ctx context.Context
+	mi  *metainfo.MetaInfo
+}
+
+func (b *seedBlob) MetaInfo() *metainfo.MetaInfo { return b.mi }
+func (b *seedBlob) Bitfield() ([]byte, bool)     { return nil, true }
+
+// Lease opens the blob for one piece: a read in flight, which eviction
+// lets finish. It fails with p2p.ErrUnavailable once the blob is evicted
+// or doomed (or cached again cut differently, which the stream's
+// handshake did not agree to).
+func (b *seedBlob) Lease() (p2p.Lease, error) {
+	cb, ok := b.c.lease(b.ctx, b.mi.Digest)
+	if !ok {
+		return nil, fmt.Errorf("blob %s: %w", b.mi.Digest, p2p.ErrUnavailable)
+	}
+	if cb.mi.PieceLength != b.mi.PieceLength || cb.mi.Size != b.mi.Size {
+		cb.Close()
+		return nil, fmt.Errorf("blob %s cached again with another layout: %w", b.mi.Digest, p2p.ErrUnavailable)
+	}
+	return cb, nil
+}
+
+// ReadAt reads through a lease of its own, for callers that do not lease.
+func (b *seedBlob) ReadAt(p []byte, off int64) (int, error) {
+	l, err := b.Lease()
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.ReadAt(p, off)
+}
+
+// cachedBlob is one read of a cached blob in flight: a client's response,
+// or one piece for a peer (a seedBlob's lease). It implements p2p.Blob,
+// p2p.Lease and p2p.Checked.
 type cachedBlob struct {
 	c       *cache
 	e       *entry

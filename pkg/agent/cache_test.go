@@ -34,7 +34,7 @@ func TestCacheEvictsLeastRecentlyUsedNotInUse(t *testing.T) {
 		}
 		p := filepath.Join(dir, "dl")
 		os.WriteFile(p, data, 0o644)
-		if err := c.adopt(ctx, p, mi); err != nil {
+		if err := c.adopt(ctx, p, mi, nil); err != nil {
 			t.Fatal(err)
 		}
 		return mi.Digest
@@ -116,7 +116,7 @@ func TestCacheChecksBlobsFoundOnDisk(t *testing.T) {
 			if err := os.WriteFile(p, data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if err := c.adopt(ctx, p, mi); err != nil {
+			if err := c.adopt(ctx, p, mi, nil); err != nil {
 				t.Fatal(err)
 			}
 			if tt.flip >= 0 {

@@ -21,6 +21,8 @@ type metrics struct {
 	// cacheCorrupt counts cached blobs found not to match their digest
 	// and evicted: a disk that rots them shows here first.
 	cacheCorrupt prometheus.Counter
+	// cacheEvicted counts blobs evicted to make room.
+	cacheEvicted prometheus.Counter
 	pieces       *prometheus.CounterVec
 	ttfb         prometheus.Histogram
 	// The transfer control's events: what the load test reports to show
@@ -74,6 +76,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		upstreamNamespaces: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_agent_upstream_namespaces", Help: "Upstream registries (?ns=) the origins advertise as pulled through, served via them.",
 		}),
+		cacheEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_agent_cache_evictions_total", Help: "Cached blobs evicted to make room for others and for downloads in progress.",
+		}),
 		cacheCorrupt: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_agent_cache_corrupt_total", Help: "Cached blobs found not to match their digest, evicted and fetched again.",
 		}),
@@ -120,7 +125,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	})
 	reg.MustRegister(m.preheatOrders, m.pinned)
 	reg.MustRegister(m.requests, m.served, m.fromPeers, m.fromOrigin, m.uploaded, m.downloads, m.cacheBytes,
-		m.cached, m.cacheCorrupt, m.pieces, m.ttfb, m.duplicates, m.expired, m.busyReceived, m.busySent, m.stalls, m.originRequests,
+		m.cached, m.cacheCorrupt, m.cacheEvicted, m.pieces, m.ttfb, m.duplicates, m.expired, m.busyReceived, m.busySent, m.stalls, m.originRequests,
 		m.pullChecks, m.capabilities, m.upstreamNamespaces)
 	return m
 }

@@ -61,7 +61,7 @@ func TestCacheEvictionSparesPinnedAndServed(t *testing.T) {
 				if err := os.WriteFile(p, data, 0o644); err != nil {
 					t.Fatal(err)
 				}
-				if err := c.adopt(ctx, p, mi); err != nil {
+				if err := c.adopt(ctx, p, mi, nil); err != nil {
 					t.Fatal(err)
 				}
 			}

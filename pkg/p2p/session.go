@@ -26,7 +26,8 @@ import (
 
 // Blob is a blob a peer can serve pieces of: complete in its cache, or
 // partly downloaded. If it is also an io.Closer, the seeder closes it when
-// the stream ends.
+// the stream ends; a blob that can go away while a stream is open is
+// Leased instead.
 type Blob interface {
 	MetaInfo() *metainfo.MetaInfo
 	// Bitfield is what is held (MSB first); complete means all of it.
@@ -45,6 +46,33 @@ type Blob interface {
 // memory beyond the seeder's bounded send buffers.
 type Checked interface {
 	CheckPiece(i int, buf []byte) error
+}
+
+// ErrUnavailable: a blob this peer held when the stream opened is gone
+// (a cache evicted it). The peer is told "unavailable" and asks others.
+var ErrUnavailable = errors.New("p2p: blob no longer held")
+
+// Leased is a Blob that holds its bytes only while a piece is read: a
+// cache that must be free to evict a blob between two pieces of a stream.
+// Holding a blob for as long as a stream is open would keep it for as
+// long as the peer stays connected — in a rollout, every layer, for the
+// whole rollout — and no size limit would hold.
+//
+// The seeder calls Lease before it checks or reads piece i, reads the
+// piece through the lease alone, and closes the lease once the piece has
+// been sent or refused. Lease fails, wrapping ErrUnavailable, when the
+// blob has gone since the stream opened; the peer is then told
+// "unavailable" and the stream ends.
+type Leased interface {
+	Blob
+	Lease() (Lease, error)
+}
+
+// Lease is one piece's hold on a Leased blob's bytes. It may also be
+// Checked, and then the seeder checks the piece through it.
+type Lease interface {
+	io.ReaderAt
+	io.Closer
 }
 
 // Blobs finds what this peer can serve.
@@ -343,7 +371,7 @@ func (s *Seeder) serve(st network.Stream) error {
 		return sendError(w, "not_found", fmt.Sprintf("%s not held", d))
 	}
 	if c, ok := blob.(io.Closer); ok {
-		defer c.Close() // a cached blob stays pinned while it is served
+		defer c.Close() // an open file, say, for the stream's life
 	}
 	mi := blob.MetaInfo()
 	mih, err := MetaInfoHash(mi)
@@ -582,7 +610,18 @@ func (s *Seeder) send(st network.Stream, sw *syncWriter, blob Blob, mi *metainfo
 	defer st.Scope().ReleaseMemory(sendChunk)
 	buf := s.chunk()
 	defer s.putChunk(buf)
-	if c, ok := blob.(Checked); ok {
+	var src io.ReaderAt = blob
+	if l, ok := blob.(Leased); ok {
+		lease, err := l.Lease()
+		if err != nil {
+			sw.mu.Lock()
+			defer sw.mu.Unlock()
+			return false, sendError(sw.w, "unavailable", fmt.Sprintf("piece %d: %v", i, err))
+		}
+		defer lease.Close()
+		src = lease
+	}
+	if c, ok := src.(Checked); ok {
 		if err := c.CheckPiece(i, buf); err != nil {
 			sw.mu.Lock()
 			defer sw.mu.Unlock()
@@ -593,7 +632,7 @@ func (s *Seeder) send(st network.Stream, sw *syncWriter, blob Blob, mi *metainfo
 	// written: a slow disk holds up this piece, not the stream's other
 	// messages, and a piece that cannot be read is still answered.
 	k := min(int(n), len(buf))
-	if err := readFullAt(blob, buf[:k], off); err != nil {
+	if err := readFullAt(src, buf[:k], off); err != nil {
 		sw.mu.Lock()
 		defer sw.mu.Unlock()
 		return false, sendError(sw.w, "unavailable", fmt.Sprintf("piece %d: %v", i, err))
@@ -603,7 +642,7 @@ func (s *Seeder) send(st network.Stream, sw *syncWriter, blob Blob, mi *metainfo
 	}
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	err = sw.w.WritePieceFrom(uint32(i), blob, off, int(n), buf, k)
+	err = sw.w.WritePieceFrom(uint32(i), src, off, int(n), buf, k)
 	return err == nil, err
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -256,5 +257,75 @@ func TestSeederHonoursCancel(t *testing.T) {
 	}
 	if got[0] != 0 || got[1] != 5 {
 		t.Fatalf("pieces sent %v, want [0 5]: 1-3 were cancelled", got)
+	}
+}
+
+// leasedBlob is a Leased blob that counts its leases and can be taken
+// away; reading it other than through a lease is a seeder bug.
+type leasedBlob struct {
+	*p2ptest.Blob
+	t            *testing.T
+	open, leases atomic.Int32
+	gone         atomic.Bool
+}
+
+func (b *leasedBlob) ReadAt([]byte, int64) (int, error) {
+	b.t.Error("a Leased blob was read outside a lease")
+	return 0, errors.New("not leased")
+}
+
+func (b *leasedBlob) Lease() (p2p.Lease, error) {
+	if b.gone.Load() {
+		return nil, p2p.ErrUnavailable
+	}
+	b.open.Add(1)
+	b.leases.Add(1)
+	return &pieceLease{b: b}, nil
+}
+
+type pieceLease struct{ b *leasedBlob }
+
+func (l *pieceLease) ReadAt(p []byte, off int64) (int, error) { return l.b.Blob.ReadAt(p, off) }
+func (l *pieceLease) Close() error                            { l.b.open.Add(-1); return nil }
+
+// A Leased blob is held per piece: each piece is read through a lease of
+// its own, closed once the piece is sent, so nothing holds the blob
+// between pieces of an open stream; once it has gone the peer's next
+// request is answered "unavailable".
+func TestSeederLeasesPerPiece(t *testing.T) {
+	blob := &leasedBlob{Blob: p2ptest.NewBlob(4*metainfo.MinPieceLength, metainfo.MinPieceLength), t: t}
+	_, _, dial := seederAndLeecher(t, p2ptest.Blobs{blob.MI.Digest: blob}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := dial(ctx, blob.MI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, blob.MI.PieceLength)
+	for i := range 2 {
+		if err := c.Request(i); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := c.Next(buf)
+		if err != nil || ev.Piece != i || !blob.MI.VerifyPiece(i, ev.Data) {
+			t.Fatalf("piece %d: %+v, %v", i, ev, err)
+		}
+		// The piece is out: its lease closes as the send returns.
+		for deadline := time.Now().Add(2 * time.Second); blob.open.Load() != 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("after piece %d, %d leases still open", i, blob.open.Load())
+			}
+		}
+	}
+	if n := blob.leases.Load(); n != 2 {
+		t.Fatalf("%d leases for 2 pieces", n)
+	}
+	blob.gone.Store(true)
+	if err := c.Request(2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Next(buf); !errors.Is(err, p2p.ErrRemote) || !strings.Contains(err.Error(), "unavailable") {
+		t.Fatalf("piece of a blob gone: %v, want unavailable", err)
 	}
 }

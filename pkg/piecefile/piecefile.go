@@ -300,9 +300,9 @@ func (p *File) Close() error {
 	return p.f.Close()
 }
 
-// Retain keeps the data file open for a reader — a peer's upload stream —
-// until release is called, even if the download is closed or removed
-// meanwhile. A download that completes moves its data into the cache (a
+// Retain keeps the data file open for a reader — a piece on its way to a
+// peer — until release is called, even if the download is closed or
+// removed meanwhile. A download that completes moves its data into the cache (a
 // rename: the open file is the same inode), and the peers still reading
 // pieces from it must not lose their streams at that moment: they are the
 // swarm's next seeders' customers. ok is false once the file has been

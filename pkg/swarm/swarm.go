@@ -257,7 +257,11 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 		}
 	}
 	for _, c := range dl.conns {
-		c.Close()
+		// Reset, not Close: a close is not seen by the seeder, which
+		// would go on writing a piece we no longer want (an end-game
+		// copy) until its stall deadline, holding an upload slot and
+		// its hold on the blob, which a cache then cannot evict.
+		c.Reset()
 	}
 	dl.stats.FromPeers = dl.received.Load()
 	dl.stats.FromOrigin = dl.fromOriginBytes.Load()
@@ -818,26 +822,3 @@ func (p Partial) ReadAt(b []byte, off int64) (int, error) { return p.File.ReadAt
 
 // Changed implements p2p.Growing.
 func (p Partial) Changed() <-chan struct{} { return p.File.Changed() }
-
-// Served is a download as one upload stream serves it: it keeps the file
-// open until the stream ends (the seeder closes it), so the download
-// completing and moving into the cache does not cut the stream.
-type Served struct {
-	Partial
-	release func()
-}
-
-// Serve retains pf for one upload stream; false if it is already gone.
-func Serve(pf *piecefile.File) (*Served, bool) {
-	release, ok := pf.Retain()
-	if !ok {
-		return nil, false
-	}
-	return &Served{Partial: Partial{File: pf}, release: release}, true
-}
-
-// Close implements io.Closer: the seeder calls it when the stream ends.
-func (s *Served) Close() error {
-	s.release()
-	return nil
-}

@@ -107,6 +107,38 @@ func TestAnnounceOverGRPC(t *testing.T) {
 	}
 }
 
+// A seeder that evicted a blob says so: it is handed out no more, at
+// once rather than when its entry expires, and no longer counts as one of
+// the swarm's seeders. Announcing again puts it back.
+func TestAnnounceStoppedLeavesSwarm(t *testing.T) {
+	tr := trackertest.Start(t, nil, tracker.Config{}, nil)
+	d := dgst(3)
+	mustAnnounce(t, tr.Client, announce(d, "seed", true))
+	mustAnnounce(t, tr.Client, announce(d, "other", true))
+	if got := ids(mustAnnounce(t, tr.Client, announce(d, "b", false))); !got["seed"] || !got["other"] {
+		t.Fatalf("before: b got %v", got)
+	}
+	stop := announce(d, "seed", false)
+	stop.Stopped = true
+	if r := mustAnnounce(t, tr.Client, stop); len(r.GetPeers()) != 0 {
+		t.Fatalf("a stopped peer was handed %v", ids(r))
+	}
+	if got := ids(mustAnnounce(t, tr.Client, announce(d, "b", false))); got["seed"] || !got["other"] {
+		t.Fatalf("after stop: b got %v, want other without seed", got)
+	}
+	// Stopping what the tracker never heard of records nothing.
+	unknown := announce(dgst(4), "seed", false)
+	unknown.Stopped = true
+	mustAnnounce(t, tr.Client, unknown)
+	if got := ids(mustAnnounce(t, tr.Client, announce(dgst(4), "c", false))); len(got) != 0 {
+		t.Fatalf("a stop for an unknown swarm left %v", got)
+	}
+	mustAnnounce(t, tr.Client, announce(d, "seed", true))
+	if got := ids(mustAnnounce(t, tr.Client, announce(d, "b", false))); !got["seed"] {
+		t.Fatalf("re-announced: b got %v", got)
+	}
+}
+
 func TestAnnounceRejectsBadInput(t *testing.T) {
 	tr := trackertest.Start(t, nil, tracker.Config{}, nil)
 	long := string(bytes.Repeat([]byte("x"), 300))

@@ -171,6 +171,20 @@ func (t *swarms) announce(d string, req *shoalpb.AnnounceRequest, ip string, ori
 	defer sh.mu.Unlock()
 	s := sh.swarms[d]
 	peer := req.GetPeer()
+	if req.GetStopped() {
+		// Peers handed this one would dial it for nothing until its
+		// entry expired, and it would still count as a seeder.
+		if old, known := s.lookup(peer.GetId()); known {
+			s.remove(peer.GetId())
+			delete(s.originGrants, peer.GetId())
+			t.entries.Add(-1)
+			t.release(old.ip)
+			if len(s.list) == 0 {
+				delete(sh.swarms, d)
+			}
+		}
+		return &shoalpb.AnnounceResponse{IntervalSeconds: int32(max(1, p.seederInterval/time.Second))}, nil
+	}
 	if old, known := s.lookup(peer.GetId()); !known {
 		if t.entries.Load() >= t.maxEntries {
 			return nil, errFull
