@@ -251,7 +251,7 @@ func New(cfg Config, log *slog.Logger, reg *prometheus.Registry) (*Agent, error)
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c, err := newCache(ctx, store, cfg.CacheBytes, log)
+	c, err := newCache(ctx, store, cfg.CacheBytes, filepath.Join(cfg.DataDir, "pins.json"), log)
 	if err != nil {
 		cancel()
 		return nil, err

@@ -3,15 +3,19 @@ package agent
 import (
 	"container/list"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/shoal-project/shoal/pkg/atomicfile"
 	"github.com/shoal-project/shoal/pkg/blobstore"
 	"github.com/shoal-project/shoal/pkg/digest"
 	"github.com/shoal-project/shoal/pkg/metainfo"
@@ -82,6 +86,11 @@ type cache struct {
 	// Kept by digest, not on the entry, so that a pin taken before the
 	// blob arrives holds from the moment it is adopted.
 	pins map[digest.Digest]time.Time
+	// pinFile, if set, keeps the pins across restarts: a node restarted
+	// after a preheat must not evict what the preheat placed there (the
+	// tracker counts it as one of the K copies). pinWrite orders writes.
+	pinFile  string
+	pinWrite sync.Mutex
 	// gone lists blobs evicted or doomed since the agent last took them
 	// (takeGone), for it to tell the tracker; goneC is signalled when it
 	// grows.
@@ -124,9 +133,15 @@ func verified() *pieceChecks {
 	return p
 }
 
-func newCache(ctx context.Context, store *blobstore.Local, limit int64, log *slog.Logger) (*cache, error) {
+// newCache opens the cache over store; pinFile ("" for none) keeps pins
+// across restarts.
+func newCache(ctx context.Context, store *blobstore.Local, limit int64, pinFile string, log *slog.Logger) (*cache, error) {
 	c := &cache{store: store, limit: limit, log: log, lru: list.New(), entries: map[digest.Digest]*list.Element{},
-		pins: map[digest.Digest]time.Time{}, now: time.Now, goneC: make(chan struct{}, 1), committed: make(chan struct{})}
+		pins: map[digest.Digest]time.Time{}, now: time.Now, goneC: make(chan struct{}, 1), committed: make(chan struct{}),
+		pinFile: pinFile}
+	if pinFile != "" {
+		c.loadPins() // before the first eviction, which must spare them
+	}
 	err := store.Walk(ctx, func(info blobstore.Info) error {
 		c.entries[info.Digest] = c.lru.PushBack(&entry{d: info.Digest, size: info.Size, checks: &pieceChecks{}})
 		c.size += info.Size
@@ -413,6 +428,7 @@ func (c *cache) pin(d digest.Digest, until time.Time) bool {
 	if old, ok := c.pins[d]; ok || len(c.pins) < maxPins {
 		if until.After(old) {
 			c.pins[d] = until
+			c.savePins()
 		}
 		if el, ok := c.entries[d]; ok && el.Value.(*entry).doomed {
 			// Pinned on its way out: it stays, and is seeded again.
@@ -424,6 +440,59 @@ func (c *cache) pin(d digest.Digest, until time.Time) bool {
 		return true
 	}
 	return false
+}
+
+// pinsOnDisk is the pin file's form: digest → expiry (RFC 3339).
+type pinsOnDisk map[string]time.Time
+
+// savePins writes the pins to pinFile, in the background so the lock is
+// not held across an fsync; called with mu held. Writes happen in the
+// order of the snapshots, so the file ends with the latest.
+func (c *cache) savePins() {
+	if c.pinFile == "" {
+		return
+	}
+	snap := make(pinsOnDisk, len(c.pins))
+	for d, u := range c.pins {
+		snap[d.String()] = u
+	}
+	c.pinWrite.Lock() // taken before mu is released: keeps the order
+	go func() {
+		defer c.pinWrite.Unlock()
+		b, err := json.Marshal(snap)
+		if err == nil {
+			err = atomicfile.WriteFile(c.pinFile, b, 0o600)
+		}
+		if err != nil {
+			c.log.Warn("saving pins; they hold until the agent restarts", "file", c.pinFile, "err", err)
+		}
+	}()
+}
+
+// loadPins reads pinFile, keeping the pins not yet expired. A file that
+// cannot be read is reported and ignored: pins are a promise about space,
+// and an agent that cannot keep it must still start.
+func (c *cache) loadPins() {
+	b, err := os.ReadFile(c.pinFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	var disk pinsOnDisk
+	if err == nil {
+		err = json.Unmarshal(b, &disk)
+	}
+	if err != nil {
+		c.log.Warn("pins not restored", "file", c.pinFile, "err", err)
+		return
+	}
+	now := c.now()
+	for k, u := range disk {
+		d, err := digest.Parse(k)
+		if err != nil || !now.Before(u) || len(c.pins) >= maxPins {
+			continue
+		}
+		c.pins[d] = u
+	}
 }
 
 // pinned reports whether d is pinned at now, dropping an expired pin.

@@ -22,7 +22,7 @@ func TestCacheEvictsLeastRecentlyUsedNotInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := newCache(ctx, store, 2500, slog.New(slog.DiscardHandler))
+	c, err := newCache(ctx, store, 2500, "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestCacheEvictsLeastRecentlyUsedNotInUse(t *testing.T) {
 		t.Fatalf("cache holds %d bytes over its 2500 limit", c.bytes())
 	}
 	// A restart finds what is on disk.
-	c2, err := newCache(ctx, store, 2500, slog.New(slog.DiscardHandler))
+	c2, err := newCache(ctx, store, 2500, "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestCacheChecksBlobsFoundOnDisk(t *testing.T) {
 				t.Fatal(err)
 			}
 			log := slog.New(slog.DiscardHandler)
-			c, err := newCache(ctx, store, 1<<30, log)
+			c, err := newCache(ctx, store, 1<<30, "", log)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,7 +123,7 @@ func TestCacheChecksBlobsFoundOnDisk(t *testing.T) {
 				flipByte(t, filepath.Join(dir, "cache", "blobs", "sha256", mi.Digest.Hex()[:2], mi.Digest.Hex()), tt.flip)
 			}
 			if tt.restart {
-				if c, err = newCache(ctx, store, 1<<30, log); err != nil {
+				if c, err = newCache(ctx, store, 1<<30, "", log); err != nil {
 					t.Fatal(err)
 				}
 			}

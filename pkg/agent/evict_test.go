@@ -36,7 +36,7 @@ func seedingAgent(t *testing.T) (*Agent, *blobstore.Local) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := newCache(ctx, store, evictSize*5/2, slog.New(slog.DiscardHandler))
+	c, err := newCache(ctx, store, evictSize*5/2, "", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,8 @@ import (
 // Eviction under pressure never takes a blob that is pinned (until its
 // pin expires) or being served; it takes the least recent of the others.
 func TestCacheEvictionSparesPinnedAndServed(t *testing.T) {
-	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	// The real clock: a reopened cache restores pins by it.
+	base := time.Now()
 	tests := []struct {
 		name string
 		// pinA: how long a (the oldest blob) is pinned from base; 0 none.
@@ -26,13 +27,19 @@ func TestCacheEvictionSparesPinnedAndServed(t *testing.T) {
 		serveA bool
 		// advance moves the clock before the pressure.
 		advance time.Duration
-		wantA   bool
+		// restart reopens the cache (a new agent process) before the
+		// pressure; corrupt damages the pin file first.
+		restart, corrupt bool
+		wantA            bool
 	}{
 		{name: "unpinned oldest goes", wantA: false},
 		{name: "pinned survives", pinA: time.Hour, wantA: true},
 		{name: "served survives", serveA: true, wantA: true},
 		{name: "expired pin goes", pinA: time.Minute, advance: 2 * time.Minute, wantA: false},
 		{name: "pin before arrival holds", pinA: -time.Hour, wantA: true}, // negative: pin before adopt
+		{name: "pin survives a restart", pinA: time.Hour, restart: true, wantA: true},
+		{name: "expired pin not restored", pinA: time.Minute, advance: 2 * time.Minute, restart: true, wantA: false},
+		{name: "unreadable pin file: starts without pins", pinA: time.Hour, restart: true, corrupt: true, wantA: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,10 +50,15 @@ func TestCacheEvictionSparesPinnedAndServed(t *testing.T) {
 				t.Fatal(err)
 			}
 			now := base
-			c, err := newCache(ctx, store, 2500, slog.New(slog.DiscardHandler))
-			if err != nil {
-				t.Fatal(err)
+			pins := filepath.Join(dir, "pins.json")
+			open := func() *cache {
+				c, err := newCache(ctx, store, 2500, pins, slog.New(slog.DiscardHandler))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
 			}
+			c := open()
 			c.now = func() time.Time { return now }
 			blob := func(fill byte) (*metainfo.MetaInfo, []byte) {
 				data := bytes.Repeat([]byte{fill}, 1000)
@@ -82,6 +94,17 @@ func TestCacheEvictionSparesPinnedAndServed(t *testing.T) {
 			}
 			add(blob('b'))
 			now = now.Add(tt.advance)
+			if tt.restart {
+				c.pinWrite.Lock() // the last pin write has landed
+				c.pinWrite.Unlock()
+				if tt.corrupt {
+					if err := os.WriteFile(pins, []byte("{not json"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+				c = open()
+				c.now = func() time.Time { return now }
+			}
 			// Pressure: ten more blobs through a cache that holds two.
 			for f := byte('c'); f < 'm'; f++ {
 				add(blob(f))
