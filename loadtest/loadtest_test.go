@@ -187,6 +187,39 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// The command lines the README and the Makefile give parse as they are,
+// defaults included (a default that failed its own parser once stopped
+// every run that did not set it).
+func TestParseArgs(t *testing.T) {
+	for _, tt := range []struct {
+		args  []string
+		check func(options) bool
+		sim   bool
+		bad   bool
+	}{
+		{args: nil, check: func(o options) bool { return o.Agents == 8 && o.CacheBytes == 0 && o.Baseline }},
+		{args: strings.Fields("--agents 8 --image 128MiB --layers 4 --link 400Mbit --bin bin"), // make demo
+			check: func(o options) bool { return o.Image == 128<<20 && o.Layers == 4 && o.LinkBps == 50_000_000 }},
+		{args: strings.Fields("--netns --layers 1 --baseline none"), check: func(o options) bool { return o.Netns && !o.Baseline }},
+		{args: strings.Fields("--cache 48MiB --preheat 2"), check: func(o options) bool { return o.CacheBytes == 48<<20 && o.Preheat == 2 }},
+		{args: strings.Fields("--simulate --agents 1000 --link 25Mbit"), sim: true},
+		{args: strings.Fields("--cache 48"), bad: true},
+		{args: strings.Fields("--baseline sometimes"), bad: true},
+		{args: strings.Fields("--agents 0"), bad: true},
+	} {
+		o, sim, _, err := parseArgs(tt.args)
+		switch {
+		case (err != nil) != tt.bad:
+			t.Errorf("%q: err %v", tt.args, err)
+		case err != nil:
+		case sim.enabled() != tt.sim:
+			t.Errorf("%q: simulate %v", tt.args, sim.enabled())
+		case tt.check != nil && !tt.check(o):
+			t.Errorf("%q: options %+v", tt.args, o)
+		}
+	}
+}
+
 // The counters reach the summary, the terminal table and the HTML table:
 // shares of the bytes needed, and a CPU-bound phase is called out.
 func TestReportCounters(t *testing.T) {

@@ -31,7 +31,9 @@ func main() {
 	}
 }
 
-func run(args []string) error {
+// parseArgs reads the command line: the fleet's options, or (sim enabled)
+// the simulator's.
+func parseArgs(args []string) (o options, sim *simFlags, so simOptions, err error) {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	agents := fs.Int("agents", 8, "agent processes")
 	image := fs.String("image", "256MiB", "total layer bytes (KiB, MiB, GiB suffixes)")
@@ -50,43 +52,56 @@ func run(args []string) error {
 	preheat := fs.Int("preheat", 0, "also run a rollout preceded by a preheat of K agents (shoal-tracker's Preheat), beside the cold one")
 	cacheSize := fs.String("cache", "0", "agents' cache_bytes (KiB, MiB, GiB; 0: their default); the report gives the most any agent's data directory held during the pull")
 	capabilities := fs.Bool("capabilities", false, "repository isolation on P2P: origins issue capabilities and every seeder checks them")
-	sim := addSimFlags(fs)
+	sim = addSimFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return err
+		return o, nil, so, err
 	}
 	size, err := parseBytes(*image)
 	if err != nil {
-		return err
+		return o, nil, so, err
 	}
 	bps, err := parseRate(*link)
+	if err != nil {
+		return o, nil, so, err
+	}
+	if sim.enabled() {
+		return o, sim, simOptions{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps,
+			Stagger: *stagger, Churn: *churn, Out: *out}, nil
+	}
+	if *agents < 1 || *agents > 500 || *layers < 1 || *layers > 128 || *origins < 1 || *origins > 16 {
+		return o, nil, so, errors.New("--agents must be 1..500, --layers 1..128, --origins 1..16")
+	}
+	if *churn < 0 || *churn > 1 || (*killOrigin && *origins < 2) {
+		return o, nil, so, errors.New("--churn must be 0..1, and --kill-origin needs --origins 2 or more")
+	}
+	var cacheBytes int64 // 0: the agents' default
+	if *cacheSize != "0" {
+		if cacheBytes, err = parseBytes(*cacheSize); err != nil {
+			return o, nil, so, fmt.Errorf("--cache: %w", err)
+		}
+	}
+	if *preheat < 0 || *preheat > *agents {
+		return o, nil, so, errors.New("--preheat must be 0..--agents")
+	}
+	if *baseline != "direct" && *baseline != "none" {
+		return o, nil, so, fmt.Errorf("--baseline %q: want direct or none", *baseline)
+	}
+	o = options{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps, Baseline: *baseline == "direct",
+		Bin: *bin, Out: *out, Timeout: *timeout, Progress: os.Stderr,
+		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel, Capabilities: *capabilities, Preheat: *preheat, CacheBytes: cacheBytes}
+	return o, sim, so, nil
+}
+
+func run(args []string) error {
+	o, sim, so, err := parseArgs(args)
 	if err != nil {
 		return err
 	}
 	if sim.enabled() {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		return sim.run(ctx, os.Stdout, simOptions{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps,
-			Stagger: *stagger, Churn: *churn, Out: *out})
+		return sim.run(ctx, os.Stdout, so)
 	}
-	if *agents < 1 || *agents > 500 || *layers < 1 || *layers > 128 || *origins < 1 || *origins > 16 {
-		return errors.New("--agents must be 1..500, --layers 1..128, --origins 1..16")
-	}
-	if *churn < 0 || *churn > 1 || (*killOrigin && *origins < 2) {
-		return errors.New("--churn must be 0..1, and --kill-origin needs --origins 2 or more")
-	}
-	cacheBytes, err := parseBytes(*cacheSize)
-	if err != nil {
-		return fmt.Errorf("--cache: %w", err)
-	}
-	if *preheat < 0 || *preheat > *agents {
-		return errors.New("--preheat must be 0..--agents")
-	}
-	if *baseline != "direct" && *baseline != "none" {
-		return fmt.Errorf("--baseline %q: want direct or none", *baseline)
-	}
-	o := options{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps, Baseline: *baseline == "direct",
-		Bin: *bin, Out: *out, Timeout: *timeout, Progress: os.Stderr,
-		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel, Capabilities: *capabilities, Preheat: *preheat, CacheBytes: cacheBytes}
 	if err := checkDisk(o); err != nil {
 		return err
 	}
