@@ -417,8 +417,13 @@ func (x *Have) GetIndex() uint32 {
 
 // Request asks for one whole piece.
 type Request struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// held is how many pieces of the blob the requester holds. A seeder
+	// whose uplink is full lets a requester that holds fewer take the place
+	// of one that holds more, so no node falls behind the fleet for good.
+	// Absent: not said (an older peer); such a request displaces none.
+	Held          *uint32 `protobuf:"varint,2,opt,name=held,proto3,oneof" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -456,6 +461,13 @@ func (*Request) Descriptor() ([]byte, []int) {
 func (x *Request) GetIndex() uint32 {
 	if x != nil {
 		return x.Index
+	}
+	return 0
+}
+
+func (x *Request) GetHeld() uint32 {
+	if x != nil && x.Held != nil {
+		return *x.Held
 	}
 	return 0
 }
@@ -696,9 +708,11 @@ const file_pieces_proto_rawDesc = "" +
 	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix\x12\x1c\n" +
 	"\tsignature\x18\x04 \x01(\fR\tsignature\"\x1c\n" +
 	"\x04Have\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\rR\x05index\"\x1f\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\"A\n" +
 	"\aRequest\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\rR\x05index\"5\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x17\n" +
+	"\x04held\x18\x02 \x01(\rH\x00R\x04held\x88\x01\x01B\a\n" +
+	"\x05_held\"5\n" +
 	"\x05Piece\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06length\x18\x02 \x01(\rR\x06length\"\x1e\n" +
@@ -769,6 +783,7 @@ func file_pieces_proto_init() {
 		(*Handshake_Bitfield)(nil),
 		(*Handshake_Complete)(nil),
 	}
+	file_pieces_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

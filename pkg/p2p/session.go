@@ -128,10 +128,12 @@ type Seeder struct {
 	// one only while the gate lets it send, so there are never more than
 	// the gate's slots of them, whatever peers open or ask.
 	bufs chan []byte
-	// grantMu guards grants: each stream's channel for the tickets the
-	// gate starts.
+	// grantMu guards grants and bumps: each stream's channels for the
+	// tickets the gate starts, and for its waiting tickets another
+	// requester took the place of (answered busy by the stream).
 	grantMu sync.Mutex
 	grants  map[uint64]chan uplink.Ticket
+	bumps   map[uint64]chan uplink.Ticket
 	owners  atomic.Uint64
 	// Busy, if set, is told of every request refused because the uplink
 	// was full.
@@ -315,7 +317,7 @@ func NewSeeder(h host.Host, blobs Blobs, upload *rate.Limiter, log *slog.Logger)
 		log = slog.Default()
 	}
 	s := &Seeder{blobs: blobs, upload: upload, log: log, IdleTimeout: time.Minute,
-		gate: uplink.New(0, 0), bufs: make(chan []byte, uplink.DefaultSlots), grants: map[uint64]chan uplink.Ticket{}}
+		gate: uplink.New(0, 0), bufs: make(chan []byte, uplink.DefaultSlots), grants: map[uint64]chan uplink.Ticket{}, bumps: map[uint64]chan uplink.Ticket{}}
 	h.SetStreamHandler(Protocol, s.handle)
 	return s
 }
@@ -425,8 +427,13 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 	d digest.Digest, offered []bool, act *activity) error {
 	owner := s.owners.Add(1)
 	grant := make(chan uplink.Ticket, 1)
+	// The gate holds at most its queue's worth of waiting tickets, so
+	// this never fills; if it did, the bumped request's deadline would
+	// see to it.
+	bumped := make(chan uplink.Ticket, uplink.DefaultQueue+2)
 	s.grantMu.Lock()
 	s.grants[owner] = grant
+	s.bumps[owner] = bumped
 	s.grantMu.Unlock()
 
 	var mu sync.Mutex
@@ -435,6 +442,7 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 	defer func() {
 		s.grantMu.Lock()
 		delete(s.grants, owner)
+		delete(s.bumps, owner)
 		s.grantMu.Unlock()
 		mu.Lock()
 		for t := range pending {
@@ -461,7 +469,14 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 			switch {
 			case m.GetRequest() != nil:
 				i := int(m.GetRequest().GetIndex())
-				t, ok := s.gate.Admit(owner, i)
+				held := uplink.Unknown
+				if h := m.GetRequest().Held; h != nil {
+					held = int(min(*h, uint32(mi.NumPieces()))) // a claim, and only an ordering one
+				}
+				t, bump, bumpOwner, ok := s.gate.AdmitFrom(owner, i, held)
+				if bump != 0 {
+					s.bump(bumpOwner, bump)
+				}
 				if !ok {
 					if s.Busy != nil {
 						s.Busy()
@@ -507,6 +522,22 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 		select {
 		case err := <-readErr:
 			return err
+		case b := <-bumped:
+			mu.Lock()
+			i, ok := pending[b]
+			delete(pending, b)
+			mu.Unlock()
+			if !ok {
+				continue // cancelled meanwhile
+			}
+			act.add(-1)
+			if s.Busy != nil {
+				s.Busy()
+			}
+			if err := sw.send(busyMsg(i, s.gate.RetryAfter())); err != nil {
+				return err
+			}
+			continue
 		case t = <-grant:
 		}
 		mu.Lock()
@@ -573,6 +604,26 @@ func (a *activity) add(n int32) {
 
 func (a *activity) idleFor(d time.Duration) bool {
 	return a.outstanding.Load() <= 0 && time.Since(time.Unix(0, a.last.Load())) >= d
+}
+
+// Load is the uplink's pieces on the wire and requests waiting for it.
+func (s *Seeder) Load() (sending, waiting int) {
+	sending, waiting, _ = s.gate.Load()
+	return sending, waiting
+}
+
+// bump tells owner's stream that its waiting ticket t lost its place.
+func (s *Seeder) bump(owner uint64, t uplink.Ticket) {
+	s.grantMu.Lock()
+	ch := s.bumps[owner]
+	s.grantMu.Unlock()
+	if ch == nil {
+		return // its stream is gone, and its tickets with it
+	}
+	select {
+	case ch <- t:
+	default:
+	}
 }
 
 // dispatch hands every request the gate can start now to its stream.
@@ -872,6 +923,14 @@ func (c *Conn) send(m *shoalpb.PieceMessage) error {
 // Request asks for piece i.
 func (c *Conn) Request(i int) error {
 	return c.send(&shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Request{Request: &shoalpb.Request{Index: uint32(i)}}})
+}
+
+// RequestHeld asks for piece i, saying we hold held pieces of the blob: a
+// full seeder gives a requester further behind the place of one further
+// along.
+func (c *Conn) RequestHeld(i, held int) error {
+	h := uint32(max(held, 0))
+	return c.send(&shoalpb.PieceMessage{Msg: &shoalpb.PieceMessage_Request{Request: &shoalpb.Request{Index: uint32(i), Held: &h}}})
 }
 
 // Cancel withdraws a request.

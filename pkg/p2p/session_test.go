@@ -329,3 +329,72 @@ func TestSeederLeasesPerPiece(t *testing.T) {
 		t.Fatalf("piece of a blob gone: %v, want unavailable", err)
 	}
 }
+
+// A full seeder gives a requester that holds fewer pieces the place of a
+// waiting request from one that holds more (here: one that did not say),
+// and answers the displaced request busy; the newcomer is served.
+func TestSeederGivesPlaceToRequesterBehind(t *testing.T) {
+	// 1 MiB pieces to a peer that does not read yet: the first one stays
+	// on the wire (the stream's window is far smaller), so the queue
+	// behind it stays full while the test looks.
+	blob := p2ptest.NewBlob(16<<20, 1<<20)
+	s, _, dial := seederAndLeecher(t, p2ptest.Blobs{blob.MI.Digest: blob}, nil)
+	var busy atomic.Int32
+	s.Busy = func() { busy.Add(1) }
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ahead, err := dial(ctx, blob.MI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ahead.Close()
+	behind, err := dial(ctx, blob.MI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer behind.Close()
+	// One stream sends one piece at a time: the first of its six
+	// requests goes out, five wait, and the gate (4 slots + 2 waiting
+	// over all streams) is full.
+	for i := range uplink.DefaultSlots + uplink.DefaultQueue {
+		if err := ahead.Request(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if sending, waiting := s.Load(); sending+waiting == uplink.DefaultSlots+uplink.DefaultQueue {
+			break
+		}
+		if time.Now().After(deadline) {
+			sending, waiting := s.Load()
+			t.Fatalf("the gate never filled: %d sending, %d waiting, %d busy", sending, waiting, busy.Load())
+		}
+	}
+	if err := behind.RequestHeld(10, 0); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, blob.MI.PieceLength)
+	ev, err := behind.Next(buf)
+	if err != nil || ev.Busy || ev.Piece != 10 || !blob.MI.VerifyPiece(10, ev.Data) {
+		t.Fatalf("the requester behind got %+v, %v; want piece 10", ev, err)
+	}
+	// The one ahead hears busy for one of its waiting requests, and the
+	// rest arrive.
+	var got, refused int
+	for got+refused < uplink.DefaultSlots+uplink.DefaultQueue {
+		ev, err := ahead.Next(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case ev.Busy:
+			refused++
+		case ev.Have:
+		default:
+			got++
+		}
+	}
+	if refused != 1 || busy.Load() != 1 {
+		t.Fatalf("the requester ahead: %d pieces, %d busy (seeder counted %d); want 5 and 1", got, refused, busy.Load())
+	}
+}

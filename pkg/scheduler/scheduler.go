@@ -186,6 +186,10 @@ func New(cfg Config, n int, pieceLength int64, have []bool, rnd *rand.Rand) *Sch
 // Counters reports how the transfer control has behaved so far.
 func (s *Scheduler) Counters() Counters { return s.counters }
 
+// Held is how many pieces are held (what a request tells seeders, see
+// pkg/uplink).
+func (s *Scheduler) Held() int { return s.pieces - s.missing }
+
 // Done reports whether every piece is held.
 func (s *Scheduler) Done() bool { return s.missing == 0 }
 

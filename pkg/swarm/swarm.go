@@ -360,7 +360,7 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 			}
 		}
 		for _, r := range dl.sched.Next(now) {
-			if c := dl.conns[peer.ID(r.Peer)]; c == nil || c.Request(r.Piece) != nil {
+			if c := dl.conns[peer.ID(r.Peer)]; c == nil || c.RequestHeld(r.Piece, dl.sched.Held()) != nil {
 				dl.sched.RemovePeer(r.Peer)
 				continue
 			}

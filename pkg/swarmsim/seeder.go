@@ -139,7 +139,17 @@ func (s *sim) request(st *stream, piece int) {
 	if !st.seedOpen || !hasBit(h.held[st.layer], piece) {
 		return // the requester's deadline takes care of it
 	}
-	t, ok := h.gate.Admit(st.owner, piece)
+	// The request says how many pieces the requester holds (pkg/swarm's
+	// RequestHeld), and a full gate may give it a waiting request's place;
+	// that one is answered busy at once (pkg/p2p answers it once the
+	// stream's piece on the wire, if any, is sent).
+	t, bumped, _, ok := h.gate.AdmitFrom(st.owner, piece, st.dl.sched.Held())
+	if a := h.pending[bumped]; bumped != 0 && a != nil {
+		delete(h.pending, bumped)
+		a.st.waiting = slices.DeleteFunc(a.st.waiting, func(w waitingReq) bool { return w.t == bumped })
+		s.res.Refused++
+		s.after(s.oneway(h, a.st.dl.h), event{kind: evBusy, st: a.st, piece: a.piece, d: h.gate.RetryAfter()})
+	}
 	if !ok {
 		s.res.Refused++
 		s.after(s.oneway(h, st.dl.h), event{kind: evBusy, st: st, piece: piece, d: h.gate.RetryAfter()})

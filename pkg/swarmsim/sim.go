@@ -12,7 +12,8 @@
 //     announce, origin grant and peer list is the real one;
 //   - every seeder's uplink gate (pkg/uplink): slots, queue, one piece per
 //     stream on the wire, busy refusals with their retry hint, lowest
-//     piece first.
+//     piece first, a requester holding fewer pieces taking a waiting
+//     request's place when full.
 //
 // What is modelled, after the code it mirrors:
 //   - links: per-host uplink and downlink caps and an access latency

@@ -9,6 +9,14 @@
 // Requests belong to owners (a seeder's streams): an owner sends one piece
 // at a time, so a slot never goes to an owner already sending.
 //
+// When the gate is full, a request from a requester that holds fewer
+// pieces of the blob than one waiting takes that one's place, and the
+// displaced request is answered busy. Without it, a requester that lost a
+// few races for a free place rested on those seeders, asked less often,
+// lost more races, and fell further behind: simulated rollouts ended with
+// a tenth of the fleet a fifth of the image behind the rest (1,000 agents
+// × 25 Mbit: p50 1.39, p99 1.77 × the bound; with it 1.34 and 1.35).
+//
 // A Gate is pure bookkeeping with no clock and no goroutines: the p2p
 // seeder wraps it with channels, and the fleet simulator drives it from
 // its event loop.
@@ -62,7 +70,13 @@ type waiter struct {
 	t     Ticket
 	owner uint64
 	piece int
+	held  int // the requester's pieces; Unknown sorts last
 }
+
+// Unknown is the held count of a requester that did not say: it never
+// displaces a waiting request, and any requester that says may displace
+// it.
+const Unknown = -1
 
 // New returns a gate with slots pieces on the wire and queue admitted
 // behind them (zero values take the defaults).
@@ -77,17 +91,50 @@ func New(slots, queue int) *Gate {
 }
 
 // Admit takes owner's request for piece, or refuses it (ok false) because
-// the uplink already holds all it can serve soon.
+// the uplink already holds all it can serve soon. It never displaces a
+// waiting request (see AdmitFrom).
 func (g *Gate) Admit(owner uint64, piece int) (t Ticket, ok bool) {
+	t, _, _, ok = g.AdmitFrom(owner, piece, Unknown)
+	return t, ok
+}
+
+// AdmitFrom is Admit for a requester that holds held pieces of the blob
+// (Unknown if it did not say). If the gate is full and a waiting request's
+// requester holds more, the one that holds most loses its place: its
+// ticket and owner are returned as bumped, for the caller to answer it
+// busy, and the new request is admitted instead.
+func (g *Gate) AdmitFrom(owner uint64, piece, held int) (t, bumped Ticket, bumpedOwner uint64, ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.sending+len(g.waiting) >= g.slots+g.queueCap {
-		g.busy++
-		return 0, false
+		worst := -1
+		for k, w := range g.waiting {
+			if holdsMore(w.held, held) && (worst < 0 || holdsMore(w.held, g.waiting[worst].held)) {
+				worst = k
+			}
+		}
+		g.busy++ // one request refused either way
+		if worst < 0 {
+			return 0, 0, 0, false
+		}
+		bumped, bumpedOwner = g.waiting[worst].t, g.waiting[worst].owner
+		g.waiting = slices.Delete(g.waiting, worst, worst+1)
 	}
 	g.seq++
-	g.waiting = append(g.waiting, waiter{Ticket(g.seq), owner, piece})
-	return Ticket(g.seq), true
+	g.waiting = append(g.waiting, waiter{Ticket(g.seq), owner, piece, held})
+	return Ticket(g.seq), bumped, bumpedOwner, true
+}
+
+// holdsMore: a requester that holds a pieces is further along than one
+// that holds b, an unknown count being the furthest.
+func holdsMore(a, b int) bool {
+	switch {
+	case b == Unknown:
+		return false
+	case a == Unknown:
+		return true
+	}
+	return a > b
 }
 
 // Next starts the best waiting request if a slot is free, among owners

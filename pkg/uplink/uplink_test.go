@@ -6,14 +6,16 @@ import (
 	"time"
 )
 
-// op is one step against a gate: admit (owner, piece), next, done (owner)
-// or withdraw (the ticket admitted at step k).
+// op is one step against a gate: admit (owner, piece; with held set, by
+// AdmitFrom: held-1 pieces, 0 meaning Unknown), next, done (owner) or
+// withdraw (the ticket admitted at step k).
 type op struct {
 	kind  string
 	owner uint64
 	piece int
+	held  int
 	k     int
-	want  string // "ok", "busy", "none", or the "owner/piece" Next starts
+	want  string // "ok", "busy", "none", "bumped K" (the ticket of step K lost its place), or the "owner/piece" Next starts
 }
 
 func TestGate(t *testing.T) {
@@ -55,6 +57,29 @@ func TestGate(t *testing.T) {
 			{kind: "done", owner: 1},
 			{kind: "next", want: "1/1"},
 		}},
+		{"a requester further behind takes the place of one further along", 1, 2, []op{
+			{kind: "admit", owner: 1, piece: 0, held: 11, want: "ok"},
+			{kind: "next", want: "1/0"},
+			{kind: "admit", owner: 2, piece: 1, held: 31, want: "ok"},
+			{kind: "admit", owner: 3, piece: 2, held: 21, want: "ok"},
+			{kind: "admit", owner: 4, piece: 3, held: 41, want: "busy"},     // holds more than both waiting
+			{kind: "admit", owner: 5, piece: 4, held: 21, want: "bumped 2"}, // takes owner 2's (30 held), the most
+			{kind: "admit", owner: 6, piece: 5, held: 21, want: "busy"},     // equal is no reason
+			{kind: "admit", owner: 7, piece: 6, held: 1, want: "bumped 3"},  // 0 held: owner 3's (20; owner 5 came later)
+			{kind: "withdraw", k: 2, want: "none"},                          // gone with its place
+			{kind: "done", owner: 1},
+			{kind: "next", want: "5/4"}, // then lowest piece first, as ever
+			{kind: "done", owner: 5},
+			{kind: "next", want: "7/6"},
+		}},
+		{"a requester that does not say neither takes a place nor keeps one", 1, 1, []op{
+			{kind: "admit", owner: 1, piece: 0, want: "ok"},
+			{kind: "next", want: "1/0"},
+			{kind: "admit", owner: 2, piece: 1, want: "ok"}, // waiting, held unknown
+			{kind: "admit", owner: 3, piece: 2, want: "busy"},
+			{kind: "admit", owner: 4, piece: 3, held: 1000, want: "bumped 2"},
+			{kind: "admit", owner: 5, piece: 4, want: "busy"},
+		}},
 		{"withdrawn requests free their place", 1, 1, []op{
 			{kind: "admit", owner: 1, piece: 0, want: "ok"},
 			{kind: "admit", owner: 2, piece: 1, want: "ok"},
@@ -73,8 +98,19 @@ func TestGate(t *testing.T) {
 				var got string
 				switch o.kind {
 				case "admit":
-					tk, ok := g.Admit(o.owner, o.piece)
+					var tk, bumped Ticket
+					var ok bool
+					if o.held == 0 {
+						tk, ok = g.Admit(o.owner, o.piece)
+					} else {
+						tk, bumped, _, ok = g.AdmitFrom(o.owner, o.piece, o.held-1)
+					}
 					got = map[bool]string{true: "ok", false: "busy"}[ok]
+					for j, b := range tickets {
+						if bumped != 0 && b == bumped {
+							got = fmt.Sprintf("bumped %d", j)
+						}
+					}
 					tickets[k] = tk
 				case "next":
 					got = "none"
