@@ -87,7 +87,7 @@ func TestConcurrentContainerdPulls(t *testing.T) {
 		return i
 	}
 	taken := map[int]bool{}
-	// 18, 14 and 10 MiB of random bytes: as many pieces of 1 MiB.
+	// 18, 14 and 10 MiB of random bytes: twice as many pieces of 512 KiB.
 	im := pushImageOf(t, "http://"+origins[0], "team/app", "v1", placement{
 		accept: func(d string) bool {
 			if taken[owner(d)] {

@@ -426,7 +426,7 @@ func TestCorruptCacheNeverServed(t *testing.T) {
 	o := origintest.Start(t, origin.Config{})
 	tr := trackertest.Start(t, nil, tracker.Config{}, []tracker.Option{
 		tracker.WithOrigins(ring.New([]ring.Member{{ID: "origin", Addr: o.Host}}))})
-	const size = 5<<20 + 17 // six 1 MiB pieces
+	const size = 5<<20 + 17 // eleven 512 KiB pieces
 	leech := p2ptest.NewHost(t, p2p.HostConfig{})
 	tests := []struct {
 		name      string

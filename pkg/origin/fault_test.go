@@ -29,7 +29,7 @@ func blobPath(dataDir, d string) string {
 // receives a complete wrong body: the connection is cut before the end,
 // and the blob is then gone rather than served again.
 func TestCorruptBlobNeverServed(t *testing.T) {
-	data := randomBytes(t, 9<<20+5) // ten pieces of 1 MiB, the last short
+	data := randomBytes(t, 9<<20+5) // nineteen pieces of 512 KiB, the last short
 	reads := []struct {
 		name  string
 		rng   string

@@ -378,7 +378,7 @@ func pushBlob(t *testing.T, o *origintest.Origin, b []byte) string {
 // one request; the answer is the origin's, validated.
 func TestGetMetaInfo(t *testing.T) {
 	o := origintest.Start(t, origin.Config{})
-	blob := bytes.Repeat([]byte("shoal"), 2<<20) // 10 MiB: ten 1 MiB pieces
+	blob := bytes.Repeat([]byte("shoal"), 2<<20) // 10 MiB: twenty 512 KiB pieces
 	d := pushBlob(t, o, blob)
 
 	deadLn := trackertest.Listen(t)
@@ -408,7 +408,7 @@ func TestGetMetaInfo(t *testing.T) {
 			t.Fatalf("caller %d: %v", i, errs[i])
 		}
 		got, err := metainfo.FromProto(results[i])
-		if err != nil || !got.Equal(want) || got.NumPieces() != 10 {
+		if err != nil || !got.Equal(want) || got.NumPieces() != 20 {
 			t.Fatalf("caller %d got %+v (%v)", i, got, err)
 		}
 	}
