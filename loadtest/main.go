@@ -74,9 +74,11 @@ func run(args []string) error {
 	if *churn < 0 || *churn > 1 || (*killOrigin && *origins < 2) {
 		return errors.New("--churn must be 0..1, and --kill-origin needs --origins 2 or more")
 	}
-	cacheBytes, err := parseBytes(*cacheSize)
-	if err != nil {
-		return fmt.Errorf("--cache: %w", err)
+	var cacheBytes int64
+	if *cacheSize != "0" { // the default: the agents' own
+		if cacheBytes, err = parseBytes(*cacheSize); err != nil {
+			return fmt.Errorf("--cache: %w", err)
+		}
 	}
 	if *preheat < 0 || *preheat > *agents {
 		return errors.New("--preheat must be 0..--agents")
