@@ -295,6 +295,12 @@ func (x *Hasher) Write(p []byte) (int, error) {
 // Size is the number of bytes hashed so far.
 func (x *Hasher) Size() int64 { return x.total }
 
+// Chain is the states recorded so far: one per piece that is whole and
+// followed by at least one byte (a piece's end state is taken when the
+// next piece begins, so the last piece never has one). Callers must not
+// modify it; later writes only append.
+func (x *Hasher) Chain() [][]byte { return x.chain[:len(x.chain):len(x.chain)] }
+
 // PieceLength is the length the hasher cuts at.
 func (x *Hasher) PieceLength() int64 { return x.pieceLength }
 
