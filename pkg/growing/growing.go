@@ -18,13 +18,15 @@
 //     state", not yet "they are the blob".
 //   - The last piece is checked against the digest itself, as in every
 //     metainfo: it is published only once all bytes have hashed to the
-//     digest. A reader that has every piece has the blob; a reader of a
-//     body that turns out wrong never sees it end, only Err (the origin
-//     cuts its response, an agent fails its download and keeps nothing).
+//     digest and the caller's commit (into its store) succeeded. A reader
+//     that has every piece has the blob, already stored where it will be
+//     asked for next; a reader of a body that turns out wrong never sees
+//     it end, only Err (the origin cuts its response, an agent fails its
+//     download and keeps nothing).
 //   - A body that is short, long, broken or wrong fails the blob: the
 //     spool file is deleted and every waiter's next Wait fails. Nothing
-//     partial is ever committed or served as complete: the caller commits
-//     the spool into its store only after Fill returned nil.
+//     partial is ever committed or served as complete: commit sees only a
+//     spool that matched.
 //
 // What is left for the swarm (see the issue): serve MetaInfo to agents
 // as a partial metainfo (chain prefix + complete flag), have the origin
@@ -96,11 +98,15 @@ func (b *Blob) Size() int64 { return b.size }
 func (b *Blob) PieceLength() int64 { return b.pieceLength }
 
 // Fill reads the blob from r to its end, publishing pieces as they are
-// hashed, and returns nil only if r held exactly size bytes that hash to
-// the digest; then every piece is published and Path holds the blob. Any
-// other outcome fails the blob and deletes the spool. Fill is called once.
-func (b *Blob) Fill(ctx context.Context, r io.Reader) error {
+// hashed. If r held exactly size bytes that hash to the digest, it calls
+// commit with the spool's path (the whole blob) and, if commit returns
+// nil, publishes the last piece and returns nil. Any other outcome fails
+// the blob, deletes the spool and returns why. Fill is called once.
+func (b *Blob) Fill(ctx context.Context, r io.Reader, commit func(path string) error) error {
 	err := b.fill(ctx, r)
+	if err == nil {
+		err = commit(b.path)
+	}
 	b.finish(err)
 	return err
 }
@@ -248,9 +254,6 @@ func (b *Blob) Err() error {
 	defer b.mu.Unlock()
 	return b.err
 }
-
-// Path is the spool file: the whole, verified blob once Fill returned nil.
-func (b *Blob) Path() string { return b.path }
 
 // Acquire takes a reference for a reader; false if the spool is closed.
 func (b *Blob) Acquire() bool {

@@ -31,7 +31,14 @@ func TestPublishesPiecesBeforeTheEnd(t *testing.T) {
 	defer b.Release()
 	pr, pw := io.Pipe()
 	filled := make(chan error, 1)
-	go func() { filled <- b.Fill(context.Background(), pr) }()
+	var spooled []byte
+	go func() {
+		filled <- b.Fill(context.Background(), pr, func(path string) error {
+			var err error
+			spooled, err = os.ReadFile(path)
+			return err
+		})
+	}()
 	// Piece 0 and the first byte of piece 1: piece 0 is published.
 	pw.Write(data[:metainfo.MinPieceLength+1])
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -72,9 +79,8 @@ func TestPublishesPiecesBeforeTheEnd(t *testing.T) {
 	if !complete || !mi.Equal(want) {
 		t.Fatalf("final metainfo complete %v, equal to a whole pass %v", complete, mi.Equal(want))
 	}
-	spooled, err := os.ReadFile(b.Path())
-	if err != nil || !bytes.Equal(spooled, data) {
-		t.Fatalf("spool: %v", err)
+	if !bytes.Equal(spooled, data) {
+		t.Fatal("commit saw other bytes than the blob")
 	}
 }
 
@@ -97,23 +103,34 @@ func TestFailures(t *testing.T) {
 	data, d := blobOf(2*metainfo.MinPieceLength + 5)
 	wrong := append([]byte(nil), data...)
 	wrong[len(wrong)-1] ^= 1
+	diskFull := errors.New("disk full")
 	for _, tt := range []struct {
-		name     string
-		body     io.Reader
-		mismatch bool
+		name      string
+		body      io.Reader
+		mismatch  bool
+		commitErr error // what commit returns; set: commit is expected
 	}{
-		{"wrong last byte", bytes.NewReader(wrong), true},
-		{"short", bytes.NewReader(data[:len(data)-1]), true},
-		{"long", io.MultiReader(bytes.NewReader(data), bytes.NewReader([]byte{0})), true},
-		{"broken", &failingReader{bytes.NewReader(data[:metainfo.MinPieceLength+10]), io.ErrUnexpectedEOF}, false},
+		{"wrong last byte", bytes.NewReader(wrong), true, nil},
+		{"short", bytes.NewReader(data[:len(data)-1]), true, nil},
+		{"long", io.MultiReader(bytes.NewReader(data), bytes.NewReader([]byte{0})), true, nil},
+		{"broken", &failingReader{bytes.NewReader(data[:metainfo.MinPieceLength+10]), io.ErrUnexpectedEOF}, false, nil},
+		{"commit fails", bytes.NewReader(data), false, diskFull},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := New(t.TempDir(), d, int64(len(data)))
+			dir := t.TempDir()
+			b, err := New(dir, d, int64(len(data)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer b.Release()
-			err = b.Fill(context.Background(), tt.body)
+			committed := false
+			err = b.Fill(context.Background(), tt.body, func(string) error { committed = true; return tt.commitErr })
+			if committed != (tt.commitErr != nil) {
+				t.Fatalf("commit called: %v", committed)
+			}
+			if tt.commitErr != nil && !errors.Is(err, tt.commitErr) {
+				t.Fatalf("Fill: %v, want the commit's error", err)
+			}
 			if err == nil || errors.Is(err, ErrMismatch) != tt.mismatch {
 				t.Fatalf("Fill: %v, want a mismatch: %v", err, tt.mismatch)
 			}
@@ -126,8 +143,8 @@ func TestFailures(t *testing.T) {
 			if _, complete := b.MetaInfo(); complete {
 				t.Fatal("failed blob says complete")
 			}
-			if _, err := os.Stat(b.Path()); !os.IsNotExist(err) {
-				t.Fatalf("spool still there: %v", err)
+			if left, _ := os.ReadDir(dir); len(left) != 0 {
+				t.Fatalf("spool still there: %v", left)
 			}
 		})
 	}
@@ -137,11 +154,12 @@ func TestFailures(t *testing.T) {
 // reference.
 func TestReferences(t *testing.T) {
 	data, d := blobOf(1000)
-	b, err := New(t.TempDir(), d, int64(len(data)))
+	dir := t.TempDir()
+	b, err := New(dir, d, int64(len(data)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Fill(context.Background(), bytes.NewReader(data)); err != nil {
+	if err := b.Fill(context.Background(), bytes.NewReader(data), func(string) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if !b.Acquire() {
@@ -156,7 +174,7 @@ func TestReferences(t *testing.T) {
 	if b.Acquire() {
 		t.Fatal("acquired a closed blob")
 	}
-	if _, err := os.Stat(b.Path()); !os.IsNotExist(err) {
-		t.Fatalf("spool after the last release: %v", err)
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("spool after the last release: %v", left)
 	}
 }
