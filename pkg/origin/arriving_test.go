@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/origin"
 	"github.com/shoal-project/shoal/pkg/upstream"
 	"github.com/shoal-project/shoal/pkg/upstream/registrytest"
@@ -34,8 +35,9 @@ func TestPullThroughStreamsWhileArriving(t *testing.T) {
 	reg.SetThrottle(bps)
 	blobsBefore, _ := c.storeFiles()
 
-	// get reads a blob, timing its first byte.
-	get := func(repo, d string) (start time.Time, ttfb time.Duration, body []byte, err error) {
+	// get reads a blob, timing its first byte, and calls mid (if set)
+	// right after it.
+	get := func(repo, d string, mid func()) (start time.Time, ttfb time.Duration, body []byte, err error) {
 		start = time.Now()
 		resp, err := c.hc.Get(c.o.URL + "/v2/" + upNS + "/" + repo + "/blobs/" + d)
 		if err != nil {
@@ -50,15 +52,50 @@ func TestPullThroughStreamsWhileArriving(t *testing.T) {
 			return start, 0, nil, err
 		}
 		ttfb = time.Since(start)
+		if mid != nil {
+			mid()
+		}
 		rest, err := io.ReadAll(resp.Body)
 		return start, ttfb, append(first, rest...), err
 	}
 
 	t.Run("right bytes", func(t *testing.T) {
 		layer := good.Layers[0]
-		start, ttfb, body, err := get("library/good", layer)
-		if err != nil || !bytes.Equal(body, good.Blobs[layer]) {
-			t.Fatalf("GET: %v, %d bytes, want the layer's %d", err, len(body), len(good.Blobs[layer]))
+		blob := good.Blobs[layer]
+		// metaInfo reads the layer's metainfo, partial or not.
+		metaInfo := func(query string) (*metainfo.MetaInfo, string) {
+			r := c.do("GET", origin.MetaInfoPath+layer+query, nil, nil)
+			if r.StatusCode != 200 {
+				return nil, strconv.Itoa(r.StatusCode)
+			}
+			mi, err := metainfo.UnmarshalPrefix(r.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return mi, r.Header.Get(metainfo.CompleteHeader)
+		}
+		var midway *metainfo.MetaInfo
+		start, ttfb, body, err := get("library/good", layer, func() {
+			// While it arrives: no metainfo for those who want it whole,
+			// a growing prefix for those who ask for one, and every
+			// piece it covers checks against the blob's real bytes.
+			if _, status := metaInfo(""); status != "404" {
+				t.Errorf("whole metainfo of an arriving blob: %s, want 404", status)
+			}
+			var complete string
+			midway, complete = metaInfo("?partial=1")
+			if midway == nil || complete != "false" || len(midway.Chain) == 0 || midway.Complete() {
+				t.Fatalf("partial metainfo midway: %+v, complete %q", midway, complete)
+			}
+			for i := range len(midway.Chain) {
+				off, n := midway.PieceSpan(i)
+				if !midway.VerifyPiece(i, blob[off:off+n]) {
+					t.Fatalf("piece %d does not check against the partial metainfo", i)
+				}
+			}
+		})
+		if err != nil || !bytes.Equal(body, blob) {
+			t.Fatalf("GET: %v, %d bytes, want the layer's %d", err, len(body), len(blob))
 		}
 		upstreamDone := reg.BlobSent(layer).Sub(start)
 		// A piece goes out once whole: the first byte waits for one of
@@ -69,9 +106,14 @@ func TestPullThroughStreamsWhileArriving(t *testing.T) {
 		}
 		t.Logf("%d bytes at %d KiB/s from the upstream: first byte to the client after %v, upstream done after %v",
 			len(body), bps>>10, ttfb.Round(time.Millisecond), upstreamDone.Round(time.Millisecond))
-		c.do("GET", origin.MetaInfoPath+layer, nil, nil).expect(t, 200, "")
+		whole, _ := metaInfo("")
+		last, complete := metaInfo("?partial=1")
+		if whole == nil || !whole.Complete() || last == nil || complete != "true" || !last.Equal(whole) {
+			t.Fatalf("metainfo once stored: %+v; partial=1: %+v, complete %q", whole, last, complete)
+		}
+		t.Logf("partial metainfo at the first byte: %d of %d states", len(midway.Chain), len(whole.Chain))
 		// Stored once, read from the store from now on.
-		if _, _, again, err := get("library/good", layer); err != nil || !bytes.Equal(again, good.Blobs[layer]) {
+		if _, _, again, err := get("library/good", layer, nil); err != nil || !bytes.Equal(again, blob) {
 			t.Fatalf("second GET: %v", err)
 		}
 		if n := reg.BlobGETs(layer); n != 1 {
@@ -92,7 +134,7 @@ func TestPullThroughStreamsWhileArriving(t *testing.T) {
 			return true
 		})
 		defer reg.SetFault(nil)
-		_, ttfb, body, err := get("library/bad", layer)
+		_, ttfb, body, err := get("library/bad", layer, nil)
 		if !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Fatalf("GET of a blob the upstream got wrong: %v after %d bytes, want the body cut", err, len(body))
 		}
@@ -111,7 +153,7 @@ func TestPullThroughStreamsWhileArriving(t *testing.T) {
 		}
 		reg.SetFault(nil)
 		reg.SetThrottle(0)
-		if _, _, body, err := get("library/bad", layer); err != nil || !bytes.Equal(body, bad.Blobs[layer]) {
+		if _, _, body, err := get("library/bad", layer, nil); err != nil || !bytes.Equal(body, bad.Blobs[layer]) {
 			t.Fatalf("GET once the upstream is right again: %v", err)
 		}
 	})
