@@ -28,11 +28,31 @@
 //     partial is ever committed or served as complete: commit sees only a
 //     spool that matched.
 //
-// What is left for the swarm (see the issue): serve MetaInfo to agents
-// as a partial metainfo (chain prefix + complete flag), have the origin
-// seed the published prefix as a p2p.Growing blob, and have an agent's
-// download treat pieces past its chain as unavailable and ask for the
-// metainfo again until it is complete.
+// Built on it so far: the origin serves a GET of an arriving blob piece by
+// piece (pkg/origin/arriving.go) and its metainfo prefix on
+// metainfo.HTTPPath?partial=1. What is left for the swarm, in order:
+//
+//  1. The origin seeds an arriving blob: its p2p.Blob is this one
+//     (Bitfield: the published prefix; p2p.Growing: Changed on each
+//     publish; MetaInfo: the prefix).
+//  2. The piece protocol's handshake compares the metainfo's shape
+//     (digest, size, piece length), not a hash of the whole chain, which
+//     grows: the chain is a function of the blob's bytes, and a wrong one
+//     can only fail good pieces, never pass bad ones (the last check is
+//     the digest). A wire change: a new protocol version beside
+//     /shoal/pieces/1 for a rolling upgrade.
+//  3. An agent's download takes a metainfo that grows: the agent asks the
+//     origin for ?partial=1 when the tracker has no whole one, and again
+//     each time a peer announces a piece past its chain; the scheduler is
+//     limited to pieces the chain covers (a limit it raises as the chain
+//     grows), a piece that lands past it is dropped without blaming the
+//     peer, the origin top-up takes only covered pieces, and the
+//     piecefile checks with the current prefix and records the shape.
+//  4. Only then the origin answers a HEAD (an agent's pull check) once the
+//     first piece is published, as it does a GET: before, an agent would
+//     find no metainfo and send containerd to the upstream itself.
+//
+// The tracker keeps serving and caching whole metainfo only.
 package growing
 
 import (
