@@ -54,9 +54,14 @@ type Blobs interface {
 }
 
 // MetaInfoHash identifies a blob's piece layout in handshakes, so two
-// peers never exchange pieces cut differently.
+// peers never exchange pieces cut differently: its digest, size and piece
+// length. Not the chain: it is a function of the blob's bytes, a wrong
+// one can only fail good pieces (never pass bad ones: the last check is
+// the digest), and while a blob still arrives at its origin peers hold
+// prefixes of it of different lengths (see pkg/growing).
 func MetaInfoHash(mi *metainfo.MetaInfo) ([]byte, error) {
-	b, err := mi.Marshal()
+	shape := metainfo.MetaInfo{Digest: mi.Digest, Size: mi.Size, PieceLength: mi.PieceLength}
+	b, err := shape.Marshal()
 	if err != nil {
 		return nil, err
 	}
