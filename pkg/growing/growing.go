@@ -260,6 +260,26 @@ func (b *Blob) MetaInfo() (mi *metainfo.MetaInfo, complete bool) {
 		b.finished && b.err == nil
 }
 
+// Changed is closed when a piece is published or the blob finishes; take
+// it before looking at what is published.
+func (b *Blob) Changed() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.changed
+}
+
+// Bitfield is the published pieces, MSB first, and whether that is all
+// of them (the blob arrived whole and matched).
+func (b *Blob) Bitfield() (bits []byte, complete bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	bits = make([]byte, (b.n+7)/8)
+	for i := range b.published {
+		bits[i/8] |= 0x80 >> (i % 8)
+	}
+	return bits, b.finished && b.err == nil
+}
+
 // Published is how many pieces are readable.
 func (b *Blob) Published() int {
 	b.mu.Lock()
