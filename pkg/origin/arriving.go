@@ -25,10 +25,11 @@ import (
 
 // arriving are the blobs this origin is receiving from an upstream right
 // now (see pkg/growing): a GET of one is served piece by piece as the
-// pieces hash, instead of after the last byte. What stays as it was: a
-// HEAD, and so an agent's pull check, answers once the blob is stored, and
-// the swarm sees the blob only then (handing the growing blob to the
-// swarm is the next step).
+// pieces hash, instead of after the last byte; a HEAD (an agent's pull
+// check) answers once the first piece is in; the origin seeds the pieces
+// published (seed.go) and serves the chain so far on
+// metainfo.HTTPPath?partial=1, so agents fetch pieces while the rest
+// arrives.
 type arriving struct {
 	mu      sync.Mutex
 	blobs   map[digest.Digest]*growing.Blob
@@ -188,12 +189,14 @@ func (s *Server) arrivingFor(ctx context.Context, w http.ResponseWriter, reg *up
 	return g, nil
 }
 
-// serveArriving answers a GET (with Range) of a blob still arriving: each
+// serveArriving answers a GET or HEAD (with Range) of a blob still arriving: each
 // piece goes out once published, the last only after the whole blob
 // matched its digest. If it fails instead, the response is cut: a body
 // that is not the blob never ends cleanly.
 func (s *Server) serveArriving(w http.ResponseWriter, r *http.Request, g *growing.Blob) error {
-	s.arriving.streamed.Inc()
+	if r.Method == http.MethodGet {
+		s.arriving.streamed.Inc()
+	}
 	h := w.Header()
 	h.Set("Docker-Content-Digest", g.Digest().String())
 	h.Set("Accept-Ranges", "bytes")
@@ -205,6 +208,9 @@ func (s *Server) serveArriving(w http.ResponseWriter, r *http.Request, g *growin
 	}
 	h.Set("Content-Length", strconv.FormatInt(span.Length, 10))
 	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return nil
+	}
 	var out io.Writer = w
 	if s.egress != nil {
 		out = &pace.Writer{Ctx: r.Context(), W: w, Lim: s.egress}

@@ -48,20 +48,22 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, rt route) error
 		return err
 	}
 	if reg, urepo, ok := s.upstreams.Lookup(rt.name); ok {
-		if r.Method == http.MethodGet {
-			g, err := s.arrivingFor(r.Context(), w, reg, rt.name, urepo, d)
-			if err != nil {
-				return err
-			}
-			if g != nil {
-				defer g.Release()
+		// A HEAD too: an agent's pull check, after which it follows the
+		// blob's metainfo as it grows and fetches pieces as they land.
+		g, err := s.arrivingFor(r.Context(), w, reg, rt.name, urepo, d)
+		if err != nil {
+			return err
+		}
+		if g != nil {
+			defer g.Release()
+			if r.Method == http.MethodGet {
 				release, err := s.admitReader(w)
 				if err != nil {
 					return err
 				}
 				defer release()
-				return s.serveArriving(w, r, g)
 			}
+			return s.serveArriving(w, r, g)
 		}
 		if err := s.pullBlob(r.Context(), w, reg, rt.name, urepo, d); err != nil {
 			return err
