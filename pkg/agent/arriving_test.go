@@ -8,16 +8,13 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/shoal-project/shoal/pkg/agent"
 	"github.com/shoal-project/shoal/pkg/origin"
-	"github.com/shoal-project/shoal/pkg/origin/origintest"
-	"github.com/shoal-project/shoal/pkg/ring"
 	"github.com/shoal-project/shoal/pkg/tlsconfig"
-	"github.com/shoal-project/shoal/pkg/tracker"
-	"github.com/shoal-project/shoal/pkg/tracker/trackertest"
 	"github.com/shoal-project/shoal/pkg/upstream"
 	"github.com/shoal-project/shoal/pkg/upstream/registrytest"
 )
@@ -35,34 +32,39 @@ func files(t *testing.T, dir string) []string {
 	return out
 }
 
-// TestArrivingBlobStreamsThroughAgent: the first pull of a fresh blob that
-// a slow upstream (the real docker-registry behind a throttling proxy)
-// sends over seconds reaches containerd through the agent piece by piece:
-// the agent's pull check answers once the origin has the first piece, its
-// download follows the origin's growing metainfo, and its client's first
-// byte comes long before the upstream's last; every byte checks at the
-// end. When the upstream's bytes are wrong, the agent's client gets a cut
-// body, and neither the agent nor the origin keeps anything of the blob.
+// TestArrivingBlobStreamsThroughAgent: the first rollout of a fresh blob
+// that a slow upstream (the real docker-registry behind a throttling
+// proxy) sends over seconds reaches three agents' clients piece by piece:
+// their pull checks answer once the origin has the first piece, their
+// downloads follow the origin's growing metainfo and take the pieces from
+// the origin's seeder and each other as they land, and every client's
+// first byte comes long before the upstream's last; every byte checks at
+// the end, and the origin sends about one copy. When the upstream's bytes
+// are wrong, the client gets a cut body, and neither the agent nor the
+// origin keeps anything of the blob.
 func TestArrivingBlobStreamsThroughAgent(t *testing.T) {
 	reg := registrytest.Start(t)
 	good := reg.Push("library/good", "1", 8<<20)
 	bad := reg.Push("library/bad", "1", 8<<20)
-	o := origintest.Start(t, origin.Config{Upstreams: []upstream.Config{{
+	o, trAddr, upload := seedingOriginWith(t, origin.Config{Upstreams: []upstream.Config{{
 		Namespace: "registry.test", URL: reg.URL, Username: reg.User, PasswordFile: reg.PasswordFile,
 		TLS: tlsconfig.Files{CAFile: reg.CAFile},
 	}}})
-	tr := trackertest.Start(t, nil, tracker.Config{}, []tracker.Option{
-		tracker.WithOrigins(ring.New([]ring.Member{{ID: "origin", Addr: o.Host}}))})
-	a := startAgent(t, tr.Addr, o.URL, agent.Config{
-		Registries: map[string]agent.Upstream{"registry.example.com": {Origins: []string{o.URL}}},
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for a.counter(t, "shoal_agent_upstream_namespaces") != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the agent did not learn the upstream namespace")
+	var agents []testAgent
+	for range 3 {
+		a := startAgent(t, trAddr, o.URL, agent.Config{
+			Registries: map[string]agent.Upstream{"registry.example.com": {Origins: []string{o.URL}}},
+		})
+		deadline := time.Now().Add(10 * time.Second)
+		for a.counter(t, "shoal_agent_upstream_namespaces") != 1 {
+			if time.Now().After(deadline) {
+				t.Fatal("the agent did not learn the upstream namespace")
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(20 * time.Millisecond)
+		agents = append(agents, a)
 	}
+	a := agents[0]
 	for _, repo := range []string{"library/good", "library/bad"} {
 		resp, body := do(t, "GET", a.url+"/v2/"+repo+"/manifests/1?ns=registry.test", map[string]string{"Accept": upstream.AcceptManifests}, nil)
 		if resp.StatusCode != 200 {
@@ -73,9 +75,9 @@ func TestArrivingBlobStreamsThroughAgent(t *testing.T) {
 	reg.SetThrottle(bps)
 	originBlobs := files(t, filepath.Join(o.DataDir, "blobstore", "blobs"))
 
-	// get pulls a blob through the agent as containerd would, timing its
+	// get pulls a blob through agent a as containerd would, timing its
 	// first byte.
-	get := func(repo, d string) (start time.Time, ttfb time.Duration, body []byte, err error) {
+	get := func(a testAgent, repo, d string) (start time.Time, ttfb time.Duration, body []byte, err error) {
 		start = time.Now()
 		resp, err := http.Get(a.url + "/v2/" + repo + "/blobs/" + d + "?ns=registry.test")
 		if err != nil {
@@ -97,20 +99,45 @@ func TestArrivingBlobStreamsThroughAgent(t *testing.T) {
 
 	t.Run("right bytes", func(t *testing.T) {
 		layer := good.Layers[0]
-		start, ttfb, body, err := get("library/good", layer)
-		if err != nil || !bytes.Equal(body, good.Blobs[layer]) {
-			t.Fatalf("pull: %v, %d bytes, want the layer's %d", err, len(body), len(good.Blobs[layer]))
+		type result struct {
+			start time.Time
+			ttfb  time.Duration
+			done  time.Duration
+			err   error
 		}
-		upstreamDone := reg.BlobSent(layer).Sub(start)
-		if upstreamDone < 2*time.Second || ttfb > upstreamDone/3 {
-			t.Fatalf("first byte through the agent after %v, the upstream's last after %v: want the first within a third of the upstream's time",
-				ttfb, upstreamDone)
+		results := make([]result, len(agents))
+		var wg sync.WaitGroup
+		for i, a := range agents {
+			wg.Go(func() {
+				start, ttfb, body, err := get(a, "library/good", layer)
+				if err == nil && !bytes.Equal(body, good.Blobs[layer]) {
+					err = errors.New("wrong bytes")
+				}
+				results[i] = result{start, ttfb, time.Since(start), err}
+			})
 		}
-		t.Logf("%d bytes at %d KiB/s from the upstream: first byte through the agent after %v, upstream done after %v, agent done after %v",
-			len(body), bps>>10, ttfb.Round(time.Millisecond), upstreamDone.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+		wg.Wait()
+		upstreamDone := reg.BlobSent(layer)
+		for i, r := range results {
+			if r.err != nil {
+				t.Fatalf("agent %d: pull: %v", i, r.err)
+			}
+			up := upstreamDone.Sub(r.start)
+			if up < 2*time.Second || r.ttfb > up/3 {
+				t.Fatalf("agent %d: first byte after %v, the upstream's last after %v: want the first within a third of the upstream's time",
+					i, r.ttfb, up)
+			}
+			t.Logf("agent %d: %d bytes at %d KiB/s from the upstream: first byte after %v, upstream done after %v, pull done after %v",
+				i, len(good.Blobs[layer]), bps>>10, r.ttfb.Round(time.Millisecond), up.Round(time.Millisecond), r.done.Round(time.Millisecond))
+		}
 		if n := reg.BlobGETs(layer); n != 1 {
 			t.Fatalf("upstream served the layer %d times, want 1", n)
 		}
+		copies := float64(originEgress(t, o, upload)) / float64(len(good.Blobs[layer]))
+		if copies > 1.5 {
+			t.Fatalf("origin sent %.2f copies to 3 agents, want at most 1.5", copies)
+		}
+		t.Logf("origin sent %.2f copies to 3 agents", copies)
 		// Cached whole: the next pull is local.
 		resp, again := do(t, "GET", a.url+"/v2/library/good/blobs/"+layer+"?ns=registry.test", nil, nil)
 		if resp.StatusCode != 200 || !bytes.Equal(again, good.Blobs[layer]) {
@@ -131,7 +158,7 @@ func TestArrivingBlobStreamsThroughAgent(t *testing.T) {
 			return true
 		})
 		defer reg.SetFault(nil)
-		_, ttfb, body, err := get("library/bad", layer)
+		_, ttfb, body, err := get(a, "library/bad", layer)
 		if err == nil || bytes.Equal(body, bad.Blobs[layer]) || bytes.Equal(body, wrong) {
 			t.Fatalf("pull of a blob the upstream got wrong: %v after %d bytes, want the body cut", err, len(body))
 		}
