@@ -51,6 +51,7 @@ func run(args []string) error {
 	cacheSize := fs.String("cache", "0", "agents' cache_bytes (KiB, MiB, GiB; 0: their default); the report gives the most any agent's data directory held during the pull")
 	capabilities := fs.Bool("capabilities", false, "repository isolation on P2P: origins issue capabilities and every seeder checks them")
 	upstream := fs.Bool("upstream", false, "the image lives only in an upstream registry (Debian's docker-registry, TLS + htpasswd) the origins pull through; agents pull it with ?ns=; the report gives the upstream's egress next to the origin's")
+	upstreamRate := fs.String("upstream-rate", "0", "with --upstream, cap what the upstream registry sends (Mbit, Gbit; 0: uncapped): a remote registry's link")
 	sim := addSimFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -90,12 +91,16 @@ func run(args []string) error {
 		// counts begin.
 		return errors.New("--upstream runs on loopback without --preheat: drop --netns and --preheat")
 	}
+	upstreamBps, err := parseRate(*upstreamRate)
+	if err != nil {
+		return fmt.Errorf("--upstream-rate: %w", err)
+	}
 	if *baseline != "direct" && *baseline != "none" {
 		return fmt.Errorf("--baseline %q: want direct or none", *baseline)
 	}
 	o := options{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps, Baseline: *baseline == "direct",
 		Bin: *bin, Out: *out, Timeout: *timeout, Progress: os.Stderr,
-		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel, Capabilities: *capabilities, Preheat: *preheat, CacheBytes: cacheBytes, Upstream: *upstream}
+		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel, Capabilities: *capabilities, Preheat: *preheat, CacheBytes: cacheBytes, Upstream: *upstream, UpstreamBps: upstreamBps}
 	if err := checkDisk(o); err != nil {
 		return err
 	}

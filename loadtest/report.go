@@ -51,6 +51,7 @@ type summary struct {
 	UpstreamEgress      int64    `json:"upstream_egress_bytes,omitempty"`
 	UpstreamCopies      float64  `json:"upstream_egress_copies,omitempty"`
 	UpstreamOriginsRead int64    `json:"upstream_origins_blob_bytes,omitempty"`
+	UpstreamLastByte    float64  `json:"upstream_last_byte_seconds,omitempty"`
 	Targets             []target `json:"targets,omitempty"`
 }
 
@@ -132,7 +133,7 @@ func summarize(o options, ph *phase, bound float64) summary {
 		s.PreheatCopies, s.PreheatSeconds, s.PreheatEgress = ph.Preheat.Copies, ph.Preheat.Seconds, ph.Preheat.OriginEgress
 	}
 	if u := ph.Upstream; u != nil {
-		s.UpstreamEgress, s.UpstreamOriginsRead = u.EgressBytes, u.OriginsBlobsBytes
+		s.UpstreamEgress, s.UpstreamOriginsRead, s.UpstreamLastByte = u.EgressBytes, u.OriginsBlobsBytes, u.LastByte
 		s.UpstreamCopies = float64(u.EgressBytes) / float64(o.Image)
 		s.Targets = append(s.Targets, newTarget("upstream copies", s.UpstreamCopies, maxUpstreamCopies))
 		// A direct fleet has the origin send every agent a copy: the
@@ -221,8 +222,8 @@ func (r *report) text(w io.Writer) {
 		if s.Targets == nil {
 			continue
 		}
-		fmt.Fprintf(w, "%s: upstream sent %s (%.2fx the image; the origins read %s of blobs from it), origin sent %s (%.2fx)\n",
-			s.Mode, mib1(s.UpstreamEgress), s.UpstreamCopies, mib1(s.UpstreamOriginsRead), mib1(s.OriginEgress), s.EgressCopies)
+		fmt.Fprintf(w, "%s: upstream sent %s (%.2fx the image; the origins read %s of blobs from it), its last byte at %.2fs; origin sent %s (%.2fx)\n",
+			s.Mode, mib1(s.UpstreamEgress), s.UpstreamCopies, mib1(s.UpstreamOriginsRead), s.UpstreamLastByte, mib1(s.OriginEgress), s.EgressCopies)
 		for _, t := range s.Targets {
 			verdict := "PASS"
 			if !t.Pass {

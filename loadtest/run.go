@@ -62,8 +62,10 @@ type options struct {
 	// the pull watch their data directories against it.
 	CacheBytes int64
 	// Upstream puts the image only in a real upstream registry that the
-	// origins pull through, and has the agents pull it with ?ns=.
-	Upstream bool
+	// origins pull through, and has the agents pull it with ?ns=;
+	// UpstreamBps caps what that registry sends (0: uncapped).
+	Upstream    bool
+	UpstreamBps int64
 }
 
 // phase is one fleet's pull, measured.
@@ -101,6 +103,10 @@ type phase struct {
 type upstreamUse struct {
 	EgressBytes       int64 `json:"egress_bytes"`
 	OriginsBlobsBytes int64 `json:"origins_blob_bytes"`
+	// LastByte is when the registry sent its last byte, since the pull
+	// began: the agents' first bytes before it are the pieces handed out
+	// while the image still arrived.
+	LastByte float64 `json:"last_byte_seconds"`
 }
 
 // preheatResult is a preheat before a rollout: how long it took to K
@@ -227,7 +233,7 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	defer f.stopAll()
 	var up *upstreamRegistry
 	if o.Upstream {
-		if up, err = startUpstream(ctx, f); err != nil {
+		if up, err = startUpstream(ctx, f, o.UpstreamBps); err != nil {
 			return nil, err
 		}
 		defer up.close()
@@ -395,7 +401,7 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	}
 	ph.OriginEgress = ph.OriginP2P + ph.OriginV2
 	if up != nil {
-		ph.Upstream = &upstreamUse{EgressBytes: up.egress() - upBase}
+		ph.Upstream = &upstreamUse{EgressBytes: up.egress() - upBase, LastByte: up.lastByte().Sub(start).Seconds()}
 		for _, org := range origins {
 			m, err := org.counters()
 			if err != nil {

@@ -19,7 +19,9 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/time/rate"
 
+	"github.com/shoal-project/shoal/pkg/pace"
 	"github.com/shoal-project/shoal/pkg/tlsconfig"
 )
 
@@ -45,7 +47,9 @@ type upstreamRegistry struct {
 	passwordFile       string
 	client             *http.Client // trusts the registry's CA
 	ln                 net.Listener
-	sent               atomic.Int64 // registry → clients, through the relay
+	sent               atomic.Int64  // registry → clients, through the relay
+	lastSent           atomic.Int64  // when the relay last passed a byte on (Unix ns)
+	limit              *rate.Limiter // the registry's uplink (nil: uncapped)
 	mu                 sync.Mutex
 	conns              map[net.Conn]struct{}
 	wg                 sync.WaitGroup
@@ -55,8 +59,9 @@ type upstreamRegistry struct {
 }
 
 // startUpstream runs docker-registry under f (so stopAll ends it) and the
-// counting relay in front of it.
-func startUpstream(ctx context.Context, f *fleet) (*upstreamRegistry, error) {
+// counting relay in front of it, which caps what the registry sends at
+// bps bytes per second (0: uncapped), the link to a remote registry.
+func startUpstream(ctx context.Context, f *fleet, bps int64) (*upstreamRegistry, error) {
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
 		return nil, errors.New("--upstream needs Debian's docker-registry (apt-get install docker-registry)")
@@ -65,7 +70,7 @@ func startUpstream(ctx context.Context, f *fleet) (*upstreamRegistry, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	u := &upstreamRegistry{user: "shoal", conns: map[net.Conn]struct{}{}}
+	u := &upstreamRegistry{user: "shoal", conns: map[net.Conn]struct{}{}, limit: pace.NewLimiter(bps)}
 	if u.tls, err = tlsconfig.WriteTestPKI(dir); err != nil {
 		return nil, err
 	}
@@ -176,7 +181,7 @@ func (u *upstreamRegistry) relay(c net.Conn) {
 		r.(*net.TCPConn).CloseWrite()
 		close(done)
 	}()
-	io.Copy(countingWriter{c, &u.sent}, r)
+	io.Copy(countingWriter{w: c, n: &u.sent, last: &u.lastSent, lim: u.limit}, r)
 	c.(*net.TCPConn).CloseWrite()
 	<-done
 }
@@ -204,6 +209,9 @@ func (u *upstreamRegistry) untrack(cs ...net.Conn) {
 
 // egress is what the registry has sent through the relay so far.
 func (u *upstreamRegistry) egress() int64 { return u.sent.Load() }
+
+// lastByte is when the relay last passed on a byte of the registry's.
+func (u *upstreamRegistry) lastByte() time.Time { return time.Unix(0, u.lastSent.Load()) }
 
 // close stops the relay (the registry process stops with the fleet).
 func (u *upstreamRegistry) close() {
@@ -234,13 +242,21 @@ func (u *upstreamRegistry) pushTarget() registryTarget {
 	return registryTarget{client: u.client, base: "https://" + u.direct, user: u.user, password: u.password}
 }
 
+// countingWriter passes the registry's bytes on, paced by lim, and counts
+// them.
 type countingWriter struct {
-	w io.Writer
-	n *atomic.Int64
+	w    io.Writer
+	n    *atomic.Int64
+	last *atomic.Int64
+	lim  *rate.Limiter
 }
 
 func (c countingWriter) Write(b []byte) (int, error) {
+	if err := pace.Wait(context.Background(), c.lim, len(b)); err != nil {
+		return 0, err
+	}
 	n, err := c.w.Write(b)
 	c.n.Add(int64(n))
+	c.last.Store(time.Now().UnixNano())
 	return n, err
 }

@@ -23,10 +23,17 @@ func TestUpstreamFleet(t *testing.T) {
 		t.Skip("docker-registry not installed (apt-get install docker-registry)")
 	}
 	bin := binDir(t)
-	for _, origins := range []int{1, 2} {
-		t.Run(fmt.Sprintf("origins=%d", origins), func(t *testing.T) {
+	for _, tt := range []struct {
+		origins int
+		// upstreamBps caps the registry: then the agents' first bytes
+		// must come well before its last, the image handed out while it
+		// arrives.
+		upstreamBps int64
+	}{{1, 0}, {2, 0}, {1, 4 << 20}} {
+		origins := tt.origins
+		t.Run(fmt.Sprintf("origins=%d,upstream_bps=%d", origins, tt.upstreamBps), func(t *testing.T) {
 			o := options{Agents: 4, Image: 16 << 20, Layers: 2, LinkBps: 50 << 20, Origins: origins, Upstream: true,
-				Bin: bin, Out: t.TempDir(), Timeout: 2 * time.Minute}
+				UpstreamBps: tt.upstreamBps, Bin: bin, Out: t.TempDir(), Timeout: 2 * time.Minute}
 			r := runFleet(t, o)
 			ph, s := r.Phases[0], r.Summaries[0]
 			for _, a := range ph.Agents {
@@ -68,8 +75,11 @@ func TestUpstreamFleet(t *testing.T) {
 			if j, _ := os.ReadFile(r.Files[0]); !strings.Contains(string(j), `"upstream_egress_copies"`) {
 				t.Fatal("JSON report lacks the upstream's copies")
 			}
-			t.Logf("%d origins: upstream %.2f copies, origin %.2f copies, p50 %.2fs p99 %.2fs",
-				origins, s.UpstreamCopies, s.EgressCopies, s.P50, s.P99)
+			if tt.upstreamBps > 0 && (u.LastByte < 3 || s.FirstByteP99 > u.LastByte/2) {
+				t.Errorf("first byte p99 %.2fs, the upstream's last byte at %.2fs: want the first within half of it", s.FirstByteP99, u.LastByte)
+			}
+			t.Logf("%d origins: upstream %.2f copies (last byte at %.2fs), origin %.2f copies, p50 %.2fs p99 %.2fs, first byte p99 %.2fs",
+				origins, s.UpstreamCopies, u.LastByte, s.EgressCopies, s.P50, s.P99, s.FirstByteP99)
 		})
 	}
 }
