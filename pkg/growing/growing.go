@@ -28,31 +28,29 @@
 //     partial is ever committed or served as complete: commit sees only a
 //     spool that matched.
 //
-// Built on it so far: the origin serves a GET of an arriving blob piece by
-// piece (pkg/origin/arriving.go) and its metainfo prefix on
-// metainfo.HTTPPath?partial=1. What is left for the swarm, in order:
+// Built on it, end to end:
 //
-//  1. The origin seeds an arriving blob: its p2p.Blob is this one
-//     (Bitfield: the published prefix; p2p.Growing: Changed on each
-//     publish; MetaInfo: the prefix).
-//  2. The piece protocol's handshake compares the metainfo's shape
-//     (digest, size, piece length), not a hash of the whole chain, which
-//     grows: the chain is a function of the blob's bytes, and a wrong one
-//     can only fail good pieces, never pass bad ones (the last check is
-//     the digest). A wire change: a new protocol version beside
-//     /shoal/pieces/1 for a rolling upgrade.
-//  3. An agent's download takes a metainfo that grows: the agent asks the
-//     origin for ?partial=1 when the tracker has no whole one, and again
-//     each time a peer announces a piece past its chain; the scheduler is
-//     limited to pieces the chain covers (a limit it raises as the chain
-//     grows), a piece that lands past it is dropped without blaming the
-//     peer, the origin top-up takes only covered pieces, and the
-//     piecefile checks with the current prefix and records the shape.
-//  4. Only then the origin answers a HEAD (an agent's pull check) once the
-//     first piece is published, as it does a GET: before, an agent would
-//     find no metainfo and send containerd to the upstream itself.
+//   - The origin that fetches (the blob's first live owner) serves a GET
+//     of the blob piece by piece, answers a HEAD (an agent's pull check)
+//     once the first piece is in, seeds the published pieces over the
+//     piece protocol (super-seeded: each new piece offered to one idle
+//     peer, so it leaves the origin about once), and serves the chain so
+//     far on metainfo.HTTPPath?partial=1 (pkg/origin/arriving.go, seed.go).
+//   - The piece protocol's handshake compares the layout (digest, size,
+//     piece length), not the chain, so peers holding prefixes of different
+//     lengths trade pieces.
+//   - An agent whose tracker has no metainfo yet takes the prefix from the
+//     origin and asks again every 100 ms until it is whole; its download
+//     asks only for the pieces the prefix covers (scheduler.SetLimit,
+//     piecefile.Grow), and streams each to containerd once it is checked.
+//     An origin that drops the blob fails the download, and the agent
+//     removes what it held of it.
 //
 // The tracker keeps serving and caching whole metainfo only.
+//
+// Left: a non-owner origin neither seeds an arriving blob nor serves its
+// prefix (its clients wait for the whole blob, as before), and agents poll
+// for the prefix rather than learn of growth from the origin's haves.
 package growing
 
 import (
