@@ -32,12 +32,18 @@ type proc struct {
 }
 
 func (f *fleet) start(pl *place, name, component string, args ...string) (*proc, error) {
+	return f.startArgv(pl, name, append([]string{filepath.Join(f.bin, "shoal-"+component)}, args...))
+}
+
+// startArgv starts any program as one of the fleet's processes (the
+// upstream registry of --upstream is not one of Shoal's).
+func (f *fleet) startArgv(pl *place, name string, argv []string) (*proc, error) {
 	logPath := filepath.Join(f.dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	argv := pl.wrap(append([]string{filepath.Join(f.bin, "shoal-"+component)}, args...))
+	argv = pl.wrap(argv)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C to the load test reaches us, and we

@@ -52,6 +52,8 @@ func parseArgs(args []string) (o options, sim *simFlags, so simOptions, err erro
 	preheat := fs.Int("preheat", 0, "also run a rollout preceded by a preheat of K agents (shoal-tracker's Preheat), beside the cold one")
 	cacheSize := fs.String("cache", "0", "agents' cache_bytes (KiB, MiB, GiB; 0: their default); the report gives the most any agent's data directory held during the pull")
 	capabilities := fs.Bool("capabilities", false, "repository isolation on P2P: origins issue capabilities and every seeder checks them")
+	upstream := fs.Bool("upstream", false, "the image lives only in an upstream registry (Debian's docker-registry, TLS + htpasswd) the origins pull through; agents pull it with ?ns=; the report gives the upstream's egress next to the origin's")
+	upstreamRate := fs.String("upstream-rate", "0", "with --upstream, cap what the upstream registry sends (Mbit, Gbit; 0: uncapped): a remote registry's link")
 	sim = addSimFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return o, nil, so, err
@@ -83,12 +85,22 @@ func parseArgs(args []string) (o options, sim *simFlags, so simOptions, err erro
 	if *preheat < 0 || *preheat > *agents {
 		return o, nil, so, errors.New("--preheat must be 0..--agents")
 	}
+	if *upstream && (*netns || *preheat > 0) {
+		// The registry and its counting relay live on this machine's
+		// loopback, and a preheat would fetch from it before the
+		// counts begin.
+		return o, nil, so, errors.New("--upstream runs on loopback without --preheat: drop --netns and --preheat")
+	}
+	upstreamBps, err := parseRate(*upstreamRate)
+	if err != nil {
+		return o, nil, so, fmt.Errorf("--upstream-rate: %w", err)
+	}
 	if *baseline != "direct" && *baseline != "none" {
 		return o, nil, so, fmt.Errorf("--baseline %q: want direct or none", *baseline)
 	}
 	o = options{Agents: *agents, Image: size, Layers: *layers, LinkBps: bps, Baseline: *baseline == "direct",
 		Bin: *bin, Out: *out, Timeout: *timeout, Progress: os.Stderr,
-		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel, Capabilities: *capabilities, Preheat: *preheat, CacheBytes: cacheBytes}
+		Origins: *origins, Stagger: *stagger, Churn: *churn, KillOrigin: *killOrigin, Netns: *netns, LogLevel: *logLevel, Capabilities: *capabilities, Preheat: *preheat, CacheBytes: cacheBytes, Upstream: *upstream, UpstreamBps: upstreamBps}
 	return o, sim, so, nil
 }
 
@@ -150,14 +162,18 @@ func fleetRun(ctx context.Context, o options) (*report, error) {
 }
 
 // checkDisk refuses a fleet whose caches would not fit: every agent keeps
-// a copy, and the origin one.
+// a copy, the origin one, and with --upstream the upstream registry one.
 func checkDisk(o options) error {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(os.TempDir(), &st); err != nil {
 		return err
 	}
 	free := int64(st.Bavail) * int64(st.Bsize)
-	need := (int64(o.Agents) + 2) * o.Image * 11 / 10
+	copies := int64(o.Agents) + 2
+	if o.Upstream {
+		copies++
+	}
+	need := copies * o.Image * 11 / 10
 	if need > free {
 		return fmt.Errorf("needs about %s free in %s for the fleet's caches, has %s", mib(need), os.TempDir(), mib(free))
 	}

@@ -45,6 +45,34 @@ type summary struct {
 	PreheatCopies  int     `json:"preheat_copies,omitempty"`
 	PreheatSeconds float64 `json:"preheat_seconds,omitempty"`
 	PreheatEgress  int64   `json:"preheat_origin_egress_bytes,omitempty"`
+	// With --upstream: what the upstream registry sent over the pull, in
+	// bytes and in copies of the image, what the origins counted reading
+	// blobs from it, and the targets the run is held to.
+	UpstreamEgress      int64    `json:"upstream_egress_bytes,omitempty"`
+	UpstreamCopies      float64  `json:"upstream_egress_copies,omitempty"`
+	UpstreamOriginsRead int64    `json:"upstream_origins_blob_bytes,omitempty"`
+	UpstreamLastByte    float64  `json:"upstream_last_byte_seconds,omitempty"`
+	Targets             []target `json:"targets,omitempty"`
+}
+
+// target is a bound a run's number is held to, and whether it held.
+type target struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Max   float64 `json:"max"`
+	Pass  bool    `json:"pass"`
+}
+
+// The pull-through targets (issue #15): the upstream sends the image about
+// once per cluster, and the origin, which now also receives it, still
+// sends it about once to the swarm.
+const (
+	maxUpstreamCopies = 1.1
+	maxOriginCopies   = 1.5
+)
+
+func newTarget(name string, v, limit float64) target {
+	return target{Name: name, Value: v, Max: limit, Pass: v <= limit}
 }
 
 type report struct {
@@ -55,9 +83,12 @@ type report struct {
 	BoundSeconds float64 `json:"bound_seconds,omitempty"` // image ÷ link: the physical floor
 	// Capabilities: every piece request carried an origin-issued
 	// capability that seeders checked (--capabilities).
-	Capabilities bool      `json:"capabilities"`
-	Summaries    []summary `json:"summaries"`
-	P2PVsDirect  float64   `json:"p99_p2p_over_direct,omitempty"`
+	Capabilities bool `json:"capabilities"`
+	// Upstream: the image lived only in an upstream registry the origins
+	// pulled through (--upstream).
+	Upstream    bool      `json:"upstream,omitempty"`
+	Summaries   []summary `json:"summaries"`
+	P2PVsDirect float64   `json:"p99_p2p_over_direct,omitempty"`
 	// PreheatVsCold is the preheated rollout's p99 over the cold one's.
 	PreheatVsCold float64   `json:"p99_preheat_over_cold,omitempty"`
 	Phases        []*phase  `json:"phases"`
@@ -101,6 +132,16 @@ func summarize(o options, ph *phase, bound float64) summary {
 	if ph.Preheat != nil {
 		s.PreheatCopies, s.PreheatSeconds, s.PreheatEgress = ph.Preheat.Copies, ph.Preheat.Seconds, ph.Preheat.OriginEgress
 	}
+	if u := ph.Upstream; u != nil {
+		s.UpstreamEgress, s.UpstreamOriginsRead, s.UpstreamLastByte = u.EgressBytes, u.OriginsBlobsBytes, u.LastByte
+		s.UpstreamCopies = float64(u.EgressBytes) / float64(o.Image)
+		s.Targets = append(s.Targets, newTarget("upstream copies", s.UpstreamCopies, maxUpstreamCopies))
+		// A direct fleet has the origin send every agent a copy: the
+		// origin's target is the swarm's.
+		if ph.Mode != "direct" {
+			s.Targets = append(s.Targets, newTarget("origin copies", s.EgressCopies, maxOriginCopies))
+		}
+	}
 	if bound > 0 {
 		s.P99OverBound = s.P99 / bound
 	}
@@ -108,7 +149,8 @@ func summarize(o options, ph *phase, bound float64) summary {
 }
 
 func buildReport(o options, phases []*phase) *report {
-	r := &report{Agents: o.Agents, ImageBytes: o.Image, Layers: o.Layers, LinkBps: o.LinkBps, Capabilities: o.Capabilities, Phases: phases}
+	r := &report{Agents: o.Agents, ImageBytes: o.Image, Layers: o.Layers, LinkBps: o.LinkBps, Capabilities: o.Capabilities,
+		Upstream: o.Upstream, Phases: phases}
 	if o.LinkBps > 0 {
 		r.BoundSeconds = float64(o.Image) / float64(o.LinkBps)
 	}
@@ -139,6 +181,9 @@ func (r *report) text(w io.Writer) {
 	}
 	if r.Capabilities {
 		fmt.Fprint(w, "; piece requests carry capabilities")
+	}
+	if r.Upstream {
+		fmt.Fprintf(w, "; the image lives only in an upstream registry (docker-registry, TLS + htpasswd) pulled through as ?ns=%s", upstreamNS)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "\n%-7s %8s %8s %8s %8s %9s %10s %10s %14s %8s %12s %6s\n",
@@ -171,6 +216,20 @@ func (r *report) text(w io.Writer) {
 		if s.CPULimited {
 			fmt.Fprintf(w, "%s: the CPU was busy %.0f%% (%.0f%% in its busiest second): the times may be the machine's limit, not the links'\n",
 				s.Mode, 100*s.CPUBusy, 100*s.CPUBusyMax)
+		}
+	}
+	for _, s := range r.Summaries {
+		if s.Targets == nil {
+			continue
+		}
+		fmt.Fprintf(w, "%s: upstream sent %s (%.2fx the image; the origins read %s of blobs from it), its last byte at %.2fs; origin sent %s (%.2fx)\n",
+			s.Mode, mib1(s.UpstreamEgress), s.UpstreamCopies, mib1(s.UpstreamOriginsRead), s.UpstreamLastByte, mib1(s.OriginEgress), s.EgressCopies)
+		for _, t := range s.Targets {
+			verdict := "PASS"
+			if !t.Pass {
+				verdict = "FAIL"
+			}
+			fmt.Fprintf(w, "%s: %s %.2f, target ≤ %.2f: %s\n", s.Mode, t.Name, t.Value, t.Max, verdict)
 		}
 	}
 	for _, s := range r.Summaries {
@@ -322,6 +381,13 @@ func (r *report) counterRows() []counterRow {
 			func(s summary) string { return fmt.Sprint(s.OriginRefused) }},
 		{"setup", "time to start the fleet before the pull",
 			func(s summary) string { return fmt.Sprintf("%.1fs", s.Setup) }},
+	}
+	if r.Upstream {
+		rows = append(rows, struct {
+			name, meaning string
+			value         func(s summary) string
+		}{"upstream egress", fmt.Sprintf("bytes the upstream registry sent over the pull, counted at a relay in front of it (copies of the image; target ≤ %.1f)", maxUpstreamCopies),
+			func(s summary) string { return fmt.Sprintf("%s (%.2f×)", mib1(s.UpstreamEgress), s.UpstreamCopies) }})
 	}
 	var out []counterRow
 	for _, row := range rows {

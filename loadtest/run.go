@@ -13,6 +13,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -60,6 +61,11 @@ type options struct {
 	// CacheBytes sets the agents' cache_bytes (0: their default) and has
 	// the pull watch their data directories against it.
 	CacheBytes int64
+	// Upstream puts the image only in a real upstream registry that the
+	// origins pull through, and has the agents pull it with ?ns=;
+	// UpstreamBps caps what that registry sends (0: uncapped).
+	Upstream    bool
+	UpstreamBps int64
 }
 
 // phase is one fleet's pull, measured.
@@ -86,6 +92,21 @@ type phase struct {
 	// Disk is what the agents' data directories held during the pull,
 	// against their cache_bytes (with --cache).
 	Disk *diskUse `json:"disk,omitempty"`
+	// Upstream is what the upstream registry sent over the pull (with
+	// --upstream).
+	Upstream *upstreamUse `json:"upstream,omitempty"`
+}
+
+// upstreamUse is the upstream registry's side of a pull: its egress as the
+// relay in front of it counted it (TLS, headers and all), and the blob
+// bytes the origins counted reading from it, which the egress must cover.
+type upstreamUse struct {
+	EgressBytes       int64 `json:"egress_bytes"`
+	OriginsBlobsBytes int64 `json:"origins_blob_bytes"`
+	// LastByte is when the registry sent its last byte, since the pull
+	// began: the agents' first bytes before it are the pieces handed out
+	// while the image still arrived.
+	LastByte float64 `json:"last_byte_seconds"`
 }
 
 // preheatResult is a preheat before a rollout: how long it took to K
@@ -210,6 +231,13 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	defer topo.close() // after the fleet has stopped: defers run last first
 	f := &fleet{bin: o.Bin, dir: dir}
 	defer f.stopAll()
+	var up *upstreamRegistry
+	if o.Upstream {
+		if up, err = startUpstream(ctx, f, o.UpstreamBps); err != nil {
+			return nil, err
+		}
+		defer up.close()
+	}
 
 	trPlace, err := topo.place("tracker")
 	if err != nil {
@@ -260,7 +288,7 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	}
 	var origins []*originProc
 	for i := range o.Origins {
-		org, err := startOrigin(ctx, f, topo, i, o, etcdURL)
+		org, err := startOrigin(ctx, f, topo, i, o, etcdURL, up)
 		if err != nil {
 			return nil, err
 		}
@@ -270,7 +298,13 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 	for _, org := range origins {
 		originURLs = append(originURLs, org.url)
 	}
-	layers, err := pushImage(ctx, origins[0].pl.client, originURLs[0], o.Image, o.Layers)
+	target := registryTarget{client: origins[0].pl.client, base: originURLs[0]}
+	if up != nil {
+		// The image lives upstream only: the origins learn of it from
+		// the agents' first pull.
+		target = up.pushTarget()
+	}
+	layers, err := pushImage(ctx, target, "loadtest/app", o.Image, o.Layers)
 	if err != nil {
 		return nil, fmt.Errorf("push image: %w", err)
 	}
@@ -297,6 +331,10 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 		}
 	}
 	ph := &phase{Mode: mode, Agents: make([]agentResult, o.Agents), Setup: time.Since(setupStart).Seconds(), Preheat: pre}
+	var upBase int64
+	if up != nil {
+		upBase = up.egress()
+	}
 	var received atomic.Int64
 	var doneCount atomic.Int32
 	stopProgress := progress(o.Progress, mode, o.Agents, int64(o.Agents)*o.Image, &doneCount, &received)
@@ -362,6 +400,16 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 		ph.OriginBusySent += c.OriginBusySent
 	}
 	ph.OriginEgress = ph.OriginP2P + ph.OriginV2
+	if up != nil {
+		ph.Upstream = &upstreamUse{EgressBytes: up.egress() - upBase, LastByte: up.lastByte().Sub(start).Seconds()}
+		for _, org := range origins {
+			m, err := org.counters()
+			if err != nil {
+				return nil, err
+			}
+			ph.Upstream.OriginsBlobsBytes += int64(m["shoal_upstream_blob_bytes_total"])
+		}
+	}
 	// Fifty scrapes through namespaces add up, too.
 	scraped := make([]map[string]float64, len(agents))
 	if err := fewAtATime(len(agents), func(i int) (err error) {
@@ -406,7 +454,7 @@ type originProc struct {
 	killed map[string]float64 // counters when it was killed
 }
 
-func startOrigin(ctx context.Context, f *fleet, topo topology, i int, o options, etcd string) (*originProc, error) {
+func startOrigin(ctx context.Context, f *fleet, topo topology, i int, o options, etcd string, up *upstreamRegistry) (*originProc, error) {
 	id := fmt.Sprintf("o%d", i)
 	pl, err := topo.place("origin-" + id)
 	if err != nil {
@@ -439,6 +487,9 @@ func startOrigin(ctx context.Context, f *fleet, topo topology, i int, o options,
 			return nil, err
 		}
 		cfg = fmt.Sprintf("capability_key_file: %q\n", priv)
+	}
+	if up != nil {
+		cfg += up.originConfig()
 	}
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -497,6 +548,7 @@ type agentProc struct {
 	config  string
 	mu      sync.Mutex
 	proc    *proc
+	query   string             // on every /v2 request: ?ns= with --upstream
 	earlier map[string]float64 // counters of killed incarnations
 	back    chan struct{}      // closed when a restarted agent is ready
 	// restartErr is why the agent did not come back, if it did not.
@@ -562,7 +614,7 @@ func (a *agentProc) pullWithRestarts(ctx context.Context, offset time.Duration, 
 	}
 	first := time.Since(start).Seconds()
 	for attempt := 0; ; attempt++ {
-		r := pull(ctx, a.pl.client, "http://"+a.addr, layers, start, received)
+		r := pull(ctx, a.pl.client, "http://"+a.addr, a.query, layers, start, received)
 		r.Start = first
 		if r.Error == "" || ctx.Err() != nil || attempt == 3 {
 			return r
@@ -626,38 +678,112 @@ func startAgent(ctx context.Context, f *fleet, topo topology, i int, o options, 
 	if o.LinkBps > 0 && !o.Netns {
 		cfg += fmt.Sprintf("upload_rate: %d\ndownload_rate: %d\n", o.LinkBps, o.LinkBps)
 	}
+	if o.Upstream {
+		// The agent learns the namespace from the origins
+		// (/upstreams/v1); soon after a start, not a minute later.
+		cfg += "upstream_refresh: 1s\n"
+	}
 	a := &agentProc{f: f, pl: pl, name: name, addr: addr, config: filepath.Join(f.dir, name+".yaml"), earlier: map[string]float64{}}
+	if o.Upstream {
+		a.query = "?ns=" + url.QueryEscape(upstreamNS)
+	}
 	if err := os.WriteFile(a.config, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
 	if a.proc, err = f.start(pl, name, "agent", "--config", a.config); err != nil {
 		return nil, err
 	}
-	return a, waitReady(ctx, a.proc, "http://"+addr+"/readyz")
+	if err := waitReady(ctx, a.proc, "http://"+addr+"/readyz"); err != nil {
+		return a, err
+	}
+	if o.Upstream {
+		return a, a.waitAdvert(ctx)
+	}
+	return a, nil
 }
 
-// pushImage pushes layers of random bytes and a manifest tagged v1, as CI
-// would, and returns the layers.
-func pushImage(ctx context.Context, c *http.Client, origin string, total int64, n int) ([]layerDesc, error) {
+// waitAdvert waits until the agent serves the upstream namespace, which it
+// learns from the origins.
+func (a *agentProc) waitAdvert(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		m, err := scrape(a.pl.client, "http://"+a.addr+"/metrics")
+		if err == nil && m["shoal_agent_upstream_namespaces"] >= 1 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not learn the upstream namespace from the origins: %w", a.name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// registryTarget is a registry pushImage writes to: an origin, or the
+// upstream registry of --upstream (Basic auth).
+type registryTarget struct {
+	client         *http.Client
+	base           string // scheme://host:port
+	user, password string
+}
+
+func (t registryTarget) do(ctx context.Context, method, url, contentType string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if t.user != "" {
+		req.SetBasicAuth(t.user, t.password)
+	}
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, nil
+}
+
+// putBlob uploads b in a POST and a PUT, which every registry takes (a
+// monolithic POST is optional in the distribution spec).
+func (t registryTarget) putBlob(ctx context.Context, repo string, b []byte) (string, error) {
+	s := sha256.Sum256(b)
+	d := "sha256:" + hex.EncodeToString(s[:])
+	resp, err := t.do(ctx, http.MethodPost, t.base+"/v2/"+repo+"/blobs/uploads/", "", nil)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		return "", fmt.Errorf("start upload of %s: %s", d, resp.Status)
+	}
+	base, _ := url.Parse(t.base)
+	loc, err := base.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		return "", fmt.Errorf("upload location: %w", err)
+	}
+	q := loc.Query()
+	q.Set("digest", d)
+	loc.RawQuery = q.Encode()
+	if resp, err = t.do(ctx, http.MethodPut, loc.String(), "application/octet-stream", b); err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("push %s: %s", d, resp.Status)
+	}
+	return d, nil
+}
+
+// pushImage pushes layers of random bytes and a manifest tagged v1 to
+// repo, as CI would, and returns the layers.
+func pushImage(ctx context.Context, t registryTarget, repo string, total int64, n int) ([]layerDesc, error) {
 	var seed [32]byte
 	rand.Read(seed[:])
 	gen := mrand.NewChaCha8(seed)
 	var layers []layerDesc
-	put := func(b []byte) (string, error) {
-		s := sha256.Sum256(b)
-		d := "sha256:" + hex.EncodeToString(s[:])
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, origin+"/v2/loadtest/app/blobs/uploads/?digest="+d, bytes.NewReader(b))
-		req.Header.Set("Content-Type", "application/octet-stream")
-		resp, err := c.Do(req)
-		if err != nil {
-			return "", err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			return "", fmt.Errorf("push %s: %s", d, resp.Status)
-		}
-		return d, nil
-	}
 	for i := range n {
 		size := total / int64(n)
 		if i == n-1 {
@@ -665,26 +791,23 @@ func pushImage(ctx context.Context, c *http.Client, origin string, total int64, 
 		}
 		b := make([]byte, size)
 		gen.Read(b)
-		d, err := put(b)
+		d, err := t.putBlob(ctx, repo, b)
 		if err != nil {
 			return nil, err
 		}
 		layers = append(layers, layerDesc{"application/vnd.oci.image.layer.v1.tar+gzip", d, size})
 	}
 	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
-	cd, err := put(cfg)
+	cd, err := t.putBlob(ctx, repo, cfg)
 	if err != nil {
 		return nil, err
 	}
 	m, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
 		"config": layerDesc{"application/vnd.oci.image.config.v1+json", cd, int64(len(cfg))}, "layers": layers})
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, origin+"/v2/loadtest/app/manifests/v1", bytes.NewReader(m))
-	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-	resp, err := c.Do(req)
+	resp, err := t.do(ctx, http.MethodPut, t.base+"/v2/"+repo+"/manifests/v1", "application/vnd.oci.image.manifest.v1+json", m)
 	if err != nil {
 		return nil, err
 	}
-	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
 		return nil, fmt.Errorf("push manifest: %s", resp.Status)
 	}
@@ -693,12 +816,12 @@ func pushImage(ctx context.Context, c *http.Client, origin string, total int64, 
 
 // pull does what containerd does: the manifest by tag, then every layer,
 // three at a time, each checked against its digest.
-func pull(ctx context.Context, c *http.Client, agent string, layers []layerDesc, phaseStart time.Time, received *atomic.Int64) agentResult {
+func pull(ctx context.Context, c *http.Client, agent, query string, layers []layerDesc, phaseStart time.Time, received *atomic.Int64) agentResult {
 	var r agentResult
 	since := func() float64 { return time.Since(phaseStart).Seconds() }
 	r.Start = since()
 	fail := func(err error) agentResult { r.Error = err.Error(); r.Done = since(); return r }
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, agent+"/v2/loadtest/app/manifests/v1", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, agent+"/v2/loadtest/app/manifests/v1"+query, nil)
 	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json")
 	resp, err := c.Do(req)
 	if err != nil {
@@ -720,7 +843,7 @@ func pull(ctx context.Context, c *http.Client, agent string, layers []layerDesc,
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, agent+"/v2/loadtest/app/blobs/"+l.Digest, nil)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, agent+"/v2/loadtest/app/blobs/"+l.Digest+query, nil)
 			resp, err := c.Do(req)
 			if err == nil && resp.StatusCode != http.StatusOK {
 				resp.Body.Close()

@@ -615,8 +615,22 @@ func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream)
 	caps := &capHolder{ctx: a.ctx, timeout: a.cfg.OriginTimeout, log: a.log.With("digest", d),
 		count: func(result string) { a.metrics.capabilities.WithLabelValues(result).Inc() },
 		fetch: func(ctx context.Context) (*shoalpb.Capability, error) { return a.fetchCapability(ctx, up, repo, d) }}
+	hints := swarm.Hints{Peers: f.peers, Stream: f.stream, Capability: caps.get}
+	ctx, stop := context.WithCancelCause(a.ctx)
+	defer stop(nil)
+	if !mi.Complete() {
+		// Still arriving at the origin from its upstream: follow its
+		// chain as it grows, and give up if the origin drops it.
+		grow := make(chan *metainfo.MetaInfo)
+		hints.Grow = grow
+		go a.growMetaInfo(ctx, d, up, mi, grow, stop)
+	}
 	start := time.Now()
-	st, err := a.dl.Fetch(a.ctx, mi, f.pf, org, swarm.Hints{Peers: f.peers, Stream: f.stream, Capability: caps.get})
+	st, err := a.dl.Fetch(ctx, mi, f.pf, org, hints)
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, errArrivalFailed) {
+		f.pf.Remove()
+		return cause
+	}
 	if err != nil {
 		if errors.Is(err, piecefile.ErrBadPiece) {
 			// The origin itself sent bytes its metainfo rejects: the
@@ -633,7 +647,9 @@ func (a *Agent) download(f *inflight, d digest.Digest, repo string, up Upstream)
 		f.pf.Close()
 		return err
 	}
-	if err := a.cache.adopt(a.ctx, f.pf.Path(), mi, room); err != nil {
+	// The piecefile's metainfo is whole by now, even if the download
+	// began on a prefix.
+	if err := a.cache.adopt(a.ctx, f.pf.Path(), f.pf.MetaInfo(), room); err != nil {
 		f.pf.Close()
 		return err
 	}

@@ -285,7 +285,13 @@ func TestConcurrentClientsShareOneDownload(t *testing.T) {
 // tracker that knows it as a seeder. upload counts what the origin seeds.
 func seedingOrigin(t *testing.T) (o *origintest.Origin, trackerAddr string, upload *atomic.Int64) {
 	t.Helper()
-	o = origintest.Start(t, origin.Config{})
+	return seedingOriginWith(t, origin.Config{})
+}
+
+// seedingOriginWith is seedingOrigin with the origin's config.
+func seedingOriginWith(t *testing.T, cfg origin.Config) (o *origintest.Origin, trackerAddr string, upload *atomic.Int64) {
+	t.Helper()
+	o = origintest.Start(t, cfg)
 	h := p2ptest.NewHost(t, p2p.HostConfig{})
 	s := p2p.NewSeeder(h, o.Server.Seedable(), nil, nil)
 	s.EnableSuperSeeding()

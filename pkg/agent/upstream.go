@@ -115,18 +115,72 @@ func (a *Agent) metaInfo(ctx context.Context, d digest.Digest, up Upstream) (*me
 			a.log.Debug("metainfo from tracker", "digest", d, "err", err)
 		}
 	}
+	return a.originMetaInfo(ctx, d, up)
+}
+
+// originMetaInfo asks the origins for d's metainfo, accepting a prefix of
+// its chain when the blob is still arriving from an upstream (see
+// pkg/growing): the download then starts on the pieces it covers and
+// follows the chain as it grows (growMetaInfo).
+func (a *Agent) originMetaInfo(ctx context.Context, d digest.Digest, up Upstream) (*metainfo.MetaInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.OriginTimeout)
 	defer cancel()
-	b, err := a.originBody(ctx, up, metainfo.HTTPPath+d.String(), 1<<20)
+	b, err := a.originBody(ctx, up, metainfo.HTTPPath+d.String()+"?partial=1", 1<<20)
 	if err != nil {
 		return nil, fmt.Errorf("metainfo of %s: %w", d, err)
 	}
-	mi, err := metainfo.Unmarshal(b)
+	mi, err := metainfo.UnmarshalPrefix(b)
 	if err != nil || mi.Digest != d {
 		return nil, fmt.Errorf("metainfo of %s: malformed or for another blob: %v", d, err)
 	}
 	return mi, nil
 }
+
+// growMetaInfo asks the origins for the metainfo of a blob still arriving
+// until its chain is whole, and sends each longer prefix to grow. A piece
+// takes the upstream at least a few milliseconds, so asking every
+// growInterval costs a small protobuf per interval per node and lags the
+// origin by at most one interval. An origin that no longer knows the blob
+// dropped it: what the upstream sent did not match its digest (or never
+// finished), and fail is called with errArrivalFailed.
+func (a *Agent) growMetaInfo(ctx context.Context, d digest.Digest, up Upstream, have *metainfo.MetaInfo, grow chan<- *metainfo.MetaInfo, fail func(error)) {
+	t := time.NewTicker(growInterval)
+	defer t.Stop()
+	for !have.Complete() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		mi, err := a.originMetaInfo(ctx, d, up)
+		if errors.Is(err, errNotFound) {
+			fail(fmt.Errorf("blob %s: %w", d, errArrivalFailed))
+			return
+		}
+		if err != nil {
+			a.log.Debug("metainfo of an arriving blob", "digest", d, "err", err)
+			continue
+		}
+		if len(mi.Chain) <= len(have.Chain) && !mi.Complete() {
+			continue
+		}
+		select {
+		case grow <- mi:
+			have = mi
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// errArrivalFailed: the origin dropped a blob while it arrived from its
+// upstream; the pieces held of it were checked against a chain of bytes
+// that are not the blob, and go.
+var errArrivalFailed = errors.New("the origin dropped the blob while it arrived from its upstream")
+
+// growInterval is how often an agent asks for more of an arriving blob's
+// metainfo.
+const growInterval = 100 * time.Millisecond
 
 // originReader reads ranges of one blob from the origins.
 type originReader struct {

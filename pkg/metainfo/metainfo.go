@@ -59,9 +59,14 @@ const (
 // HTTPPath is where origins serve metainfo: GET HTTPPath + "<digest>"
 // answers the protobuf shoal.v1.MetaInfo with ContentType. It is outside
 // /v2 because it is not part of the OCI API and names no repository.
+//
+// With ?partial=1 an origin receiving the blob from an upstream answers
+// what it knows so far (a chain prefix, see FromProtoPrefix) instead of
+// 404, and says in CompleteHeader whether that is all of it.
 const (
-	HTTPPath    = "/shoal/v1/metainfo/"
-	ContentType = "application/vnd.shoal.metainfo.v1+protobuf"
+	HTTPPath       = "/shoal/v1/metainfo/"
+	ContentType    = "application/vnd.shoal.metainfo.v1+protobuf"
+	CompleteHeader = "Shoal-Metainfo-Complete"
 )
 
 // PieceLength returns the piece length for a blob of size bytes: the
@@ -124,11 +129,26 @@ type PieceCheck struct {
 	h    hash.Hash
 }
 
-// CheckPiece starts checking piece i: write its bytes, then ask OK.
+// Complete reports whether the chain is whole. A metainfo made by
+// FromProtoPrefix may hold only the states of a blob's first pieces: those
+// of a blob still arriving at its origin (see pkg/growing).
+func (m *MetaInfo) Complete() bool { return len(m.Chain) == max(m.NumPieces()-1, 0) }
+
+// Verifiable reports whether piece i can be checked with this metainfo:
+// every piece of a complete one; of a prefix, the pieces whose end state
+// it holds (the last piece, checked against the digest, needs every state
+// before it).
+func (m *MetaInfo) Verifiable(i int) bool {
+	n := m.NumPieces()
+	return i >= 0 && i < n && len(m.Chain) <= max(n-1, 0) && (i < len(m.Chain) || (i == n-1 && m.Complete()))
+}
+
+// CheckPiece starts checking piece i: write its bytes, then ask OK. It
+// fails for a piece that is not Verifiable.
 func (m *MetaInfo) CheckPiece(i int) (*PieceCheck, error) {
 	n := m.NumPieces()
-	if i < 0 || i >= n || len(m.Chain) != n-1 {
-		return nil, fmt.Errorf("%w: piece %d of %d", ErrInvalid, i, n)
+	if !m.Verifiable(i) {
+		return nil, fmt.Errorf("%w: piece %d of %d, %d states known", ErrInvalid, i, n, len(m.Chain))
 	}
 	h, err := m.stateBefore(i)
 	if err != nil {
@@ -216,7 +236,18 @@ func (m *MetaInfo) Proto() *shoalpb.MetaInfo {
 func (m *MetaInfo) Marshal() ([]byte, error) { return proto.Marshal(m.Proto()) }
 
 // FromProto validates a wire message: it may come from a peer or a file.
+// Its chain must be whole.
 func FromProto(p *shoalpb.MetaInfo) (*MetaInfo, error) {
+	m, err := FromProtoPrefix(p)
+	if err == nil && !m.Complete() {
+		return nil, fmt.Errorf("%w: chain of %d states, want %d", ErrInvalid, len(m.Chain), max(m.NumPieces()-1, 0))
+	}
+	return m, err
+}
+
+// FromProtoPrefix is FromProto for a metainfo whose chain may be a prefix
+// (see Complete): what an origin knows of a blob still arriving.
+func FromProtoPrefix(p *shoalpb.MetaInfo) (*MetaInfo, error) {
 	d, err := digest.Parse(p.GetDigest())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -229,8 +260,8 @@ func FromProto(p *shoalpb.MetaInfo) (*MetaInfo, error) {
 		return nil, fmt.Errorf("%w: piece length %d, want %d for size %d", ErrInvalid, pl, PieceLength(size), size)
 	}
 	n := NumPieces(size, pl)
-	if want := max(n-1, 0); len(p.GetChain()) != want {
-		return nil, fmt.Errorf("%w: chain of %d states, want %d", ErrInvalid, len(p.GetChain()), want)
+	if most := max(n-1, 0); len(p.GetChain()) > most {
+		return nil, fmt.Errorf("%w: chain of %d states, want at most %d", ErrInvalid, len(p.GetChain()), most)
 	}
 	sl := stateLen(d.Algorithm().Hash())
 	for i, st := range p.GetChain() {
@@ -242,13 +273,22 @@ func FromProto(p *shoalpb.MetaInfo) (*MetaInfo, error) {
 	return m, nil
 }
 
-// Unmarshal decodes and validates protobuf bytes.
+// Unmarshal decodes and validates protobuf bytes of a whole metainfo.
 func Unmarshal(b []byte) (*MetaInfo, error) {
 	var p shoalpb.MetaInfo
 	if err := proto.Unmarshal(b, &p); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return FromProto(&p)
+}
+
+// UnmarshalPrefix is Unmarshal for a metainfo whose chain may be a prefix.
+func UnmarshalPrefix(b []byte) (*MetaInfo, error) {
+	var p shoalpb.MetaInfo
+	if err := proto.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return FromProtoPrefix(&p)
 }
 
 // Hasher hashes a stream written to it and records the chain at a fixed
@@ -297,6 +337,12 @@ func (x *Hasher) Write(p []byte) (int, error) {
 
 // Size is the number of bytes hashed so far.
 func (x *Hasher) Size() int64 { return x.total }
+
+// Chain is the states recorded so far: one per piece that is whole and
+// followed by at least one byte (a piece's end state is taken when the
+// next piece begins, so the last piece never has one). Callers must not
+// modify it; later writes only append.
+func (x *Hasher) Chain() [][]byte { return x.chain[:len(x.chain):len(x.chain)] }
 
 // PieceLength is the length the hasher cuts at.
 func (x *Hasher) PieceLength() int64 { return x.pieceLength }

@@ -243,3 +243,44 @@ func TestCheckPieceInChunks(t *testing.T) {
 		t.Fatalf("piece past the end: %v", err)
 	}
 }
+
+// A prefix of the chain checks the pieces it covers and no others; the
+// last piece needs every state before it. FromProto still wants it whole.
+func TestPrefix(t *testing.T) {
+	b := make([]byte, 3*MinPieceLength+77) // four pieces, three states
+	rand.Read(b)
+	d := digest.FromBytes(b)
+	full, err := Compute(d, bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	piece := func(i int) []byte {
+		off, n := full.PieceSpan(i)
+		return b[off : off+n]
+	}
+	for known := 0; known <= 3; known++ {
+		p := full.Proto()
+		p.Chain = p.Chain[:known]
+		m, err := FromProtoPrefix(p)
+		if err != nil {
+			t.Fatalf("%d states: %v", known, err)
+		}
+		if _, err := FromProto(p); (err == nil) != (known == 3) {
+			t.Errorf("%d states: FromProto err %v", known, err)
+		}
+		if m.Complete() != (known == 3) {
+			t.Errorf("%d states: Complete %v", known, m.Complete())
+		}
+		for i := range 4 {
+			want := i < known || (i == 3 && known == 3)
+			if m.Verifiable(i) != want || m.VerifyPiece(i, piece(i)) != want {
+				t.Errorf("%d states, piece %d: verifiable %v, verified %v, want %v", known, i, m.Verifiable(i), m.VerifyPiece(i, piece(i)), want)
+			}
+		}
+	}
+	p := full.Proto()
+	p.Chain = append(p.Chain, p.Chain[0])
+	if _, err := FromProtoPrefix(p); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a chain longer than the pieces: %v", err)
+	}
+}

@@ -48,6 +48,23 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, rt route) error
 		return err
 	}
 	if reg, urepo, ok := s.upstreams.Lookup(rt.name); ok {
+		// A HEAD too: an agent's pull check, after which it follows the
+		// blob's metainfo as it grows and fetches pieces as they land.
+		g, err := s.arrivingFor(r.Context(), w, reg, rt.name, urepo, d)
+		if err != nil {
+			return err
+		}
+		if g != nil {
+			defer g.Release()
+			if r.Method == http.MethodGet {
+				release, err := s.admitReader(w)
+				if err != nil {
+					return err
+				}
+				defer release()
+			}
+			return s.serveArriving(w, r, g)
+		}
 		if err := s.pullBlob(r.Context(), w, reg, rt.name, urepo, d); err != nil {
 			return err
 		}
@@ -60,11 +77,9 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, rt route) error
 		return ocierr.New(ocierr.BlobUnknown, "%s in %s", d, rt.name)
 	}
 	if r.Method == http.MethodGet {
-		release, after, ok := s.readers.admit()
-		if !ok {
-			s.metrics.readersRefused.Inc()
-			w.Header().Set("Retry-After", strconv.Itoa(int((after+time.Second-1)/time.Second)))
-			return ocierr.New(ocierr.TooManyRequests, "the origin's uplink serves all the readers it can")
+		release, err := s.admitReader(w)
+		if err != nil {
+			return err
 		}
 		defer release()
 	}
@@ -82,6 +97,18 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, rt route) error
 	}
 	defer rd.Close()
 	return s.serveBlob(w, r, d, rd)
+}
+
+// admitReader admits one blob reader within the uplink, or answers 429
+// with when to come back.
+func (s *Server) admitReader(w http.ResponseWriter) (release func(), err error) {
+	release, after, ok := s.readers.admit()
+	if !ok {
+		s.metrics.readersRefused.Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(int((after+time.Second-1)/time.Second)))
+		return nil, ocierr.New(ocierr.TooManyRequests, "the origin's uplink serves all the readers it can")
+	}
+	return release, nil
 }
 
 // serveBlob answers GET or HEAD (with Range) for a stored blob.

@@ -45,9 +45,47 @@ func (s *Server) getMetaInfo(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rw, r, err)
 		return
 	}
+	if r.URL.Query().Get("partial") == "1" {
+		if s.writeArrivingMetaInfo(rw, r, d) {
+			return
+		}
+		rw.Header().Set(metainfo.CompleteHeader, "true")
+	}
 	if err := s.writeMetaInfo(rw, r, d, true); err != nil {
+		rw.Header().Del(metainfo.CompleteHeader)
 		s.writeError(rw, r, err)
 	}
+}
+
+// writeArrivingMetaInfo answers with what is known of the metainfo of d
+// while it arrives from an upstream here: the states of the pieces
+// published so far. False if d is not arriving here.
+func (s *Server) writeArrivingMetaInfo(w http.ResponseWriter, r *http.Request, d digest.Digest) bool {
+	if s.arriving == nil {
+		return false
+	}
+	g, _ := s.arriving.get(d)
+	if g == nil {
+		return false
+	}
+	defer g.Release()
+	mi, complete := g.MetaInfo()
+	b, err := mi.Marshal()
+	if err != nil {
+		return false
+	}
+	h := w.Header()
+	h.Set("Content-Type", MetaInfoContentType)
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("Docker-Content-Digest", d.String())
+	h.Set(metainfo.CompleteHeader, strconv.FormatBool(complete))
+	// It grows: nobody may keep it.
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		w.Write(b)
+	}
+	return true
 }
 
 // writeMetaInfo answers with d's metainfo; fromPeers lets it come from

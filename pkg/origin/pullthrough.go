@@ -159,6 +159,10 @@ func (s *Server) pullHere(ctx context.Context, reg *upstream.Registry, urepo str
 		if size > s.cfg.MaxBlobSize {
 			return fmt.Errorf("%w: blob of %d bytes over max_blob_size", upstream.ErrMismatch, size)
 		}
+		if size >= 0 {
+			// Known size: readers may have it piece by piece.
+			return s.storeArriving(ctx, reg, d, body, size)
+		}
 		_, err := blobstore.Put(ctx, s.blobs, io.LimitReader(body, s.cfg.MaxBlobSize+1), size, d)
 		if errors.Is(err, blobstore.ErrDigestMismatch) || errors.Is(err, blobstore.ErrSizeMismatch) {
 			s.metrics.verifyFailures.Inc()

@@ -50,6 +50,7 @@ type Server struct {
 	// upstreams are the registries pulled through (nil: none); see
 	// pullthrough.go.
 	upstreams *upstream.Set
+	arriving  *arriving // blobs arriving from upstreams; nil without any
 	torrents  torrentInfos
 	log       *slog.Logger
 
@@ -136,6 +137,7 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		if s.upstreams, err = upstream.NewSet(cfg.Upstreams, s.reg, s.log); err != nil {
 			return nil, fmt.Errorf("origin: %w", err)
 		}
+		s.arriving = newArriving(s.reg)
 	}
 	s.uploads = newUploads(s.blobs, cfg, s.metrics)
 	s.readers = newReaderGate(cfg.BlobReaders, s.egress)

@@ -82,9 +82,14 @@ type Blobs interface {
 }
 
 // MetaInfoHash identifies a blob's piece layout in handshakes, so two
-// peers never exchange pieces cut differently.
+// peers never exchange pieces cut differently: its digest, size and piece
+// length. Not the chain: it is a function of the blob's bytes, a wrong
+// one can only fail good pieces (never pass bad ones: the last check is
+// the digest), and while a blob still arrives at its origin peers hold
+// prefixes of it of different lengths (see pkg/growing).
 func MetaInfoHash(mi *metainfo.MetaInfo) ([]byte, error) {
-	b, err := mi.Marshal()
+	shape := metainfo.MetaInfo{Digest: mi.Digest, Size: mi.Size, PieceLength: mi.PieceLength}
+	b, err := shape.Marshal()
 	if err != nil {
 		return nil, err
 	}
@@ -206,14 +211,15 @@ const superSeedPatience = 2 * time.Second
 // piece has left, the swarm should carry them, not the origin. Offers
 // count only as a tie-break, not as pieces gone: a peer offered a piece
 // may fetch something else (or nothing), and the piece must not be held
-// back from the others for it.
-func (s *Seeder) offer(d digest.Digest, n int, offered []bool, firstPass bool) int {
+// back from the others for it. held is the pieces this seeder has (MSB
+// first; nil: all of them): a blob still arriving has only some.
+func (s *Seeder) offer(d digest.Digest, n int, offered []bool, firstPass bool, held []byte) int {
 	s.servedMu.Lock()
 	defer s.servedMu.Unlock()
 	h := s.handed(d, n)
 	best := -1
 	for i := range n {
-		if offered[i] {
+		if offered[i] || (held != nil && (i/8 >= len(held) || held[i/8]&(0x80>>(i%8)) == 0)) {
 			continue
 		}
 		if best < 0 || h.sent[i] < h.sent[best] || (h.sent[i] == h.sent[best] && h.offers[i] < h.offers[best]) {
@@ -265,9 +271,47 @@ func (s *Seeder) handed(d digest.Digest, n int) *handedOut {
 	return h
 }
 
+// heldBits is what a super-seeder may offer of blob: nil when complete
+// (everything), else its bitfield.
+func heldBits(blob Blob) []byte {
+	bits, complete := blob.Bitfield()
+	if complete {
+		return nil
+	}
+	return bits
+}
+
+// offerAsItGrows offers a piece a growing blob gains to a peer that is
+// not fetching from us (the first to see it takes it; the others are held
+// off by the patience), so that every new piece leaves this seeder about
+// once while the blob still arrives. A busy peer gets its next offer when
+// its piece is sent, as with a complete blob.
+func (s *Seeder) offerAsItGrows(ctx context.Context, sw *syncWriter, d digest.Digest, n int, offered []bool, g Growing, blob Blob, act *activity) {
+	for {
+		changed := g.Changed()
+		held := heldBits(blob)
+		if held == nil {
+			return // complete: the usual offers carry on
+		}
+		if act.outstanding.Load() == 0 {
+			sw.mu.Lock()
+			next := s.offer(d, n, offered, true, held)
+			sw.mu.Unlock()
+			if next >= 0 && sw.send(haveMsg(next)) != nil {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
 // offerWhenIdle offers more pieces to a peer that has been idle for the
 // patience, until it has been offered everything.
-func (s *Seeder) offerWhenIdle(ctx context.Context, sw *syncWriter, d digest.Digest, n int, offered []bool, act *activity) {
+func (s *Seeder) offerWhenIdle(ctx context.Context, sw *syncWriter, d digest.Digest, n int, offered []bool, act *activity, blob Blob) {
 	t := time.NewTicker(superSeedPatience / 4)
 	defer t.Stop()
 	// Each idle spell doubles the offer: a peer alone with us (the others
@@ -286,7 +330,7 @@ func (s *Seeder) offerWhenIdle(ctx context.Context, sw *syncWriter, d digest.Dig
 		act.touch()
 		for range batch {
 			sw.mu.Lock()
-			next := s.offer(d, n, offered, false)
+			next := s.offer(d, n, offered, false, heldBits(blob))
 			all := !slices.Contains(offered, false)
 			sw.mu.Unlock()
 			if next >= 0 {
@@ -392,18 +436,25 @@ func (s *Seeder) serve(st network.Stream) error {
 	var offered []bool // super-seeding: what this peer was offered
 	act := &activity{}
 	act.touch()
-	if _, complete := blob.Bitfield(); complete && s.superSeed {
+	_, complete := blob.Bitfield()
+	g, growing := blob.(Growing)
+	if s.superSeed && (complete || growing) {
+		// A blob still arriving (an origin's, from its upstream) is
+		// super-seeded too: each piece it gains is offered to one peer.
 		offered = make([]bool, mi.NumPieces())
 		bits := make([]byte, (mi.NumPieces()+7)/8)
 		sw.mu.Lock()
-		if i := s.offer(d, mi.NumPieces(), offered, true); i >= 0 {
+		if i := s.offer(d, mi.NumPieces(), offered, true, heldBits(blob)); i >= 0 {
 			bits[i/8] |= 0x80 >> (i % 8)
 		}
 		sw.mu.Unlock()
 		hs0.GetHandshake().Have = &shoalpb.Handshake_Bitfield{Bitfield: bits}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		go s.offerWhenIdle(ctx, sw, d, mi.NumPieces(), offered, act)
+		go s.offerWhenIdle(ctx, sw, d, mi.NumPieces(), offered, act, blob)
+		if !complete {
+			go s.offerAsItGrows(ctx, sw, d, mi.NumPieces(), offered, g, blob, act)
+		}
 	}
 	if err := sw.send(hs0); err != nil {
 		return err
@@ -570,7 +621,7 @@ func (s *Seeder) serveRequests(st network.Stream, r *FrameReader, sw *syncWriter
 		_, n := mi.PieceSpan(i)
 		if offered != nil {
 			sw.mu.Lock()
-			next := s.offer(d, mi.NumPieces(), offered, true)
+			next := s.offer(d, mi.NumPieces(), offered, true, heldBits(blob))
 			sw.mu.Unlock()
 			s.log.Debug("super-seed offer", "peer", st.Conn().RemotePeer(), "sent", i, "offer", next)
 			if next >= 0 {

@@ -7,13 +7,16 @@
 package piecefile
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-project/shoal/pkg/atomicfile"
@@ -25,11 +28,16 @@ var (
 	ErrBadPiece = errors.New("piece does not match its hash")
 	// ErrClosed: the file was closed or removed while waiting.
 	ErrClosed = errors.New("piece file closed")
+	// ErrNotYetVerifiable: the metainfo is a prefix that does not cover
+	// the piece yet (see Grow); not the sender's fault.
+	ErrNotYetVerifiable = errors.New("piece not covered by the metainfo yet")
 )
 
 // File is one blob under download. Its methods are safe for concurrent use.
 type File struct {
-	mi        *metainfo.MetaInfo
+	// mi's layout never changes; its chain may grow (Grow), so it is
+	// swapped whole.
+	mi        atomic.Pointer[metainfo.MetaInfo]
 	path      string // the data
 	statePath string // which pieces are held
 
@@ -69,9 +77,10 @@ func Open(dir string, mi *metainfo.MetaInfo) (*File, error) {
 		return nil, fmt.Errorf("piecefile: size %s: %w", mi.Digest, err)
 	}
 	p := &File{
-		mi: mi, path: base + ".part", statePath: base + ".have", f: f,
+		path: base + ".part", statePath: base + ".have", f: f,
 		changed: make(chan struct{}), have: make([]bool, mi.NumPieces()), done: make(chan struct{}),
 	}
+	p.mi.Store(mi)
 	if err := p.resume(); err != nil {
 		f.Close()
 		return nil, err
@@ -90,16 +99,18 @@ func (p *File) resume() error {
 	if err != nil {
 		return fmt.Errorf("piecefile: state: %w", err)
 	}
-	buf := make([]byte, p.mi.PieceLength)
+	mi := p.mi.Load()
+	buf := make([]byte, mi.PieceLength)
 	for i := range p.have {
 		if i/8 >= len(state) || state[i/8]&(0x80>>(i%8)) == 0 {
 			continue
 		}
-		off, n := p.mi.PieceSpan(i)
+		off, n := mi.PieceSpan(i)
 		if _, err := p.f.ReadAt(buf[:n], off); err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("piecefile: re-read piece %d: %w", i, err)
 		}
-		if p.mi.VerifyPiece(i, buf[:n]) {
+		// Pieces a prefix does not cover yet are fetched again.
+		if mi.VerifyPiece(i, buf[:n]) {
 			p.have[i] = true
 			p.count++
 		}
@@ -107,8 +118,24 @@ func (p *File) resume() error {
 	return nil
 }
 
-// MetaInfo is the blob's piece layout.
-func (p *File) MetaInfo() *metainfo.MetaInfo { return p.mi }
+// MetaInfo is the blob's piece layout and the chain known so far.
+func (p *File) MetaInfo() *metainfo.MetaInfo { return p.mi.Load() }
+
+// Grow replaces a prefix metainfo with a longer one of the same blob (a
+// blob still arriving at its origin, see metainfo.FromProtoPrefix): the
+// pieces it newly covers can be written from now on. The layout must be
+// the same and the known chain a prefix of the new one.
+func (p *File) Grow(mi *metainfo.MetaInfo) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.mi.Load()
+	if mi.Digest != old.Digest || mi.Size != old.Size || mi.PieceLength != old.PieceLength ||
+		len(mi.Chain) < len(old.Chain) || !slices.EqualFunc(old.Chain, mi.Chain[:len(old.Chain)], bytes.Equal) {
+		return fmt.Errorf("piecefile: metainfo of %s does not extend the one held", old.Digest)
+	}
+	p.mi.Store(mi)
+	return nil
+}
 
 // Have reports whether piece i is held.
 func (p *File) Have(i int) bool {
@@ -179,8 +206,12 @@ func (p *File) Err() error {
 // is accepted and ignored (end-game duplicates). Verification runs before
 // the lock, so pieces from different peers are hashed in parallel.
 func (p *File) WritePiece(i int, data []byte) error {
-	if !p.mi.VerifyPiece(i, data) {
-		return fmt.Errorf("piece %d of %s: %w", i, p.mi.Digest, ErrBadPiece)
+	mi := p.mi.Load()
+	if i >= 0 && i < mi.NumPieces() && !mi.Verifiable(i) {
+		return fmt.Errorf("piece %d of %s: %w", i, mi.Digest, ErrNotYetVerifiable)
+	}
+	if !mi.VerifyPiece(i, data) {
+		return fmt.Errorf("piece %d of %s: %w", i, mi.Digest, ErrBadPiece)
 	}
 	if p.Have(i) {
 		return nil
@@ -189,7 +220,7 @@ func (p *File) WritePiece(i int, data []byte) error {
 	// milliseconds, which readers and other peers' pieces should not wait
 	// out. Two writers of one piece write the same bytes — both verified —
 	// and nobody reads a piece before it is marked held below.
-	off, _ := p.mi.PieceSpan(i)
+	off, _ := mi.PieceSpan(i)
 	_, werr := p.f.WriteAt(data, off)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -248,12 +279,13 @@ func (p *File) Wait(ctx context.Context, i int) error {
 // ReadAt reads held bytes; reading a piece not yet held is an error (wait
 // for it first).
 func (p *File) ReadAt(b []byte, off int64) (int, error) {
-	if off < 0 || off >= p.mi.Size {
+	mi := p.mi.Load()
+	if off < 0 || off >= mi.Size {
 		return 0, io.EOF
 	}
-	end := min(off+int64(len(b)), p.mi.Size)
+	end := min(off+int64(len(b)), mi.Size)
 	p.mu.Lock()
-	for i := int(off / p.mi.PieceLength); i <= int((end-1)/p.mi.PieceLength); i++ {
+	for i := int(off / mi.PieceLength); i <= int((end-1)/mi.PieceLength); i++ {
 		if !p.have[i] {
 			p.mu.Unlock()
 			return 0, fmt.Errorf("piecefile: piece %d not held yet", i)
@@ -261,7 +293,7 @@ func (p *File) ReadAt(b []byte, off int64) (int, error) {
 	}
 	p.mu.Unlock()
 	n, err := p.f.ReadAt(b[:end-off], off)
-	if err == nil && end == p.mi.Size && int64(len(b)) > end-off {
+	if err == nil && end == mi.Size && int64(len(b)) > end-off {
 		err = io.EOF
 	}
 	return n, err

@@ -277,3 +277,58 @@ func TestRetainAfterCloseFails(t *testing.T) {
 		t.Fatal("retained a closed file nobody held")
 	}
 }
+
+// A download opened on a prefix of the chain (a blob still arriving at its
+// origin) takes the pieces the prefix covers, refuses the others as not
+// yet checkable (not bad), takes them once the chain grows, and only then
+// completes; a metainfo that does not extend the one held is refused.
+func TestGrow(t *testing.T) {
+	b, full := blob(t, 4*1024+10, 1024) // 5 pieces, 4 states
+	prefix := func(k int) *metainfo.MetaInfo {
+		m := *full
+		m.Chain = full.Chain[:k]
+		return &m
+	}
+	p, err := piecefile.Open(t.TempDir(), prefix(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.WritePiece(0, piece(b, full, 0)); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 4} {
+		if err := p.WritePiece(i, piece(b, full, i)); !errors.Is(err, piecefile.ErrNotYetVerifiable) {
+			t.Fatalf("piece %d past the prefix: %v, want not yet verifiable", i, err)
+		}
+	}
+	other := prefix(2)
+	other.Chain = [][]byte{full.Chain[1], full.Chain[1]}
+	for _, bad := range []*metainfo.MetaInfo{prefix(0), other} {
+		if err := p.Grow(bad); err == nil {
+			t.Fatalf("grew to a metainfo that does not extend the held one: %d states", len(bad.Chain))
+		}
+	}
+	if err := p.Grow(prefix(3)); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{1, 2} {
+		if err := p.WritePiece(i, piece(b, full, i)); err != nil {
+			t.Fatalf("piece %d after the chain grew: %v", i, err)
+		}
+	}
+	if err := p.WritePiece(4, piece(b, full, 4)); !errors.Is(err, piecefile.ErrNotYetVerifiable) {
+		t.Fatalf("last piece before the chain is whole: %v", err)
+	}
+	if err := p.Grow(full); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{3, 4} {
+		if err := p.WritePiece(i, piece(b, full, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !p.Complete() || !p.MetaInfo().Complete() {
+		t.Fatal("not complete with every piece and the whole chain")
+	}
+}

@@ -161,6 +161,8 @@ type Scheduler struct {
 	orderStale bool
 	origins    int    // peers marked as origins
 	late       []bool // scratch for the end game
+	// limit: only pieces below it are asked for (see SetLimit).
+	limit int
 }
 
 // New plans a blob of n pieces of pieceLength bytes, holding those marked
@@ -172,7 +174,7 @@ func New(cfg Config, n int, pieceLength int64, have []bool, rnd *rand.Rand) *Sch
 		initial: cfg.BaseTimeout + time.Duration(float64(pieceLength)/cfg.MinRate*float64(time.Second)),
 		have:    make([]bool, n), missing: n,
 		avail: make([]int, n), asked: make([]int, n), late: make([]bool, n),
-		peers: map[PeerID]*peerState{}, stream: -1, rnd: rnd,
+		peers: map[PeerID]*peerState{}, stream: -1, rnd: rnd, limit: n,
 	}
 	for i, h := range have {
 		if i < n && h {
@@ -195,6 +197,11 @@ func (s *Scheduler) Done() bool { return s.missing == 0 }
 
 // Have reports whether piece i is held.
 func (s *Scheduler) Have(i int) bool { return i >= 0 && i < s.pieces && s.have[i] }
+
+// SetLimit has only pieces below n asked for, of peers and in Wanted:
+// those of a blob still arriving at its origin that this node can check
+// so far (default: all). Requests already out stay out.
+func (s *Scheduler) SetLimit(n int) { s.limit = max(0, min(n, s.pieces)) }
 
 // SetStream tells where a streaming reader is (-1: nobody streams).
 func (s *Scheduler) SetStream(next int) { s.stream = next }
@@ -437,7 +444,7 @@ func (s *Scheduler) Wanted() int {
 	first := -1
 	for k := range s.pieces {
 		i := (start + k) % s.pieces
-		if s.have[i] {
+		if s.have[i] || i >= s.limit {
 			continue
 		}
 		if s.asked[i] == 0 {
@@ -617,7 +624,7 @@ func (s *Scheduler) endGame(now time.Time) bool {
 // pick chooses the next piece for p, or -1.
 func (s *Scheduler) pick(p *peerState, endGame bool) int {
 	wanted := func(i int) bool {
-		if s.have[i] || !p.has[i] {
+		if s.have[i] || !p.has[i] || i >= s.limit {
 			return false
 		}
 		if _, mine := p.inflight[i]; mine {

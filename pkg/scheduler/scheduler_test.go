@@ -391,3 +391,30 @@ func TestOriginFirstAndUseful(t *testing.T) {
 		t.Fatalf("inflight %d", s.Inflight())
 	}
 }
+
+// A limit keeps requests, and the origin's one-at-a-time fallback, to the
+// pieces a node can check so far; raising it lets the rest be asked.
+func TestLimit(t *testing.T) {
+	s := newTest(6, Config{PerPeer: 10})
+	s.SetLimit(2)
+	s.AddPeer("origin", nil, true, t0)
+	got := byPeer(s.Next(t0))
+	if !slices.Equal(got["origin"], []int{0, 1}) {
+		t.Fatalf("limit 2: asked %v, want pieces 0 and 1", got)
+	}
+	if w := s.Wanted(); w != 0 {
+		t.Fatalf("Wanted with pieces 0, 1 asked under limit 2: %d, want 0 (asked, the first missing)", w)
+	}
+	s.Received("origin", 0, true, t0)
+	s.Received("origin", 1, true, t0)
+	if w := s.Wanted(); w != -1 {
+		t.Fatalf("Wanted with every piece under the limit held: %d, want -1", w)
+	}
+	if reqs := s.Next(t0); len(reqs) != 0 {
+		t.Fatalf("asked %v past the limit", reqs)
+	}
+	s.SetLimit(99)
+	if got := byPeer(s.Next(t0)); !slices.Equal(got["origin"], []int{2, 3, 4, 5}) {
+		t.Fatalf("limit raised: asked %v, want pieces 2 to 5", got)
+	}
+}

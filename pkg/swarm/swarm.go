@@ -218,6 +218,29 @@ type Hints struct {
 	// pkg/capability); it is called per dial, so it can renew one that
 	// is about to expire. Nil or a nil result presents none.
 	Capability func() *shoalpb.Capability
+	// Grow carries longer prefixes of the metainfo of a blob still
+	// arriving at its origin, when Fetch was given a prefix (see
+	// metainfo.FromProtoPrefix): only the pieces the chain covers are
+	// asked for, of peers and of the origin, and the download completes
+	// only once it is whole.
+	Grow <-chan *metainfo.MetaInfo
+}
+
+// covered is how many pieces, from the first, mi can check.
+func covered(mi *metainfo.MetaInfo) int {
+	if mi.Complete() {
+		return mi.NumPieces()
+	}
+	return len(mi.Chain)
+}
+
+// grow takes a longer prefix of the metainfo.
+func (dl *download) grow(mi *metainfo.MetaInfo) {
+	if err := dl.pf.Grow(mi); err != nil {
+		dl.log.Warn("metainfo does not extend the one held; ignored", "err", err)
+		return
+	}
+	dl.sched.SetLimit(covered(mi))
 }
 
 // Fetch downloads mi's blob into pf until it is complete, announcing as it
@@ -238,6 +261,7 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 		events:  make(chan event, 64),
 		log:     log.With("digest", mi.Digest),
 	}
+	dl.sched.SetLimit(covered(pf.MetaInfo()))
 	dl.capability = hints.Capability
 	if dl.capability == nil {
 		dl.capability = func() *shoalpb.Capability { return nil }
@@ -246,7 +270,7 @@ func (d *Downloader) Fetch(ctx context.Context, mi *metainfo.MetaInfo, pf *piece
 	defer cancel()
 	var err error
 	if d.Tracker == nil {
-		err = dl.fromOrigin(ctx, origin) // no tracker configured: a plain pull-through cache
+		err = dl.fromOrigin(ctx, origin, hints.Grow) // no tracker configured: a plain pull-through cache
 	} else {
 		err = dl.run(ctx, origin, hints)
 	}
@@ -371,6 +395,8 @@ func (dl *download) run(ctx context.Context, origin Origin, hints Hints) error {
 			return ctx.Err()
 		case pos := <-hints.Stream:
 			dl.sched.SetStream(pos)
+		case mi := <-hints.Grow:
+			dl.grow(mi)
 		case p := <-hints.Peers:
 			if len(dl.conns)+dl.dialing < dl.cfg.MaxConns {
 				dl.dialInfo(ctx, p, false)
@@ -729,12 +755,20 @@ func putPiece(b []byte) { pieceBufs.Put(&b) }
 // fromOrigin fetches every missing piece from the origin, in order: for
 // a download with no swarm at all (no tracker, or nobody else holds the
 // blob). An origin that says busy is waited for, as it asks.
-func (dl *download) fromOrigin(ctx context.Context, origin Origin) error {
+func (dl *download) fromOrigin(ctx context.Context, origin Origin, grow <-chan *metainfo.MetaInfo) error {
 	if origin == nil {
 		return errors.New("swarm: no peers and no origin to fall back to")
 	}
 	buf := make([]byte, dl.mi.PieceLength)
 	for i := range dl.mi.NumPieces() {
+		for !dl.pf.MetaInfo().Verifiable(i) {
+			select {
+			case mi := <-grow:
+				dl.grow(mi)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		for !dl.pf.Have(i) {
 			err := dl.originPiece(ctx, origin, i, buf)
 			var busy *BusyError

@@ -52,9 +52,11 @@ type Registry struct {
 	proc  *proctest.Proc
 	proxy *httptest.Server
 
-	mu     sync.Mutex
-	counts map[string]int // "GET /v2/…" → requests that reached the proxy
-	fault  Fault
+	mu       sync.Mutex
+	counts   map[string]int // "GET /v2/…" → requests that reached the proxy
+	fault    Fault
+	throttle int64                // blob bodies' bytes/s; 0: unpaced
+	sent     map[string]time.Time // blob path → when the proxy sent its last byte
 }
 
 // Fault may answer a request in the registry's place; it returns false to
@@ -70,7 +72,7 @@ func Start(t testing.TB) *Registry {
 	if err != nil {
 		t.Skip("docker-registry not installed (apt-get install docker-registry)")
 	}
-	g := &Registry{t: t, dir: t.TempDir(), User: "shoal", Password: "upstream-secret-" + randHex(8), counts: map[string]int{}}
+	g := &Registry{t: t, dir: t.TempDir(), User: "shoal", Password: "upstream-secret-" + randHex(8), counts: map[string]int{}, sent: map[string]time.Time{}}
 	cert, key := g.writeCA()
 	g.PasswordFile = filepath.Join(g.dir, "password")
 	write(t, g.PasswordFile, g.Password+"\n")
@@ -183,12 +185,21 @@ func (g *Registry) startProxy(certFile, keyFile string) {
 	g.proxy = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.mu.Lock()
 		g.counts[r.Method+" "+r.URL.Path]++
-		f := g.fault
+		f, bps := g.fault, g.throttle
 		g.mu.Unlock()
 		if f != nil && f(w, r) {
 			return
 		}
+		blob := r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/")
+		if blob && bps > 0 {
+			w = Slow(w, bps)
+		}
 		rp.ServeHTTP(w, r)
+		if blob {
+			g.mu.Lock()
+			g.sent[r.URL.Path] = time.Now()
+			g.mu.Unlock()
+		}
 	}))
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
@@ -206,6 +217,60 @@ func (g *Registry) SetFault(f Fault) {
 	defer g.mu.Unlock()
 	g.fault = f
 }
+
+// SetThrottle paces the blob bodies the registry sends at bps bytes per
+// second (0: unpaced), as a slow link to a public registry would.
+func (g *Registry) SetThrottle(bps int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.throttle = bps
+}
+
+// BlobSent is when the proxy finished sending blob d's body the last
+// time (zero if never).
+func (g *Registry) BlobSent(d string) time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for p, at := range g.sent {
+		if strings.HasSuffix(p, "/blobs/"+d) {
+			return at
+		}
+	}
+	return time.Time{}
+}
+
+// Slow wraps w so that its body goes out at bps bytes per second, in
+// small flushed writes: a throttled link, for Faults that write their own
+// bodies as well as for SetThrottle.
+func Slow(w http.ResponseWriter, bps int64) http.ResponseWriter {
+	return &slowWriter{ResponseWriter: w, bps: bps}
+}
+
+type slowWriter struct {
+	http.ResponseWriter
+	bps int64
+}
+
+func (s *slowWriter) Write(p []byte) (int, error) {
+	const chunk = 16 << 10
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), chunk)
+		m, err := s.ResponseWriter.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		http.NewResponseController(s.ResponseWriter).Flush()
+		time.Sleep(time.Duration(int64(k) * int64(time.Second) / s.bps))
+		p = p[k:]
+	}
+	return n, nil
+}
+
+func (s *slowWriter) Flush() { http.NewResponseController(s.ResponseWriter).Flush() }
+
+func (s *slowWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // Requests counts the requests with method whose path ends with suffix.
 func (g *Registry) Requests(method, suffix string) int {
