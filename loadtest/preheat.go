@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"google.golang.org/grpc"
@@ -21,8 +22,11 @@ const loadtestPreheatToken = "loadtest-preheat-token-not-a-secret"
 // agents and waits for the copies. What the origins sent for it is
 // measured and then set aside: the rollout that follows counts from here,
 // in the origins' counters and in the agents'.
-func runPreheat(ctx context.Context, o options, trackerAddr string, origins []*originProc, agents []*agentProc) (*preheatResult, error) {
-	conn, err := grpc.NewClient(trackerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// The tracker is dialled from its place (with --netns, inside its
+// namespace).
+func runPreheat(ctx context.Context, o options, tr *place, trackerAddr string, origins []*originProc, agents []*agentProc) (*preheatResult, error) {
+	conn, err := grpc.NewClient("passthrough:///"+trackerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return tr.dial(ctx, "tcp", addr) }))
 	if err != nil {
 		return nil, err
 	}

@@ -326,7 +326,7 @@ func runPhase(ctx context.Context, o options, mode string) (*phase, error) {
 
 	var pre *preheatResult
 	if mode == "preheat" {
-		if pre, err = runPreheat(ctx, o, trackerAddr, origins, agents); err != nil {
+		if pre, err = runPreheat(ctx, o, trPlace, trackerAddr, origins, agents); err != nil {
 			return nil, fmt.Errorf("preheat: %w", err)
 		}
 	}

@@ -24,8 +24,10 @@ type place struct {
 	ip string
 	// wrap turns the process's argv into the command to run.
 	wrap func(argv []string) []string
-	// client reaches the place from the harness: its loopback and ip.
+	// client reaches the place from the harness: its loopback and ip;
+	// dial is its dialer, for the harness's other clients (gRPC).
 	client *http.Client
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	// port gives a port for a listener: a free one on a shared loopback,
 	// the fixed one in a namespace of its own.
 	port func(fixed int) (int, error)
@@ -48,6 +50,7 @@ func (loopback) place(string) (*place, error) {
 		ip:     "127.0.0.1",
 		wrap:   func(argv []string) []string { return argv },
 		client: http.DefaultClient,
+		dial:   (&net.Dialer{}).DialContext,
 		port: func(int) (int, error) {
 			a, err := freeAddr()
 			if err != nil {
@@ -175,6 +178,7 @@ func (n *namespaces) place(name string) (*place, error) {
 		ip:     ip,
 		wrap:   func(argv []string) []string { return append([]string{"ip", "netns", "exec", ns}, argv...) },
 		client: &http.Client{Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 8}},
+		dial:   dial,
 		port:   func(fixed int) (int, error) { return fixed, nil },
 	}, nil
 }
