@@ -373,6 +373,7 @@ func (a *Agent) Run(ctx context.Context, ln net.Listener) error {
 	srv.Shutdown(sctx)
 	a.cancel()
 	a.wg.Wait()
+	a.cache.flushPins()
 	if a.conn != nil {
 		a.conn.Close()
 	}

@@ -91,6 +91,7 @@ type cache struct {
 	// tracker counts it as one of the K copies). pinWrite orders writes.
 	pinFile  string
 	pinWrite sync.Mutex
+	pinsOut  sync.WaitGroup // writes under way (flushPins)
 	// gone lists blobs evicted or doomed since the agent last took them
 	// (takeGone), for it to tell the tracker; goneC is signalled when it
 	// grows.
@@ -457,7 +458,9 @@ func (c *cache) savePins() {
 		snap[d.String()] = u
 	}
 	c.pinWrite.Lock() // taken before mu is released: keeps the order
+	c.pinsOut.Add(1)
 	go func() {
+		defer c.pinsOut.Done()
 		defer c.pinWrite.Unlock()
 		b, err := json.Marshal(snap)
 		if err == nil {
@@ -468,6 +471,10 @@ func (c *cache) savePins() {
 		}
 	}()
 }
+
+// flushPins waits for the pin writes under way: a pin taken just before
+// the agent stops is on disk when it has.
+func (c *cache) flushPins() { c.pinsOut.Wait() }
 
 // loadPins reads pinFile, keeping the pins not yet expired. A file that
 // cannot be read is reported and ignored: pins are a promise about space,

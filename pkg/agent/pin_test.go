@@ -95,8 +95,7 @@ func TestCacheEvictionSparesPinnedAndServed(t *testing.T) {
 			add(blob('b'))
 			now = now.Add(tt.advance)
 			if tt.restart {
-				c.pinWrite.Lock() // the last pin write has landed
-				c.pinWrite.Unlock()
+				c.flushPins()
 				if tt.corrupt {
 					if err := os.WriteFile(pins, []byte("{not json"), 0o600); err != nil {
 						t.Fatal(err)
