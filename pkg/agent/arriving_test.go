@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -147,16 +146,7 @@ func TestArrivingBlobStreamsThroughAgent(t *testing.T) {
 
 	t.Run("wrong bytes", func(t *testing.T) {
 		layer := bad.Layers[0]
-		wrong := bytes.Clone(bad.Blobs[layer])
-		wrong[len(wrong)/2] ^= 1
-		reg.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
-			if r.Method != "GET" || r.URL.Path != "/v2/library/bad/blobs/"+layer {
-				return false
-			}
-			w.Header().Set("Content-Length", strconv.Itoa(len(wrong)))
-			registrytest.Slow(w, bps).Write(wrong)
-			return true
-		})
+		wrong := reg.ServeWrongBlob(t, "library/bad", layer, bad.Blobs[layer], bps)
 		defer reg.SetFault(nil)
 		_, ttfb, body, err := get(a, "library/bad", layer)
 		if err == nil || bytes.Equal(body, bad.Blobs[layer]) || bytes.Equal(body, wrong) {

@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -237,6 +238,24 @@ func (g *Registry) BlobSent(d string) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// ServeWrongBlob has the registry answer GETs of repo's blob d (whose
+// right content is right) with one flipped bit, at bps bytes per second,
+// until SetFault(nil) or the test's end; it returns the wrong body.
+func (g *Registry) ServeWrongBlob(t testing.TB, repo, d string, right []byte, bps int64) []byte {
+	wrong := bytes.Clone(right)
+	wrong[len(wrong)/2] ^= 1
+	g.SetFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || r.URL.Path != "/v2/"+repo+"/blobs/"+d {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(wrong)))
+		Slow(w, bps).Write(wrong)
+		return true
+	})
+	t.Cleanup(func() { g.SetFault(nil) })
+	return wrong
 }
 
 // Slow wraps w so that its body goes out at bps bytes per second, in
