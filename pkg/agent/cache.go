@@ -88,10 +88,12 @@ type cache struct {
 	pins map[digest.Digest]time.Time
 	// pinFile, if set, keeps the pins across restarts: a node restarted
 	// after a preheat must not evict what the preheat placed there (the
-	// tracker counts it as one of the K copies). pinWrite orders writes.
-	pinFile  string
-	pinWrite sync.Mutex
-	pinsOut  sync.WaitGroup // writes under way (flushPins)
+	// tracker counts it as one of the K copies). pinsDirty (under mu)
+	// says the file lags the map; pinWriting that a writer is running.
+	pinFile    string
+	pinsDirty  bool
+	pinWriting bool
+	pinsOut    sync.WaitGroup // the writer (flushPins)
 	// gone lists blobs evicted or doomed since the agent last took them
 	// (takeGone), for it to tell the tracker; goneC is signalled when it
 	// grows.
@@ -446,34 +448,46 @@ func (c *cache) pin(d digest.Digest, until time.Time) bool {
 // pinsOnDisk is the pin file's form: digest → expiry (RFC 3339).
 type pinsOnDisk map[string]time.Time
 
-// savePins writes the pins to pinFile, in the background so the lock is
-// not held across an fsync; called with mu held. Writes happen in the
-// order of the snapshots, so the file ends with the latest.
+// savePins marks the pin file stale and starts a writer if none runs;
+// called with mu held. The writer rewrites the file until it is current,
+// so a preheat pinning a thousand blobs costs a few writes, not a
+// thousand, and never holds mu across an fsync.
 func (c *cache) savePins() {
 	if c.pinFile == "" {
 		return
 	}
-	snap := make(pinsOnDisk, len(c.pins))
-	for d, u := range c.pins {
-		snap[d.String()] = u
+	c.pinsDirty = true
+	if c.pinWriting {
+		return
 	}
-	c.pinWrite.Lock() // taken before mu is released: keeps the order
+	c.pinWriting = true
 	c.pinsOut.Add(1)
 	go func() {
 		defer c.pinsOut.Done()
-		defer c.pinWrite.Unlock()
-		b, err := json.Marshal(snap)
-		if err == nil {
-			err = atomicfile.WriteFile(c.pinFile, b, 0o600)
+		c.mu.Lock()
+		for c.pinsDirty {
+			c.pinsDirty = false
+			snap := make(pinsOnDisk, len(c.pins))
+			for d, u := range c.pins {
+				snap[d.String()] = u
+			}
+			c.mu.Unlock()
+			b, err := json.Marshal(snap)
+			if err == nil {
+				err = atomicfile.WriteFile(c.pinFile, b, 0o600)
+			}
+			if err != nil {
+				c.log.Warn("saving pins; they hold until the agent restarts", "file", c.pinFile, "err", err)
+			}
+			c.mu.Lock()
 		}
-		if err != nil {
-			c.log.Warn("saving pins; they hold until the agent restarts", "file", c.pinFile, "err", err)
-		}
+		c.pinWriting = false
+		c.mu.Unlock()
 	}()
 }
 
-// flushPins waits for the pin writes under way: a pin taken just before
-// the agent stops is on disk when it has.
+// flushPins waits for the pin writer: a pin taken just before the agent
+// stops is on disk when it has.
 func (c *cache) flushPins() { c.pinsOut.Wait() }
 
 // loadPins reads pinFile, keeping the pins not yet expired. A file that
