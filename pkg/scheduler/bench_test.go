@@ -30,3 +30,27 @@ func BenchmarkNextBoundFull(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNextAllAsked is the call late in a download, on every have
+// and every piece, once each missing piece is asked of someone and the
+// bound is no longer reached: there is nothing to ask, and finding that
+// out once cost a scan of the blob for every peer.
+func BenchmarkNextAllAsked(b *testing.B) {
+	now := time.Unix(0, 0)
+	have := make([]bool, 256)
+	for i := range have[:251] {
+		have[i] = true
+	}
+	s := New(Config{}, len(have), 1<<20, have, rand.New(rand.NewPCG(1, 2)))
+	for p := range 32 {
+		s.AddPeer(PeerID(fmt.Sprintf("peer%03d", p)), nil, true, now)
+	}
+	if n := len(s.Next(now)); n != 5 {
+		b.Fatalf("asked %d pieces, want the 5 missing", n)
+	}
+	for b.Loop() {
+		if len(s.Next(now)) != 0 {
+			b.Fatal("asked a piece twice outside the end game")
+		}
+	}
+}

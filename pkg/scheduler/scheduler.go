@@ -33,6 +33,7 @@ package scheduler
 import (
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -114,7 +115,9 @@ type Request struct {
 }
 
 type peerState struct {
+	id       PeerID
 	has      []bool
+	held     []int // the pieces in has, in the order they were learnt
 	complete bool
 	origin   bool
 	inflight map[int]time.Time // piece → when it was asked
@@ -153,14 +156,19 @@ type Scheduler struct {
 	stream   int // next piece a streaming reader needs; -1 when none
 	rnd      *rand.Rand
 	counters Counters
-	ids      []PeerID // scratch for Next
-	// order is the peers' IDs sorted, rebuilt only when the set changes:
-	// Next runs on every event, and sorting there dominated the fleet
-	// simulator's profile.
-	order      []PeerID
+	ids      []*peerState // scratch for Next
+	// order is the peers sorted by ID, rebuilt only when the set changes:
+	// Next runs on every event, and sorting (then looking each peer up by
+	// ID) there dominated the fleet simulator's profile.
+	order      []*peerState
 	orderStale bool
-	origins    int    // peers marked as origins
-	late       []bool // scratch for the end game
+	// open is scratch for Next: the pieces it may ask for, in index
+	// order. Built once per call, it spares every peer's pick a scan of
+	// the whole blob — late in a download, when every missing piece is
+	// already asked, there is nothing to scan at all.
+	open    []int
+	origins int    // peers marked as origins
+	late    []bool // scratch for the end game
 	// limit: only pieces below it are asked for (see SetLimit).
 	limit int
 }
@@ -209,7 +217,7 @@ func (s *Scheduler) SetStream(next int) { s.stream = next }
 // AddPeer adds a peer with its bitfield (MSB first), or complete. Adding a
 // known peer replaces what it has; what was measured of it is kept.
 func (s *Scheduler) AddPeer(id PeerID, bitfield []byte, complete bool, now time.Time) {
-	p := &peerState{lastActive: now}
+	p := &peerState{id: id, lastActive: now}
 	if old, ok := s.peers[id]; ok {
 		if old.banned {
 			return
@@ -221,12 +229,11 @@ func (s *Scheduler) AddPeer(id PeerID, bitfield []byte, complete bool, now time.
 	for i := range s.pieces {
 		if complete || (i/8 < len(bitfield) && bitfield[i/8]&(0x80>>(i%8)) != 0) {
 			p.has[i] = true
+			p.held = append(p.held, i)
 			s.avail[i]++
 		}
 	}
-	if _, known := s.peers[id]; !known {
-		s.orderStale = true
-	}
+	s.orderStale = true // a replaced peer is a new peerState
 	s.peers[id] = p
 }
 
@@ -246,6 +253,7 @@ func (s *Scheduler) PeerHas(id PeerID, i int) {
 		return
 	}
 	p.has[i] = true
+	p.held = append(p.held, i)
 	s.avail[i]++
 }
 
@@ -277,6 +285,7 @@ func (s *Scheduler) drop(p *peerState) {
 		}
 	}
 	clear(p.has)
+	p.held = p.held[:0]
 }
 
 func (s *Scheduler) withdraw(p *peerState, i int) {
@@ -506,28 +515,36 @@ func (s *Scheduler) Next(now time.Time) []Request {
 	if s.missing == 0 {
 		return nil
 	}
-	endGame := s.endGame(now)
-	var out []Request
-	// Sorted before the shuffle: map order is not the random source's, and
-	// the same seed must plan the same requests (the fleet simulator).
-	if s.orderStale {
-		s.order = s.order[:0]
-		for id := range s.peers {
-			s.order = append(s.order, id)
-		}
-		slices.Sort(s.order)
-		s.orderStale = false
-	}
 	// With the bound reached only origins, which are outside it, can be
-	// asked: the others are not worth shuffling.
+	// asked: the others are not worth looking at.
 	full := s.inflight-s.ofOrigin >= s.cfg.MaxInflight
 	if full && s.origins == 0 {
 		return nil
 	}
+	endGame := s.endGame(now)
+	s.open = s.open[:0]
+	for i := range s.limit {
+		if !s.have[i] && s.askable(i, endGame) {
+			s.open = append(s.open, i)
+		}
+	}
+	if len(s.open) == 0 {
+		return nil
+	}
+	// Sorted before the shuffle: map order is not the random source's, and
+	// the same seed must plan the same requests (the fleet simulator).
+	if s.orderStale {
+		s.order = s.order[:0]
+		for _, p := range s.peers {
+			s.order = append(s.order, p)
+		}
+		slices.SortFunc(s.order, func(a, b *peerState) int { return strings.Compare(string(a.id), string(b.id)) })
+		s.orderStale = false
+	}
 	s.ids = s.ids[:0]
-	for _, id := range s.order {
-		if p := s.peers[id]; !p.banned && !now.Before(p.restUntil) && (!full || p.origin) {
-			s.ids = append(s.ids, id)
+	for _, p := range s.order {
+		if !p.banned && !now.Before(p.restUntil) && (!full || p.origin) {
+			s.ids = append(s.ids, p)
 		}
 	}
 	ids := s.ids
@@ -540,18 +557,18 @@ func (s *Scheduler) Next(now time.Time) []Request {
 	// one no agent has yet, and the origin's uplink — the swarm's root —
 	// idles while the offer waits.
 	front := 0
-	for k, id := range ids {
-		if s.peers[id].origin {
+	for k, p := range ids {
+		if p.origin {
 			ids[front], ids[k] = ids[k], ids[front]
 			front++
 		}
 	}
+	var out []Request
 	// Round robin, one request per peer per round: with the bound over
 	// all peers, filling one peer's pipeline first would leave the
 	// others idle.
 	for depth := range s.cfg.PerPeer {
-		for _, id := range ids {
-			p := s.peers[id]
+		for _, p := range ids {
 			if s.inflight-s.ofOrigin >= s.cfg.MaxInflight && !p.origin {
 				return out
 			}
@@ -578,10 +595,20 @@ func (s *Scheduler) Next(now time.Time) []Request {
 			if p.origin {
 				s.ofOrigin++
 			}
-			out = append(out, Request{id, i})
+			out = append(out, Request{p.id, i})
 		}
 	}
 	return out
+}
+
+// askable: piece i, missing, may be asked of a peer that has it — nobody
+// has been asked yet, or it is late in the end game and may be asked once
+// more.
+func (s *Scheduler) askable(i int, endGame bool) bool {
+	if s.asked[i] == 0 {
+		return true
+	}
+	return endGame && s.late[i] && s.asked[i] < s.cfg.EndGameCopies
 }
 
 // endGameMax is the most missing pieces for the end game to begin.
@@ -621,32 +648,36 @@ func (s *Scheduler) endGame(now time.Time) bool {
 	return any
 }
 
-// pick chooses the next piece for p, or -1.
+// pick chooses the next piece for p among s.open, or -1.
 func (s *Scheduler) pick(p *peerState, endGame bool) int {
 	wanted := func(i int) bool {
-		if s.have[i] || !p.has[i] || i >= s.limit {
+		// s.open was built for this call; pieces asked since then may
+		// no longer be askable.
+		if s.have[i] || !p.has[i] || i >= s.limit || !s.askable(i, endGame) {
 			return false
 		}
-		if _, mine := p.inflight[i]; mine {
-			return false
+		if s.asked[i] > 0 {
+			if _, mine := p.inflight[i]; mine {
+				return false
+			}
 		}
-		if p.origin && s.avail[i] > 1 {
-			return false // an agent has it: get it there
-		}
-		if s.asked[i] == 0 {
-			return true
-		}
-		return endGame && s.late[i] && s.asked[i] < s.cfg.EndGameCopies
+		return !p.origin || s.avail[i] <= 1 // else an agent has it: get it there
 	}
 	if s.stream >= 0 {
-		for i := s.stream; i < min(s.pieces, s.stream+s.cfg.Window); i++ {
+		for i := s.stream; i < min(s.limit, s.stream+s.cfg.Window); i++ {
 			if wanted(i) {
 				return i
 			}
 		}
 	}
+	// The shorter list of the two: early in a rollout peers hold few of
+	// the many open pieces, late the open pieces are few.
+	scan := s.open
+	if len(p.held) < len(scan) {
+		scan = p.held
+	}
 	best, bestAvail, ties := -1, 0, 0
-	for i := range s.pieces {
+	for _, i := range scan {
 		if !wanted(i) {
 			continue
 		}
