@@ -10,6 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/shoal-project/shoal/pkg/metainfo"
+	"github.com/shoal-project/shoal/pkg/swarmsim"
 )
 
 type summary struct {
@@ -20,11 +24,16 @@ type summary struct {
 	Max          float64 `json:"max_seconds"`
 	FirstByteP50 float64 `json:"first_byte_p50_seconds"`
 	FirstByteP99 float64 `json:"first_byte_p99_seconds"`
-	OriginEgress int64   `json:"origin_egress_bytes"`
-	EgressCopies float64 `json:"origin_egress_copies"` // ÷ image size
-	PeerBytes    int64   `json:"peer_bytes"`
-	P99OverBound float64 `json:"p99_over_bound,omitempty"`
-	Failed       int     `json:"failed_agents"`
+	// FirstByteFloorP50 and P99: the earliest any schedule could have had
+	// those agents hold a first piece (swarmsim.FirstByteFloor); not for
+	// the direct mode, whose first byte is not a checked piece.
+	FirstByteFloorP50 float64 `json:"first_byte_floor_p50_seconds,omitempty"`
+	FirstByteFloorP99 float64 `json:"first_byte_floor_p99_seconds,omitempty"`
+	OriginEgress      int64   `json:"origin_egress_bytes"`
+	EgressCopies      float64 `json:"origin_egress_copies"` // ÷ image size
+	PeerBytes         int64   `json:"peer_bytes"`
+	P99OverBound      float64 `json:"p99_over_bound,omitempty"`
+	Failed            int     `json:"failed_agents"`
 	// NeededBytes is agents × image; ReceivedOverNeeded is what the agents
 	// received (from peers and origins) ÷ that, DuplicateShare the
 	// duplicate bytes ÷ that.
@@ -128,6 +137,15 @@ func summarize(o options, ph *phase, bound float64) summary {
 		s.Max = done[len(done)-1]
 	}
 	s.FirstByteP50, s.FirstByteP99 = percentile(fb, 50), percentile(fb, 99)
+	if ph.Mode != "direct" && o.LinkBps > 0 && o.Layers > 0 {
+		// An origin's uplink is an agent's: each sends one piece per piece
+		// time.
+		tau := time.Duration(float64(metainfo.PieceLength(o.Image/int64(o.Layers))) / float64(o.LinkBps) * float64(time.Second))
+		floor := func(p float64) float64 {
+			return swarmsim.FirstByteFloor(len(ph.Agents), p, tau, float64(max(1, o.Origins))).Seconds()
+		}
+		s.FirstByteFloorP50, s.FirstByteFloorP99 = floor(50), floor(99)
+	}
 	s.EgressCopies = float64(ph.OriginEgress) / float64(o.Image)
 	if ph.Preheat != nil {
 		s.PreheatCopies, s.PreheatSeconds, s.PreheatEgress = ph.Preheat.Copies, ph.Preheat.Seconds, ph.Preheat.OriginEgress
@@ -212,6 +230,10 @@ func (r *report) text(w io.Writer) {
 	for _, s := range r.Summaries {
 		if s.P99OverBound > 0 {
 			fmt.Fprintf(w, "%s: p99 is %.2f × the bound\n", s.Mode, s.P99OverBound)
+		}
+		if s.FirstByteFloorP50 > 0 {
+			fmt.Fprintf(w, "%s: first byte p50 is %.1f × its floor of %.2fs, p99 %.1f × %.2fs (a first piece's holders at most double each piece time)\n",
+				s.Mode, s.FirstByteP50/s.FirstByteFloorP50, s.FirstByteFloorP50, s.FirstByteP99/s.FirstByteFloorP99, s.FirstByteFloorP99)
 		}
 		if s.CPULimited {
 			fmt.Fprintf(w, "%s: the CPU was busy %.0f%% (%.0f%% in its busiest second): the times may be the machine's limit, not the links'\n",

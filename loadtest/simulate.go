@@ -112,32 +112,42 @@ func (f *simFlags) run(ctx context.Context, w io.Writer, o simOptions) error {
 
 // simRow is one simulated configuration, averaged over runs.
 type simRow struct {
-	Agents        int       `json:"agents"`
-	Bound         float64   `json:"bound_seconds"`
-	P50           float64   `json:"p50_seconds"`
-	P90           float64   `json:"p90_seconds"`
-	P99           float64   `json:"p99_seconds"`
-	Max           float64   `json:"max_seconds"`
-	FirstByteP50  float64   `json:"first_byte_p50_seconds"`
-	FirstByteP99  float64   `json:"first_byte_p99_seconds"`
-	OriginEgress  int64     `json:"origin_egress_bytes"`
-	OriginCopies  float64   `json:"origin_egress_copies"`
-	PeerBytes     int64     `json:"peer_bytes"`
-	DupShare      float64   `json:"duplicate_share"`
-	Expired       int       `json:"requests_expired"`
-	Busy          int       `json:"busy_received"`
-	EndGame       int       `json:"end_game_requests"`
-	TopUps        int       `json:"origin_top_ups"`
-	Alone         int       `json:"alone_downloads"`
-	Failed        int       `json:"failed_agents"`
-	Wall          float64   `json:"sim_wall_seconds"`
-	SimSeconds    float64   `json:"sim_seconds"`
-	Events        int64     `json:"sim_events"`
-	Runs          int       `json:"sim_runs"`
-	P99OverBounds []float64 `json:"p99_over_bound_per_run"`
+	Agents       int     `json:"agents"`
+	Bound        float64 `json:"bound_seconds"`
+	P50          float64 `json:"p50_seconds"`
+	P90          float64 `json:"p90_seconds"`
+	P99          float64 `json:"p99_seconds"`
+	Max          float64 `json:"max_seconds"`
+	FirstByteP50 float64 `json:"first_byte_p50_seconds"`
+	FirstByteP99 float64 `json:"first_byte_p99_seconds"`
+	// FirstByteFloorP50: swarmsim.FirstByteFloor, the best any schedule
+	// could do.
+	FirstByteFloorP50 float64   `json:"first_byte_floor_p50_seconds"`
+	OriginEgress      int64     `json:"origin_egress_bytes"`
+	OriginCopies      float64   `json:"origin_egress_copies"`
+	PeerBytes         int64     `json:"peer_bytes"`
+	DupShare          float64   `json:"duplicate_share"`
+	Expired           int       `json:"requests_expired"`
+	Busy              int       `json:"busy_received"`
+	EndGame           int       `json:"end_game_requests"`
+	TopUps            int       `json:"origin_top_ups"`
+	Alone             int       `json:"alone_downloads"`
+	Failed            int       `json:"failed_agents"`
+	Wall              float64   `json:"sim_wall_seconds"`
+	SimSeconds        float64   `json:"sim_seconds"`
+	Events            int64     `json:"sim_events"`
+	Runs              int       `json:"sim_runs"`
+	P99OverBounds     []float64 `json:"p99_over_bound_per_run"`
 	// Timeline is the first run's fleet every twentieth of the bound.
 	Timeline []swarmsim.Sample `json:"timeline"`
 	Notes    []string          `json:"notes,omitempty"`
+}
+
+func (r simRow) firstByteOverFloor() float64 {
+	if r.FirstByteFloorP50 <= 0 {
+		return 0
+	}
+	return r.FirstByteP50 / r.FirstByteFloorP50
 }
 
 func (r simRow) p99OverBound() float64 {
@@ -199,6 +209,8 @@ func (f *simFlags) simulateRow(ctx context.Context, o simOptions, runs int) (sim
 		row.Max += sec(r.Percentile(100))
 		row.FirstByteP50 += sec(r.FirstBytePercentile(50))
 		row.FirstByteP99 += sec(r.FirstBytePercentile(99))
+		tau := time.Duration(float64(r.PieceLength) / float64(o.LinkBps) * float64(time.Second))
+		row.FirstByteFloorP50 = swarmsim.FirstByteFloor(o.Agents, 50, tau, 1).Seconds()
 		row.OriginEgress += r.OriginEgress / int64(runs)
 		row.OriginCopies += r.OriginCopies / float64(runs)
 		row.PeerBytes += r.PeerBytes / int64(runs)
@@ -235,11 +247,11 @@ func (f *simFlags) simulateRow(ctx context.Context, o simOptions, runs int) (sim
 }
 
 func simTable(w io.Writer, rows []simRow) {
-	fmt.Fprintf(w, "%7s %7s %8s %8s %7s %7s %9s %8s %6s %8s %8s %8s %7s %9s\n",
-		"agents", "bound", "p50", "p99", "p50÷b", "p99÷b", "ttfb p50", "copies", "dup", "expired", "busy", "endgame", "failed", "sim wall")
+	fmt.Fprintf(w, "%7s %7s %8s %8s %7s %7s %9s %7s %8s %6s %8s %8s %8s %7s %9s\n",
+		"agents", "bound", "p50", "p99", "p50÷b", "p99÷b", "ttfb p50", "÷floor", "copies", "dup", "expired", "busy", "endgame", "failed", "sim wall")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%7d %6.1fs %7.1fs %7.1fs %7.2f %7.2f %8.2fs %7.2fx %5.1f%% %8d %8d %8d %7d %8.1fs\n",
-			r.Agents, r.Bound, r.P50, r.P99, r.P50/r.Bound, r.p99OverBound(), r.FirstByteP50, r.OriginCopies, 100*r.DupShare,
+		fmt.Fprintf(w, "%7d %6.1fs %7.1fs %7.1fs %7.2f %7.2f %8.2fs %7.1f %7.2fx %5.1f%% %8d %8d %8d %7d %8.1fs\n",
+			r.Agents, r.Bound, r.P50, r.P99, r.P50/r.Bound, r.p99OverBound(), r.FirstByteP50, r.firstByteOverFloor(), r.OriginCopies, 100*r.DupShare,
 			r.Expired, r.Busy, r.EndGame, r.Failed, r.Wall)
 	}
 }
