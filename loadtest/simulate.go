@@ -15,8 +15,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shoal-project/shoal/pkg/swarmsim"
@@ -189,18 +191,34 @@ func progressLine(r simRow) string {
 }
 
 // simulateRow runs o runs times (seeds seed, seed+1, ...) and averages.
+// The runs are independent, so they go one per core: a 10,000-agent run
+// is minutes of one core, and three seeds take the time of two.
 func (f *simFlags) simulateRow(ctx context.Context, o simOptions, runs int) (simRow, error) {
 	var row simRow
+	results := make([]*swarmsim.Result, runs)
+	errs := make([]error, runs)
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
 	for k := range runs {
-		cfg := swarmsim.Config{
-			Agents: o.Agents, BlobBytes: o.Image, Layers: o.Layers,
-			UpBps: o.LinkBps, DownBps: o.LinkBps, OriginBps: o.LinkBps,
-			Stagger: o.Stagger, Churn: o.Churn, Latency: *f.latency, Seed: *f.seed + uint64(k),
-		}
-		r, err := swarmsim.Run(ctx, cfg)
-		if err != nil {
-			return row, fmt.Errorf("simulating %d agents: %w", o.Agents, err)
-		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			cfg := swarmsim.Config{
+				Agents: o.Agents, BlobBytes: o.Image, Layers: o.Layers,
+				UpBps: o.LinkBps, DownBps: o.LinkBps, OriginBps: o.LinkBps,
+				Stagger: o.Stagger, Churn: o.Churn, Latency: *f.latency, Seed: *f.seed + uint64(k),
+			}
+			results[k], errs[k] = swarmsim.Run(ctx, cfg)
+			if errs[k] != nil {
+				errs[k] = fmt.Errorf("simulating %d agents, seed %d: %w", o.Agents, cfg.Seed, errs[k])
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return row, err
+	}
+	for k, r := range results {
 		sec := func(d time.Duration) float64 { return d.Seconds() / float64(runs) }
 		row.Bound = r.Bound.Seconds()
 		row.P50 += sec(r.Percentile(50))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,5 +103,24 @@ func TestRecordedCalibration(t *testing.T) {
 	}
 	if line := calibrationLine(); !strings.HasPrefix(line, "calibration") {
 		t.Errorf("calibrationLine() = %q", line)
+	}
+}
+
+// Runs go side by side but are reported in seed order, each as it would
+// be alone.
+func TestSimulateRunsInSeedOrder(t *testing.T) {
+	o := simOptions{Agents: 8, Image: 16 << 20, Layers: 1, LinkBps: 25e6 / 8}
+	all, err := simFlagsFor(t, "--seed", "5").simulateRow(t.Context(), o, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, got := range all.P99OverBounds {
+		one, err := simFlagsFor(t, "--seed", fmt.Sprint(5+k)).simulateRow(t.Context(), o, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := one.P99OverBounds[0]; got != want {
+			t.Errorf("run %d of 3: p99 ÷ bound %v, alone with its seed %v", k, got, want)
+		}
 	}
 }
