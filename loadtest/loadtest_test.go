@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"image/color"
 	"image/png"
@@ -223,7 +224,7 @@ func TestParseArgs(t *testing.T) {
 // The counters reach the summary, the terminal table and the HTML table:
 // shares of the bytes needed, and a CPU-bound phase is called out.
 func TestReportCounters(t *testing.T) {
-	o := options{Agents: 2, Image: 8 << 20, Layers: 1, LinkBps: 1 << 20}
+	o := options{Agents: 2, Image: 8 << 20, Layers: 1, LinkBps: 1 << 20, Origins: 2, Stagger: 30 * time.Second, Churn: 0.3, Netns: true}
 	ph := &phase{Mode: "p2p", PeerBytes: 14 << 20, AgentOriginBytes: 4 << 20, OriginEgress: 5 << 20,
 		originCounters: originCounters{OriginP2P: 4 << 20, OriginV2: 1 << 20, OriginRefused: 3, OriginBusySent: 5},
 		agentCounters:  agentCounters{DuplicateBytes: 2 << 20, Expired: 7, BusyReceived: 11, BusySent: 6, Stalls: 1, OriginOK: 4, OriginBusy: 3},
@@ -239,7 +240,10 @@ func TestReportCounters(t *testing.T) {
 	}
 	var sb strings.Builder
 	r.text(&sb)
-	for _, want := range []string{"90%/100%", "1.12x", "2.0 MiB 12.5%", "11/11", "4.0 MiB", "4/3/0", "the CPU was busy 90%"} {
+	// 512 KiB pieces at 1 MiB/s: the first of two agents can have one
+	// after a piece time, 0.5 s; it had its first byte at 1 s.
+	for _, want := range []string{"90%/100%", "1.12x", "2.0 MiB 12.5%", "11/11", "4.0 MiB", "4/3/0", "the CPU was busy 90%",
+		"first byte p50 is 2.0 × its floor of 0.50s"} {
 		if !strings.Contains(sb.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, sb.String())
 		}
@@ -247,6 +251,14 @@ func TestReportCounters(t *testing.T) {
 	dir := t.TempDir()
 	if err := r.write(dir); err != nil {
 		t.Fatal(err)
+	}
+	// --calibrate simulates the fleet as it ran.
+	var rr realReport
+	if b, err := os.ReadFile(r.Files[0]); err != nil || json.Unmarshal(b, &rr) != nil {
+		t.Fatalf("report.json: %v", err)
+	}
+	if rr.Origins != 2 || rr.StaggerSeconds != 30 || rr.Churn != 0.3 || rr.Netns == nil || !*rr.Netns {
+		t.Errorf("report.json as --calibrate reads it: %+v", rr)
 	}
 	html, _ := os.ReadFile(r.Files[1])
 	if !strings.Contains(string(html), "4 / 3 / 0") || !strings.Contains(string(html), "2.0 MiB (12.5%)") {

@@ -90,6 +90,11 @@ type report struct {
 	Layers       int     `json:"layers"`
 	LinkBps      int64   `json:"link_bytes_per_second"`
 	BoundSeconds float64 `json:"bound_seconds,omitempty"` // image ÷ link: the physical floor
+	// How the fleet ran, for --calibrate to simulate it alike.
+	Origins        int     `json:"origins"`
+	StaggerSeconds float64 `json:"stagger_seconds"`
+	Churn          float64 `json:"churn"`
+	Netns          bool    `json:"netns"`
 	// Capabilities: every piece request carried an origin-issued
 	// capability that seeders checked (--capabilities).
 	Capabilities bool `json:"capabilities"`
@@ -168,6 +173,7 @@ func summarize(o options, ph *phase, bound float64) summary {
 
 func buildReport(o options, phases []*phase) *report {
 	r := &report{Agents: o.Agents, ImageBytes: o.Image, Layers: o.Layers, LinkBps: o.LinkBps, Capabilities: o.Capabilities,
+		Origins: o.Origins, StaggerSeconds: o.Stagger.Seconds(), Churn: o.Churn, Netns: o.Netns,
 		Upstream: o.Upstream, Phases: phases}
 	if o.LinkBps > 0 {
 		r.BoundSeconds = float64(o.Image) / float64(o.LinkBps)
