@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -411,4 +412,27 @@ func runFleet(t *testing.T, o options) *report {
 	r.text(&sb)
 	t.Log(sb.String())
 	return r
+}
+
+// Churned agents fetch again what they lost, so the bytes moved can pass
+// the total: the bar stays full (it once panicked the whole run).
+func TestProgressPastTotal(t *testing.T) {
+	for _, tt := range []struct {
+		moved int64
+		bar   string
+	}{
+		{0, strings.Repeat(".", 30)},
+		{50, strings.Repeat("#", 15) + strings.Repeat(".", 15)},
+		{100, strings.Repeat("#", 30)},
+		{130, strings.Repeat("#", 30)},
+	} {
+		var done atomic.Int32
+		var moved atomic.Int64
+		moved.Store(tt.moved)
+		var out strings.Builder
+		progress(&out, "p2p", 2, 100, &done, &moved)()
+		if !strings.Contains(out.String(), "["+tt.bar+"]") {
+			t.Errorf("%d of 100 moved: %q", tt.moved, out.String())
+		}
+	}
 }

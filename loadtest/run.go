@@ -1123,8 +1123,10 @@ func progress(w io.Writer, mode string, agents int, total int64, done *atomic.In
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			frac := float64(moved.Load()) / float64(max(total, 1))
-			bar := strings.Repeat("#", int(frac*30)) + strings.Repeat(".", 30-int(frac*30))
+			// Churned agents fetch again what they lost: the bytes moved
+			// may pass the total.
+			n := int(min(1, float64(moved.Load())/float64(max(total, 1))) * 30)
+			bar := strings.Repeat("#", n) + strings.Repeat(".", 30-n)
 			fmt.Fprintf(w, "%s%-6s [%s] agents %d/%d  %s/%s", lead, mode, bar, done.Load(), agents, mib(moved.Load()), mib(total))
 			select {
 			case <-stop:
