@@ -225,7 +225,7 @@ func TestParseArgs(t *testing.T) {
 // The counters reach the summary, the terminal table and the HTML table:
 // shares of the bytes needed, and a CPU-bound phase is called out.
 func TestReportCounters(t *testing.T) {
-	o := options{Agents: 2, Image: 8 << 20, Layers: 1, LinkBps: 1 << 20, Origins: 2, Stagger: 30 * time.Second, Churn: 0.3, Netns: true}
+	o := options{Agents: 2, Image: 8 << 20, Layers: 1, LinkBps: 1 << 20, Origins: 2, Churn: 0.3, Netns: true}
 	ph := &phase{Mode: "p2p", PeerBytes: 14 << 20, AgentOriginBytes: 4 << 20, OriginEgress: 5 << 20,
 		originCounters: originCounters{OriginP2P: 4 << 20, OriginV2: 1 << 20, OriginRefused: 3, OriginBusySent: 5},
 		agentCounters:  agentCounters{DuplicateBytes: 2 << 20, Expired: 7, BusyReceived: 11, BusySent: 6, Stalls: 1, OriginOK: 4, OriginBusy: 3},
@@ -253,13 +253,24 @@ func TestReportCounters(t *testing.T) {
 	if err := r.write(dir); err != nil {
 		t.Fatal(err)
 	}
-	// --calibrate simulates the fleet as it ran.
+	// --calibrate simulates the fleet as it ran; staggered agents find
+	// pieces already out, so their first byte has no floor.
+	o.Stagger = 30 * time.Second
+	staggered := buildReport(o, []*phase{ph})
+	if err := staggered.write(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
 	var rr realReport
-	if b, err := os.ReadFile(r.Files[0]); err != nil || json.Unmarshal(b, &rr) != nil {
+	if b, err := os.ReadFile(staggered.Files[0]); err != nil || json.Unmarshal(b, &rr) != nil {
 		t.Fatalf("report.json: %v", err)
 	}
 	if rr.Origins != 2 || rr.StaggerSeconds != 30 || rr.Churn != 0.3 || rr.Netns == nil || !*rr.Netns {
 		t.Errorf("report.json as --calibrate reads it: %+v", rr)
+	}
+	sb.Reset()
+	staggered.text(&sb)
+	if strings.Contains(sb.String(), "floor") {
+		t.Errorf("a staggered fleet's first byte held to a floor:\n%s", sb.String())
 	}
 	html, _ := os.ReadFile(r.Files[1])
 	if !strings.Contains(string(html), "4 / 3 / 0") || !strings.Contains(string(html), "2.0 MiB (12.5%)") {

@@ -142,9 +142,9 @@ func summarize(o options, ph *phase, bound float64) summary {
 		s.Max = done[len(done)-1]
 	}
 	s.FirstByteP50, s.FirstByteP99 = percentile(fb, 50), percentile(fb, 99)
-	if ph.Mode != "direct" && o.LinkBps > 0 && o.Layers > 0 {
+	if ph.Mode != "direct" && o.LinkBps > 0 && o.Layers > 0 && o.Stagger == 0 {
 		// An origin's uplink is an agent's: each sends one piece per piece
-		// time.
+		// time. Staggered agents find pieces already out: no floor.
 		tau := time.Duration(float64(metainfo.PieceLength(o.Image/int64(o.Layers))) / float64(o.LinkBps) * float64(time.Second))
 		floor := func(p float64) float64 {
 			return swarmsim.FirstByteFloor(len(ph.Agents), p, tau, float64(max(1, o.Origins))).Seconds()

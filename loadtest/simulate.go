@@ -227,8 +227,10 @@ func (f *simFlags) simulateRow(ctx context.Context, o simOptions, runs int) (sim
 		row.Max += sec(r.Percentile(100))
 		row.FirstByteP50 += sec(r.FirstBytePercentile(50))
 		row.FirstByteP99 += sec(r.FirstBytePercentile(99))
-		tau := time.Duration(float64(r.PieceLength) / float64(o.LinkBps) * float64(time.Second))
-		row.FirstByteFloorP50 = swarmsim.FirstByteFloor(o.Agents, 50, tau, 1).Seconds()
+		if o.Stagger == 0 { // staggered agents find pieces already out
+			tau := time.Duration(float64(r.PieceLength) / float64(o.LinkBps) * float64(time.Second))
+			row.FirstByteFloorP50 = swarmsim.FirstByteFloor(o.Agents, 50, tau, 1).Seconds()
+		}
 		row.OriginEgress += r.OriginEgress / int64(runs)
 		row.OriginCopies += r.OriginCopies / float64(runs)
 		row.PeerBytes += r.PeerBytes / int64(runs)
