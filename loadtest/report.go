@@ -16,14 +16,20 @@ import (
 	"github.com/shoal-project/shoal/pkg/swarmsim"
 )
 
-type summary struct {
-	Mode         string  `json:"mode"`
+// pullTimes are a fleet's pull times and times to first byte, in
+// seconds, as the real and the simulated reports both give them.
+type pullTimes struct {
 	P50          float64 `json:"p50_seconds"`
 	P90          float64 `json:"p90_seconds"`
 	P99          float64 `json:"p99_seconds"`
 	Max          float64 `json:"max_seconds"`
 	FirstByteP50 float64 `json:"first_byte_p50_seconds"`
 	FirstByteP99 float64 `json:"first_byte_p99_seconds"`
+}
+
+type summary struct {
+	Mode string `json:"mode"`
+	pullTimes
 	// FirstByteFloorP50 and P99: the earliest any schedule could have had
 	// those agents hold a first piece (swarmsim.FirstByteFloor); not for
 	// the direct mode, whose first byte is not a checked piece.

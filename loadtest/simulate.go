@@ -114,14 +114,9 @@ func (f *simFlags) run(ctx context.Context, w io.Writer, o simOptions) error {
 
 // simRow is one simulated configuration, averaged over runs.
 type simRow struct {
-	Agents       int     `json:"agents"`
-	Bound        float64 `json:"bound_seconds"`
-	P50          float64 `json:"p50_seconds"`
-	P90          float64 `json:"p90_seconds"`
-	P99          float64 `json:"p99_seconds"`
-	Max          float64 `json:"max_seconds"`
-	FirstByteP50 float64 `json:"first_byte_p50_seconds"`
-	FirstByteP99 float64 `json:"first_byte_p99_seconds"`
+	Agents int     `json:"agents"`
+	Bound  float64 `json:"bound_seconds"`
+	pullTimes
 	// FirstByteFloorP50: swarmsim.FirstByteFloor, the best any schedule
 	// could do.
 	FirstByteFloorP50 float64   `json:"first_byte_floor_p50_seconds"`
@@ -528,13 +523,8 @@ type simReport struct {
 }
 
 type simSumm struct {
-	Mode         string  `json:"mode"`
-	P50          float64 `json:"p50_seconds"`
-	P90          float64 `json:"p90_seconds"`
-	P99          float64 `json:"p99_seconds"`
-	Max          float64 `json:"max_seconds"`
-	FirstByteP50 float64 `json:"first_byte_p50_seconds"`
-	FirstByteP99 float64 `json:"first_byte_p99_seconds"`
+	Mode string `json:"mode"`
+	pullTimes
 	OriginEgress int64   `json:"origin_egress_bytes"`
 	EgressCopies float64 `json:"origin_egress_copies"`
 	PeerBytes    int64   `json:"peer_bytes"`
@@ -550,7 +540,7 @@ func writeSimReport(o simOptions, row simRow, seed uint64, runs int) (string, er
 		Simulated: true, Agents: o.Agents, ImageBytes: o.Image, Layers: o.Layers, LinkBps: o.LinkBps, BoundSeconds: row.Bound,
 		StaggerSeconds: o.Stagger.Seconds(), Churn: o.Churn, Seed: seed, Calibration: calibrationLine(), Sim: row,
 		Summaries: []simSumm{{
-			Mode: "sim", P50: row.P50, P90: row.P90, P99: row.P99, Max: row.Max, FirstByteP50: row.FirstByteP50, FirstByteP99: row.FirstByteP99,
+			Mode: "sim", pullTimes: row.pullTimes,
 			OriginEgress: row.OriginEgress, EgressCopies: row.OriginCopies, PeerBytes: row.PeerBytes, P99OverBound: row.p99OverBound(),
 			Failed: row.Failed, DupShare: row.DupShare, Expired: row.Expired, Busy: row.Busy,
 		}},
