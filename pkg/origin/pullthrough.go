@@ -152,10 +152,11 @@ func (s *Server) linkPulled(ctx context.Context, name string, d digest.Digest) e
 // pullHere fetches d from the upstream into this origin's store (one fetch
 // however many ask), then copies it to the other owners as a push would.
 func (s *Server) pullHere(ctx context.Context, reg *upstream.Registry, urepo string, d digest.Digest) error {
-	return reg.FetchBlob(ctx, urepo, d, func(ctx context.Context, d digest.Digest, body io.Reader, size int64) error {
-		if _, err := s.blobs.Stat(ctx, d); err == nil {
-			return nil // a fetch that just finished stored it
-		}
+	held := func(ctx context.Context, d digest.Digest) bool {
+		_, err := s.blobs.Stat(ctx, d)
+		return err == nil // a fetch that just finished stored it
+	}
+	return reg.FetchBlob(ctx, urepo, d, held, func(ctx context.Context, d digest.Digest, body io.Reader, size int64) error {
 		if size > s.cfg.MaxBlobSize {
 			return fmt.Errorf("%w: blob of %d bytes over max_blob_size", upstream.ErrMismatch, size)
 		}

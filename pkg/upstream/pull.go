@@ -240,11 +240,18 @@ func (r *Registry) Manifest(ctx context.Context, repo string, d digest.Digest) (
 // returns an error wrapping ErrMismatch otherwise.
 type Store func(ctx context.Context, d digest.Digest, body io.Reader, size int64) error
 
-// FetchBlob reads blob d of repo from the upstream into store. Concurrent
-// asks for one digest share one fetch; the fetch outlives an asker that
-// gives up, bounded by Timeout of no progress.
-func (r *Registry) FetchBlob(ctx context.Context, repo string, d digest.Digest, store Store) error {
+// FetchBlob reads blob d of repo from the upstream into store, unless held
+// (nil: never) says it is stored already. Concurrent asks for one digest
+// share one fetch; the fetch outlives an asker that gives up, bounded by
+// Timeout of no progress. held is asked inside the shared fetch: an ask
+// that found the blob missing just before a fetch stored it would
+// otherwise start a second one, and the upstream would send the blob
+// twice (seen in CI, two agents pulling one image through one origin).
+func (r *Registry) FetchBlob(ctx context.Context, repo string, d digest.Digest, held func(context.Context, digest.Digest) bool, store Store) error {
 	_, err, shared := r.flight.Do("blob:"+d.String(), func() (any, error) {
+		if held != nil && held(ctx, d) {
+			return nil, nil
+		}
 		return nil, r.fetchBlob(context.WithoutCancel(ctx), repo, d, store)
 	})
 	if shared {

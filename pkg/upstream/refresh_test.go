@@ -1,7 +1,9 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -105,4 +107,42 @@ func TestTagTTLAndBackgroundRefresh(t *testing.T) {
 	reg.Stop()
 	clock.add(2 * time.Hour)
 	resolve(second.Manifest) // upstream gone: the last digest known
+}
+
+// FetchBlob asks whether the blob is held inside the shared fetch, before
+// the upstream: an ask right after a fetch stored it costs no second GET.
+func TestFetchBlobHeld(t *testing.T) {
+	reg := registrytest.Start(t)
+	img := reg.Push("library/app", "1", 1<<10)
+	set, err := NewSet([]Config{{
+		Namespace: "registry.test", URL: reg.URL, Username: reg.User, PasswordFile: reg.PasswordFile,
+		TLS: tlsconfig.Files{CAFile: reg.CAFile},
+	}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	r, urepo, _ := set.Lookup("registry.test/library/app")
+	d := digest.Digest(img.Layers[0])
+	stored := map[digest.Digest][]byte{}
+	held := func(_ context.Context, d digest.Digest) bool { _, ok := stored[d]; return ok }
+	store := func(_ context.Context, d digest.Digest, body io.Reader, _ int64) error {
+		b, err := io.ReadAll(body)
+		stored[d] = b
+		return err
+	}
+	gets := 0
+	for k := range 3 {
+		if err := r.FetchBlob(t.Context(), urepo, d, held, store); err != nil {
+			t.Fatalf("fetch %d: %v", k, err)
+		}
+		if k == 0 {
+			// Its first request may be answered 401 and asked again
+			// with credentials.
+			gets = reg.BlobGETs(string(d))
+		}
+	}
+	if n := reg.BlobGETs(string(d)); gets == 0 || n != gets || !bytes.Equal(stored[d], img.Blobs[string(d)]) {
+		t.Errorf("a blob held after the first fetch: %d upstream GETs after it, %d after two more", gets, n)
+	}
 }
