@@ -199,6 +199,10 @@ etcd: {replicas: 1, image: %s, storage: 1Gi, %s}
 	push := []remote.Option{remote.WithTransport(originTransport(t, ca, ip)), basicAuth("ci", pushPass)}
 	originHost := release + "-origin." + namespace + ".svc:" + port
 	hello := singleBinaryImage(t, testbin, []string{"hello"}, []string{"/hello"})
+	// Ready pods are not yet a service that answers: kube-proxy programs
+	// the service once the endpoints are ready, and until then refuses
+	// connections (a push failed so in CI, right after helm --wait).
+	waitDial(t, net.JoinHostPort(ip, port), 30*time.Second)
 	pushImage(t, hello, originHost+"/e2e/hello:1", push...)
 	before0 := agentMetrics(t, agentPort)
 	c.apply(fmt.Sprintf(`apiVersion: v1
@@ -434,4 +438,21 @@ func compareSnapshots(a, b map[string]fileState) string {
 		}
 	}
 	return diff.String()
+}
+
+// waitDial waits until addr accepts a TCP connection.
+func waitDial(t *testing.T, addr string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not accept connections after %s: %v", addr, limit, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
