@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/shoal-project/shoal/pkg/metainfo"
 	"github.com/shoal-project/shoal/pkg/swarmsim"
@@ -151,7 +150,7 @@ func summarize(o options, ph *phase, bound float64) summary {
 	if ph.Mode != "direct" && o.LinkBps > 0 && o.Layers > 0 && o.Stagger == 0 {
 		// An origin's uplink is an agent's: each sends one piece per piece
 		// time. Staggered agents find pieces already out: no floor.
-		tau := time.Duration(float64(metainfo.PieceLength(o.Image/int64(o.Layers))) / float64(o.LinkBps) * float64(time.Second))
+		tau := swarmsim.PieceTime(metainfo.PieceLength(o.Image/int64(o.Layers)), o.LinkBps)
 		floor := func(p float64) float64 {
 			return swarmsim.FirstByteFloor(len(ph.Agents), p, tau, float64(max(1, o.Origins))).Seconds()
 		}

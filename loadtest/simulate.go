@@ -223,7 +223,7 @@ func (f *simFlags) simulateRow(ctx context.Context, o simOptions, runs int) (sim
 		row.FirstByteP50 += sec(r.FirstBytePercentile(50))
 		row.FirstByteP99 += sec(r.FirstBytePercentile(99))
 		if o.Stagger == 0 { // staggered agents find pieces already out
-			tau := time.Duration(float64(r.PieceLength) / float64(o.LinkBps) * float64(time.Second))
+			tau := swarmsim.PieceTime(r.PieceLength, o.LinkBps)
 			row.FirstByteFloorP50 = swarmsim.FirstByteFloor(o.Agents, 50, tau, 1).Seconds()
 		}
 		row.OriginEgress += r.OriginEgress / int64(runs)

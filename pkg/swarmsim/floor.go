@@ -25,3 +25,12 @@ func FirstByteFloor(n int, p float64, pieceTime time.Duration, fanout float64) t
 	m := math.Ceil(math.Log2(float64(k)/fanout + 1))
 	return time.Duration(m) * pieceTime
 }
+
+// PieceTime is how long a piece of pieceBytes takes at bps bytes per
+// second, the unit of FirstByteFloor.
+func PieceTime(pieceBytes, bps int64) time.Duration {
+	if bps <= 0 {
+		return 0
+	}
+	return time.Duration(float64(pieceBytes) / float64(bps) * float64(time.Second))
+}

@@ -46,7 +46,7 @@ func TestFirstByteAboveFloor(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tau := time.Duration(float64(r.PieceLength) / float64(25*mbit) * float64(time.Second))
+		tau := PieceTime(r.PieceLength, 25*mbit)
 		for _, p := range []float64{50, 99} {
 			if got, floor := r.FirstBytePercentile(p), FirstByteFloor(n, p, tau, 1); got < floor {
 				t.Errorf("%d agents: first byte p%v %v, under the floor %v", n, p, got, floor)
